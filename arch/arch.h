@@ -1,0 +1,51 @@
+// Architecture-neutral vocabulary shared by the arch/ backends, the engine
+// and the daemon. Nothing here touches the kernel.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hwwatch::arch {
+
+enum class Arch { kUnknown, kX86_64, kAarch64 };
+
+// What kind of access triggers a watch.
+enum class Access { kWrite, kReadWrite, kExecute, kRead };
+
+// The kernel's breakpoint types: TYPE_INST and TYPE_DATA.
+enum class SlotType { kInst, kData };
+
+// Where an access of this kind is accounted.
+constexpr SlotType SlotTypeOf(Access a) {
+  return a == Access::kExecute ? SlotType::kInst : SlotType::kData;
+}
+
+std::string_view ArchName(Arch a);
+std::string_view AccessName(Access a);
+
+// A pool of interchangeable registers on each CPU.
+struct SlotPool {
+  std::vector<SlotType> types;  // both on x86 (mixed pool)
+  unsigned slots = 0;
+  bool mixed() const { return types.size() > 1; }
+};
+
+// What one register can cover for one access type.
+struct AccessRule {
+  Access access;
+  std::vector<unsigned> lengths;  // lengths one register covers
+  bool naturally_aligned = false;  // address % length == 0 (x86)
+  unsigned word_size = 0;  // any byte range inside one aligned word (arm64: 8)
+};
+
+#if defined(__x86_64__)
+constexpr Arch kHostArch = Arch::kX86_64;
+#elif defined(__aarch64__)
+constexpr Arch kHostArch = Arch::kAarch64;
+#else
+constexpr Arch kHostArch = Arch::kUnknown;
+#endif
+
+}  // namespace hwwatch::arch
