@@ -1,0 +1,127 @@
+#include "client/client.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace hwwatch::client {
+
+std::string DefaultSocketPath() {
+  const char* env = std::getenv("HWWATCH_SOCKET");
+  return env && *env ? env : kDefaultSocket;
+}
+
+Error Error::FromStatus(const grpc::Status& status) {
+  Error e;
+  e.code = status.error_code();
+  e.message = status.error_message();
+  if (!status.error_details().empty()) {
+    v1::ErrorDetails details;
+    if (details.ParseFromString(status.error_details())) {
+      for (const auto& any : details.details()) {
+        v1::Refusal refusal;
+        if (any.UnpackTo(&refusal)) {
+          e.refusal = std::move(refusal);
+          break;
+        }
+      }
+    }
+  }
+  return e;
+}
+
+std::string Error::ToString() const {
+  if (unreachable) return message;
+  std::string s = message;
+  if (refusal && !refusal->explanation().empty() && refusal->explanation() != message) {
+    s += ": " + refusal->explanation();
+  }
+  return s;
+}
+
+namespace {
+
+// A plain connect() first: it tells precisely why nothing answers (no such
+// file, refused, permission) instead of a generic gRPC "unavailable".
+std::optional<std::string> ProbeSocket(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    return "socket path '" + path + "' is empty or too long";
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::string("cannot create a socket: ") + std::strerror(errno);
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  int rc = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  int err = errno;
+  close(fd);
+  if (rc == 0) return std::nullopt;
+  return std::string(std::strerror(err));
+}
+
+}  // namespace
+
+Client::Client(std::string socket_path, std::shared_ptr<grpc::Channel> channel)
+    : socket_path_(std::move(socket_path)),
+      channel_(std::move(channel)),
+      stub_(v1::WatchpointManager::NewStub(channel_)) {}
+
+Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
+                                                std::chrono::milliseconds timeout) {
+  auto unreachable = [&](const std::string& why) {
+    Error e;
+    e.code = grpc::StatusCode::UNAVAILABLE;
+    e.unreachable = true;
+    e.message = "cannot reach hwwatchd at " + socket_path + ": " + why;
+    return e;
+  };
+  grpc::ChannelArguments args;
+  // Fail calls at once while the daemon is down instead of waiting for it.
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  auto channel = grpc::CreateCustomChannel("unix:" + socket_path,
+                                           grpc::InsecureChannelCredentials(), args);
+  // Wait for READY, but give up at the first failed attempt rather than
+  // letting gRPC retry with backoff until the deadline.
+  const auto deadline = std::chrono::system_clock::now() + timeout;
+  for (;;) {
+    grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY) break;
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
+      auto why = ProbeSocket(socket_path);
+      return unreachable(why ? *why + " (is hwwatchd running? set --socket or HWWATCH_SOCKET)"
+                             : "the socket accepts connections but does not speak gRPC");
+    }
+    if (!channel->WaitForStateChange(state, deadline)) {
+      return unreachable("no answer within " + std::to_string(timeout.count()) + " ms");
+    }
+  }
+  return std::unique_ptr<Client>(new Client(socket_path, std::move(channel)));
+}
+
+std::unique_ptr<grpc::ClientContext> Client::NewContext() const {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + call_timeout_);
+  return ctx;
+}
+
+Result<v1::Capabilities> Client::GetCapabilities() {
+  auto ctx = NewContext();
+  v1::Capabilities resp;
+  grpc::Status s = stub_->GetCapabilities(ctx.get(), v1::GetCapabilitiesRequest(), &resp);
+  if (!s.ok()) return Error::FromStatus(s);
+  return resp;
+}
+
+Result<v1::StatsResponse> Client::Stats() {
+  auto ctx = NewContext();
+  v1::StatsResponse resp;
+  grpc::Status s = stub_->Stats(ctx.get(), v1::StatsRequest(), &resp);
+  if (!s.ok()) return Error::FromStatus(s);
+  return resp;
+}
+
+}  // namespace hwwatch::client

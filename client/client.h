@@ -1,0 +1,82 @@
+// The C++ client library of hwwatchd: a connection to the daemon's Unix
+// socket and typed calls whose errors carry the daemon's structured refusal.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+
+#include "hwwatch/v1/hwwatch.grpc.pb.h"
+
+namespace hwwatch::client {
+
+namespace v1 = ::hwwatch::v1;
+
+constexpr const char* kDefaultSocket = "/run/hwwatchd/hwwatchd.sock";
+
+// $HWWATCH_SOCKET, or the daemon's default socket.
+std::string DefaultSocketPath();
+
+struct Error {
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  std::string message;
+  // Set when the daemon explained a refusal (no slot, quota, permission).
+  std::optional<v1::Refusal> refusal;
+  // True when the daemon could not be reached at all.
+  bool unreachable = false;
+
+  static Error FromStatus(const grpc::Status& status);
+  // One line for humans.
+  std::string ToString() const;
+};
+
+// A value or an Error.
+template <class T>
+class Result {
+ public:
+  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
+  bool ok() const { return std::holds_alternative<T>(v_); }
+  explicit operator bool() const { return ok(); }
+  T& value() { return std::get<T>(v_); }
+  const T& value() const { return std::get<T>(v_); }
+  T* operator->() { return &value(); }
+  const Error& error() const { return std::get<Error>(v_); }
+
+ private:
+  std::variant<T, Error> v_;
+};
+
+class Client {
+ public:
+  // Connects to the daemon, failing fast (never hanging) with a message
+  // naming the socket when nothing answers there.
+  static Result<std::unique_ptr<Client>> Connect(
+      const std::string& socket_path,
+      std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
+
+  Result<v1::Capabilities> GetCapabilities();
+  Result<v1::StatsResponse> Stats();
+
+  // Deadline applied to each unary call.
+  void set_call_timeout(std::chrono::milliseconds t) { call_timeout_ = t; }
+  const std::string& socket_path() const { return socket_path_; }
+  v1::WatchpointManager::Stub& stub() { return *stub_; }
+  // A context carrying the call deadline.
+  std::unique_ptr<grpc::ClientContext> NewContext() const;
+
+ private:
+  Client(std::string socket_path, std::shared_ptr<grpc::Channel> channel);
+
+  std::string socket_path_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::WatchpointManager::Stub> stub_;
+  std::chrono::milliseconds call_timeout_{10000};
+};
+
+}  // namespace hwwatch::client

@@ -1,0 +1,130 @@
+#include "daemon/daemon.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_posix.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <chrono>
+#include <csignal>
+
+namespace hwwatch::daemon {
+
+namespace asio = boost::asio;
+
+// Stale sessions (descriptor closed by gRPC, or reused) are found by this
+// sweep; hang-ups are seen at once through the registry's epoll.
+constexpr auto kSweepInterval = std::chrono::milliseconds(250);
+
+Daemon::Daemon()
+    : listener_(io_), hangups_(io_), sweep_(io_), signals_(io_) {}
+
+Daemon::~Daemon() { Shutdown(); }
+
+std::string Daemon::Start(const DaemonOptions& options) {
+  arch::HostCapabilities host = arch::DiscoverHost();
+  if (!host.error.empty()) spdlog::warn("capability discovery: {}", host.error);
+  spdlog::info("host: {} kernel {}, {} possible CPUs, {} slot pool(s)", arch::ArchName(host.arch),
+               host.kernel_release, host.cpus, host.pools.size());
+  v1::Capabilities caps = CapabilitiesToProto(host);
+  for (v1::Backend b : {v1::BACKEND_PERF, v1::BACKEND_PTRACE}) {
+    v1::SelfTestResult* t = caps.add_self_test();
+    t->set_backend(b);
+    t->set_outcome(v1::SelfTestResult::NOT_RUN);
+    t->set_detail("the hardware self-test is not built into this version yet");
+  }
+  service_ = std::make_unique<WatchpointService>(std::move(caps), peers_);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.RegisterService(service_.get());
+  // No listening port: every connection arrives through the listener below.
+  server_ = builder.BuildAndStart();
+  if (!server_) return "the gRPC server did not start";
+  server_->GetHealthCheckService()->SetServingStatus(true);
+
+  std::string err = options.inherited_fd >= 0
+                        ? listener_.Adopt(options.inherited_fd, options.socket_path)
+                        : listener_.Bind(options.socket_path, options.socket_mode);
+  if (!err.empty()) return err;
+
+  peers_.OnDisconnect([](const Peer& p) {
+    spdlog::debug("session {} ended (uid {} pid {})", p.session_id, p.creds.uid, p.creds.pid);
+  });
+  listener_.Start([this](int fd, const PeerCredentials& creds) {
+    uint64_t session = peers_.Add(fd, creds);
+    if (session == 0) {
+      spdlog::warn("cannot track a connection from pid {}; closing it", creds.pid);
+      close(fd);
+      return;
+    }
+    spdlog::debug("session {}: uid {} gid {} pid {} on fd {}", session, creds.uid, creds.gid,
+                  creds.pid, fd);
+    // gRPC owns the descriptor from here on.
+    grpc::AddInsecureChannelFromFd(server_.get(), fd);
+  });
+
+  hangups_.assign(dup(peers_.epoll_fd()));
+  WatchHangups();
+  ScheduleSweep();
+  if (options.handle_signals) {
+    signals_.add(SIGINT);
+    signals_.add(SIGTERM);
+    signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      spdlog::info("signal {}: shutting down", sig);
+      io_.stop();
+    });
+  }
+  spdlog::info("listening on {}", listener_.path());
+  return "";
+}
+
+void Daemon::WatchHangups() {
+  hangups_.async_wait(asio::posix::stream_descriptor::wait_read,
+                      [this](const boost::system::error_code& ec) {
+                        if (ec) return;
+                        peers_.Poll();
+                        WatchHangups();
+                      });
+}
+
+void Daemon::ScheduleSweep() {
+  sweep_.expires_after(kSweepInterval);
+  sweep_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    peers_.Sweep();
+    ScheduleSweep();
+  });
+}
+
+void Daemon::Run() {
+  io_.run();
+  Shutdown();
+}
+
+void Daemon::Stop() {
+  asio::post(io_, [this] { io_.stop(); });
+}
+
+void Daemon::Shutdown() {
+  listener_.Close();
+  signals_.cancel();
+  sweep_.cancel();
+  if (hangups_.is_open()) {
+    boost::system::error_code ec;
+    hangups_.close(ec);
+  }
+  if (server_) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    server_->Wait();
+    server_.reset();
+  }
+  peers_.Clear();
+}
+
+}  // namespace hwwatch::daemon

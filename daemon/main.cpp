@@ -1,0 +1,70 @@
+// hwwatchd: arbitrates the host's hardware debug registers over gRPC.
+#include <spdlog/cfg/helpers.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <systemd/sd-daemon.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+
+#include "daemon/daemon.h"
+
+namespace {
+
+// Each reservation on a thread holds a perf event descriptor; a process
+// with thousands of threads needs many.
+void RaiseFileLimit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  hwwatch::daemon::DaemonOptions options;
+  std::string log_level = "info";
+  std::string mode_text = "0666";
+
+  CLI::App app{"hwwatchd: owns the hardware debug registers of this host and hands them out"
+               " over gRPC on a Unix socket."};
+  app.add_option("--socket", options.socket_path, "Unix socket to listen on")
+      ->capture_default_str();
+  app.add_option("--socket-mode", mode_text,
+                 "Permissions of the socket (octal); every request is still authorized by the"
+                 " caller's uid")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  CLI11_PARSE(app, argc, argv);
+
+  char* end = nullptr;
+  unsigned long mode = std::strtoul(mode_text.c_str(), &end, 8);
+  if (mode_text.empty() || *end != '\0' || mode > 07777) {
+    std::fprintf(stderr, "hwwatchd: --socket-mode '%s' is not an octal file mode\n",
+                 mode_text.c_str());
+    return 2;
+  }
+  options.socket_mode = static_cast<mode_t>(mode);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  // systemd socket activation hands over one listening socket.
+  if (sd_listen_fds(1) == 1) options.inherited_fd = SD_LISTEN_FDS_START;
+  RaiseFileLimit();
+
+  hwwatch::daemon::Daemon daemon;
+  std::string err = daemon.Start(options);
+  if (!err.empty()) {
+    spdlog::critical("{}", err);
+    std::fprintf(stderr, "hwwatchd: %s\n", err.c_str());
+    return 1;
+  }
+  sd_notify(0, "READY=1");
+  daemon.Run();
+  sd_notify(0, "STOPPING=1");
+  spdlog::info("stopped");
+  return 0;
+}
