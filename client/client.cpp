@@ -82,8 +82,11 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
   grpc::ChannelArguments args;
   // Fail calls at once while the daemon is down instead of waiting for it.
   args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
-  auto channel = grpc::CreateCustomChannel("unix:" + socket_path,
-                                           grpc::InsecureChannelCredentials(), args);
+  // hwwatchd's session is the connection: each Client needs its own, not
+  // one shared by every channel to the same socket in this process.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto channel =
+      grpc::CreateCustomChannel("unix:" + socket_path, grpc::InsecureChannelCredentials(), args);
   // Wait for READY, but give up at the first failed attempt rather than
   // letting gRPC retry with backoff until the deadline.
   const auto deadline = std::chrono::system_clock::now() + timeout;

@@ -19,8 +19,7 @@ namespace asio = boost::asio;
 // sweep; hang-ups are seen at once through the registry's epoll.
 constexpr auto kSweepInterval = std::chrono::milliseconds(250);
 
-Daemon::Daemon()
-    : listener_(io_), hangups_(io_), sweep_(io_), signals_(io_) {}
+Daemon::Daemon() : listener_(io_), hangups_(io_), sweep_(io_), signals_(io_) {}
 
 Daemon::~Daemon() { Shutdown(); }
 

@@ -28,8 +28,9 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   std::string mode_text = "0666";
 
-  CLI::App app{"hwwatchd: owns the hardware debug registers of this host and hands them out"
-               " over gRPC on a Unix socket."};
+  CLI::App app{
+      "hwwatchd: owns the hardware debug registers of this host and hands them out"
+      " over gRPC on a Unix socket."};
   app.add_option("--socket", options.socket_path, "Unix socket to listen on")
       ->capture_default_str();
   app.add_option("--socket-mode", mode_text,

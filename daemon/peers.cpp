@@ -32,6 +32,8 @@ std::optional<int> ParseFdPeer(std::string_view grpc_peer) {
 PeerRegistry::PeerRegistry() : epoll_fd_(epoll_create1(EPOLL_CLOEXEC)) {}
 
 PeerRegistry::~PeerRegistry() {
+  // No callbacks from a destructor: whoever they would reach may be gone.
+  on_disconnect_ = nullptr;
   Clear();
   if (epoll_fd_ >= 0) close(epoll_fd_);
 }

@@ -120,8 +120,7 @@ grpc::ServerUnaryReactor* WatchpointService::Reserve(grpc::CallbackServerContext
 }
 
 grpc::ServerUnaryReactor* WatchpointService::Modify(grpc::CallbackServerContext* ctx,
-                                                    const v1::ModifyRequest*,
-                                                    v1::ModifyResponse*) {
+                                                    const v1::ModifyRequest*, v1::ModifyResponse*) {
   Count(kModify);
   return Answer(ctx, NotBuilt("Modify"));
 }

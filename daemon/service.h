@@ -27,13 +27,11 @@ class WatchpointService final : public v1::WatchpointManager::CallbackService {
   grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext* ctx,
                                             const v1::GetCapabilitiesRequest* req,
                                             v1::Capabilities* resp) override;
-  grpc::ServerUnaryReactor* Reserve(grpc::CallbackServerContext* ctx,
-                                    const v1::ReserveRequest* req,
+  grpc::ServerUnaryReactor* Reserve(grpc::CallbackServerContext* ctx, const v1::ReserveRequest* req,
                                     v1::ReserveResponse* resp) override;
   grpc::ServerUnaryReactor* Modify(grpc::CallbackServerContext* ctx, const v1::ModifyRequest* req,
                                    v1::ModifyResponse* resp) override;
-  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
-                                    const v1::ReleaseRequest* req,
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
                                     v1::ReleaseResponse* resp) override;
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx, const v1::ListRequest* req,
                                  v1::ListResponse* resp) override;
@@ -45,8 +43,17 @@ class WatchpointService final : public v1::WatchpointManager::CallbackService {
                                   v1::StatsResponse* resp) override;
 
  private:
-  enum Method { kGetCapabilities, kReserve, kModify, kRelease, kList, kSlots, kStreamEvents,
-                kStats, kMethodCount };
+  enum Method {
+    kGetCapabilities,
+    kReserve,
+    kModify,
+    kRelease,
+    kList,
+    kSlots,
+    kStreamEvents,
+    kStats,
+    kMethodCount
+  };
   static const char* MethodName(Method m);
 
   void Count(Method m) { calls_[m].fetch_add(1, std::memory_order_relaxed); }

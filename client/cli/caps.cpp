@@ -74,14 +74,14 @@ void PrintHuman(const v1::Capabilities& c) {
   for (const auto& r : c.access_rules()) {
     std::string lens;
     for (uint32_t l : r.lengths()) lens += (lens.empty() ? "" : "/") + std::to_string(l);
-    std::string how = r.access() == v1::ACCESS_EXECUTE ? "one instruction"
-                      : r.word_size()     ? "any byte range inside an aligned " +
-                                            std::to_string(r.word_size()) + "-byte word"
-                      : "lengths " + lens + (r.naturally_aligned() ? ", naturally aligned" : "");
+    std::string how =
+        r.access() == v1::ACCESS_EXECUTE ? "one instruction"
+        : r.word_size()
+            ? "any byte range inside an aligned " + std::to_string(r.word_size()) + "-byte word"
+            : "lengths " + lens + (r.naturally_aligned() ? ", naturally aligned" : "");
     std::printf("  %-11s %s\n", Name(r.access()).c_str(), how.c_str());
   }
-  std::printf("largest watch: %llu bytes\n",
-              static_cast<unsigned long long>(c.max_watch_length()));
+  std::printf("largest watch: %llu bytes\n", static_cast<unsigned long long>(c.max_watch_length()));
   std::string backends;
   for (int b : c.backends()) backends += (backends.empty() ? "" : ", ") + Name(v1::Backend(b));
   std::printf("backends: %s\n", backends.empty() ? "none yet" : backends.c_str());
@@ -134,9 +134,8 @@ void AddStatsCommand(CLI::App& app, const GlobalOptions& g, Action* run) {
                   static_cast<unsigned long long>(st.connections_active()),
                   static_cast<unsigned long long>(st.connections_total()),
                   static_cast<unsigned long long>(st.reservations_active()));
-      std::printf("you: uid %u gid %u pid %d session %llu\n", st.caller().uid(),
-                  st.caller().gid(), st.caller().pid(),
-                  static_cast<unsigned long long>(st.caller().session_id()));
+      std::printf("you: uid %u gid %u pid %d session %llu\n", st.caller().uid(), st.caller().gid(),
+                  st.caller().pid(), static_cast<unsigned long long>(st.caller().session_id()));
       for (const auto& [method, n] : st.calls()) {
         std::printf("  %-16s %llu calls\n", method.c_str(), static_cast<unsigned long long>(n));
       }

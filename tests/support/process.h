@@ -1,0 +1,71 @@
+// Test support: run the project's real binaries as child processes, with
+// every wait bounded and every child reaped.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace hwwatch::testing {
+
+// build/bin, from the environment ctest gives every test.
+std::string BinDir();
+
+struct CommandResult {
+  int exit_code = -1;  // -1 when killed by a signal or timed out
+  bool timed_out = false;
+  std::string out;
+  std::string err;
+};
+
+// Runs argv[0] (a path) with the given extra environment ("K=V"), waiting
+// at most `timeout`; the child is killed and reaped on timeout.
+CommandResult RunCommand(const std::vector<std::string>& argv,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(20),
+                         const std::vector<std::string>& env = {});
+
+// A private temporary directory (mode 0755 so other uids can reach a socket
+// in it), removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// The real hwwatchd on a temporary socket. Started in the constructor
+// (waits, bounded, until the socket answers); stopped with SIGTERM in the
+// destructor (SIGKILL if it does not exit in time).
+class DaemonProcess {
+ public:
+  explicit DaemonProcess(std::vector<std::string> extra_args = {});
+  ~DaemonProcess();
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+
+  bool running() const { return pid_ > 0; }
+  const std::string& socket() const { return socket_; }
+  pid_t pid() const { return pid_; }
+  // Sends SIGTERM and waits; returns the exit status (or -1).
+  int Terminate();
+  std::string Log() const;
+
+ private:
+  TempDir dir_;
+  std::string socket_;
+  std::string log_;
+  pid_t pid_ = -1;
+};
+
+// True once a connect() to the Unix socket at `path` succeeds.
+bool SocketAnswers(const std::string& path);
+
+}  // namespace hwwatch::testing
