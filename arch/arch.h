@@ -35,9 +35,9 @@ struct SlotPool {
 // What one register can cover for one access type.
 struct AccessRule {
   Access access;
-  std::vector<unsigned> lengths;  // lengths one register covers
+  std::vector<unsigned> lengths;   // lengths one register covers
   bool naturally_aligned = false;  // address % length == 0 (x86)
-  unsigned word_size = 0;  // any byte range inside one aligned word (arm64: 8)
+  unsigned word_size = 0;          // any byte range inside one aligned word (arm64: 8)
 };
 
 #if defined(__x86_64__)

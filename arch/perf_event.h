@@ -1,0 +1,110 @@
+// perf_event_open(PERF_TYPE_BREAKPOINT): one hardware breakpoint owned by a
+// file descriptor. The kernel reserves a debug-register slot when the event
+// is opened (ENOSPC when every slot of the target's CPUs is taken) and frees
+// it when the last descriptor to the event closes, so the registers never
+// outlive their owner (unlike registers written through ptrace).
+#pragma once
+
+#include <linux/perf_event.h>
+#include <sys/types.h>
+
+#include <cstdint>
+
+#include "arch/arch.h"
+#include "arch/result.h"
+#include "arch/scoped_fd.h"
+
+namespace hwwatch::arch {
+
+// What the register watches. `length` is in bytes as perf expects it:
+// 1, 2, 4 or 8 for data on x86 (naturally aligned); 1..8 inside one aligned
+// 8-byte word on arm64; for execute breakpoints use PerfExecuteLength().
+struct BreakpointSpec {
+  uint64_t address = 0;
+  uint64_t length = 0;
+  Access access = Access::kWrite;
+};
+
+// The bp_len perf wants for an execute breakpoint: x86 accepts only
+// sizeof(long) (the hardware matches the instruction's first byte, LEN=00);
+// arm64 wants 4 (one A64 instruction).
+constexpr uint64_t PerfExecuteLength(Arch a) { return a == Arch::kAarch64 ? 4 : sizeof(long); }
+
+// The perf_event_open(pid, cpu) pair.
+struct PerfTarget {
+  pid_t pid = -1;  // a thread id, or -1 for every task on `cpu`
+  int cpu = -1;    // a CPU number, or -1 for "wherever the thread runs"
+
+  // The thread, on whichever CPU it runs (pid = tid, cpu = -1).
+  static PerfTarget Thread(pid_t tid) { return {tid, -1}; }
+  // The thread, counted only while it runs on `cpu` (pid = tid, cpu = N).
+  static PerfTarget ThreadOnCpu(pid_t tid, int cpu) { return {tid, cpu}; }
+  // Every task on `cpu` (pid = -1, cpu = N); needs CAP_PERFMON or root.
+  static PerfTarget Cpu(int cpu) { return {-1, cpu}; }
+};
+
+struct PerfOptions {
+  // Open disabled; Enable() arms it. The slot is reserved either way.
+  bool start_disabled = false;
+  // Ignore accesses made in kernel mode (e.g. a read() syscall filling a
+  // watched buffer): perf drops those events before counting them.
+  bool exclude_kernel = true;
+  // Sampling: write a PERF_RECORD_SAMPLE (ip, tid, time, addr) per hit into
+  // the ring buffer that PerfRingBuffer maps on the fd.
+  bool sampling = false;
+  // Synchronous SIGTRAP to the thread that hit (si_code TRAP_PERF, si_addr
+  // the data address, si_perf_data = sig_data). The kernel accepts sigtrap on
+  // another task only with remove_on_exec, which is therefore set too. An
+  // untraced target without a SIGTRAP handler is killed by it.
+  bool sigtrap = false;
+  uint64_t sig_data = 0;
+};
+
+// HW_BREAKPOINT_W / RW / X / R for an access kind.
+uint32_t PerfBpType(Access a);
+
+// The attribute perf_event_open receives (pure, for tests).
+perf_event_attr BuildBreakpointAttr(const BreakpointSpec& spec, const PerfOptions& options);
+
+class PerfBreakpoint {
+ public:
+  // Opens the event. On failure Error::code is the errno: ENOSPC when no
+  // slot is free on some CPU the target can run on, EINVAL for a length or
+  // alignment the architecture refuses, ESRCH for a vanished thread,
+  // EACCES/EPERM without privilege.
+  static Result<PerfBreakpoint> Open(const BreakpointSpec& spec, PerfTarget target,
+                                     const PerfOptions& options = {});
+
+  PerfBreakpoint(PerfBreakpoint&&) noexcept = default;
+  PerfBreakpoint& operator=(PerfBreakpoint&&) noexcept = default;
+
+  int fd() const { return fd_.get(); }
+  const BreakpointSpec& spec() const { return spec_; }
+  PerfTarget target() const { return target_; }
+
+  // Hits counted so far (read() of the event, no read_format).
+  Result<uint64_t> ReadCount() const;
+  Status Enable();
+  Status Disable();
+  Status ResetCount();
+
+  // Moves the breakpoint in place (PERF_EVENT_IOC_MODIFY_ATTRIBUTES): the
+  // kernel accepts a new attr only when everything but bp_addr, bp_len,
+  // bp_type and disabled equals the original, so the stored attr is reused.
+  // The slot stays reserved (a data<->execute change may be re-accounted
+  // and fail with ENOSPC on arches with separate pools). On failure the
+  // event keeps its previous spec.
+  Status Modify(const BreakpointSpec& spec);
+
+ private:
+  PerfBreakpoint(ScopedFd fd, const BreakpointSpec& spec, PerfTarget target,
+                 const perf_event_attr& attr)
+      : fd_(std::move(fd)), spec_(spec), target_(target), attr_(attr) {}
+
+  ScopedFd fd_;
+  BreakpointSpec spec_;
+  PerfTarget target_;
+  perf_event_attr attr_;
+};
+
+}  // namespace hwwatch::arch
