@@ -40,6 +40,15 @@ struct AccessRule {
   unsigned word_size = 0;          // any byte range inside one aligned word (arm64: 8)
 };
 
+// What one register watches (perf and ptrace backends). `length` is in bytes as perf expects it:
+// 1, 2, 4 or 8 for data on x86 (naturally aligned); 1..8 inside one aligned
+// 8-byte word on arm64; for execute breakpoints use PerfExecuteLength().
+struct BreakpointSpec {
+  uint64_t address = 0;
+  uint64_t length = 0;
+  Access access = Access::kWrite;
+};
+
 #if defined(__x86_64__)
 constexpr Arch kHostArch = Arch::kX86_64;
 #elif defined(__aarch64__)

@@ -16,15 +16,6 @@
 
 namespace hwwatch::arch {
 
-// What the register watches. `length` is in bytes as perf expects it:
-// 1, 2, 4 or 8 for data on x86 (naturally aligned); 1..8 inside one aligned
-// 8-byte word on arm64; for execute breakpoints use PerfExecuteLength().
-struct BreakpointSpec {
-  uint64_t address = 0;
-  uint64_t length = 0;
-  Access access = Access::kWrite;
-};
-
 // The bp_len perf wants for an execute breakpoint: x86 accepts only
 // sizeof(long) (the hardware matches the instruction's first byte, LEN=00);
 // arm64 wants 4 (one A64 instruction).
