@@ -146,6 +146,24 @@ struct DbgInfo {
   friend bool operator==(const DbgInfo&, const DbgInfo&) = default;
 };
 
+// The layout of the kernel's struct user_hwdebug_state (the payload of
+// PTRACE_GETREGSET / PTRACE_SETREGSET with NT_ARM_HW_WATCH or
+// NT_ARM_HW_BREAK), spelled out so it compiles on every host.
+struct HwDebugState {
+  uint32_t dbg_info = 0;
+  uint32_t pad = 0;
+  struct Reg {
+    uint64_t addr = 0;
+    uint32_t ctrl = 0;
+    uint32_t pad = 0;
+  } regs[kMaxRegisters];
+};
+static_assert(sizeof(HwDebugState) == 8 + 16 * kMaxRegisters);
+
+// The regset note types (from <elf.h>; repeated so x86 builds see them).
+inline constexpr unsigned kNtArmHwBreak = 0x402;
+inline constexpr unsigned kNtArmHwWatch = 0x403;
+
 constexpr DbgInfo ParseDbgInfo(uint32_t dbg_info) {
   return DbgInfo{(dbg_info >> 8) & 0xff, dbg_info & 0xff};
 }
