@@ -1,0 +1,12 @@
+#!/bin/sh
+# Installs everything hwwatch needs to build and test, from Debian 12
+# packages. Safe to run again. (The QEMU harness installs its own extras.)
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  ca-certificates cmake ninja-build g++ make pkg-config \
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
+  libspdlog-dev libboost-dev libcli11-dev libgtest-dev libgmock-dev \
+  libdw-dev libelf-dev libsystemd-dev \
+  clang-format systemd procps python3 >/dev/null

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Builds hwwatch and runs every test: the full suite in a release build,
+# then the engine and service suites again under ASan+UBSan and TSan.
+# Tests run one at a time: the kernel tests share the host's real slots.
+set -eu
+cd "$(dirname "$0")/.."
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build
+ctest --test-dir build --output-on-failure
+
+for san in address thread; do
+  cmake -S . -B "build-$san" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DHWWATCH_SANITIZE="$san"
+  cmake --build "build-$san"
+  ctest --test-dir "build-$san" --output-on-failure -L 'engine|service'
+done
