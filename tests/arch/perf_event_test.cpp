@@ -4,13 +4,18 @@
 
 #include <gtest/gtest.h>
 #include <linux/hw_breakpoint.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "arch/arch.h"
+#include "arch/perf_ring.h"
+#include "arch/scoped_fd.h"
 
 namespace hwwatch::arch {
 namespace {
@@ -146,6 +151,89 @@ TEST(PerfBreakpointKernelTest, SigtrapModeOpensOnSelf) {
   o.start_disabled = true;  // no SIGTRAP may reach this test process
   auto bp = PerfBreakpoint::Open(WriteWatch(3), PerfTarget::Thread(Tid()), o);
   ASSERT_TRUE(bp.ok()) << bp.error().message;
+}
+
+}  // namespace
+}  // namespace hwwatch::arch
+
+namespace hwwatch::arch {
+namespace {
+
+// The ring maps on a sampling breakpoint (no samples arrive on this host's
+// hypervisor; where hits work, each is a sample at the watched address).
+TEST(PerfRingKernelTest, MapsOnASamplingBreakpoint) {
+  PerfOptions o;
+  o.sampling = true;
+  auto bp = PerfBreakpoint::Open(WriteWatch(5), PerfTarget::Thread(Tid()), o);
+  ASSERT_TRUE(bp.ok()) << bp.error().message;
+  const uint64_t type = BuildBreakpointAttr(bp->spec(), o).sample_type;
+  auto ring = PerfRingBuffer::Map(bp->fd(), 4, type);
+  ASSERT_TRUE(ring.ok()) << ring.error().message;
+  EXPECT_EQ(ring->data_size(), 4u * static_cast<size_t>(sysconf(_SC_PAGESIZE)));
+  for (int i = 0; i < 3; ++i) g_words[5] = i;
+  ParsedRing p = ring->Read();
+  EXPECT_FALSE(p.corrupt);
+  auto count = bp->ReadCount();
+  ASSERT_TRUE(count.ok());
+  size_t samples = 0;
+  for (const PerfRecord& r : p.records) {
+    if (r.kind != PerfRecord::Kind::kSample) continue;
+    ++samples;
+    EXPECT_EQ(r.sample.addr, Addr(5));
+    EXPECT_EQ(static_cast<pid_t>(r.sample.tid), Tid());
+  }
+  EXPECT_EQ(samples, *count);
+  EXPECT_EQ(ring->Pending(), 0u);
+  EXPECT_EQ(PerfRingBuffer::Map(bp->fd(), 3, type).error().code, EINVAL);
+}
+
+// The reader end to end with records the kernel really writes on this
+// host: a page-fault software event sampling the same fields.
+TEST(PerfRingKernelTest, ReadsRealSamplesFromASoftwareEvent) {
+  perf_event_attr attr;
+  std::memset(&attr, 0, sizeof attr);
+  attr.type = PERF_TYPE_SOFTWARE;
+  attr.size = sizeof attr;
+  attr.config = PERF_COUNT_SW_PAGE_FAULTS;
+  attr.sample_period = 1;
+  attr.sample_type = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_ADDR;
+  attr.exclude_kernel = 1;
+  attr.disabled = 1;
+  long fd = syscall(SYS_perf_event_open, &attr, Tid(), -1, -1, PERF_FLAG_FD_CLOEXEC);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  ScopedFd event(static_cast<int>(fd));
+  auto ring = PerfRingBuffer::Map(event.get(), 8, attr.sample_type);
+  ASSERT_TRUE(ring.ok()) << ring.error().message;
+
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  constexpr int kPages = 16;
+  void* mem =
+      mmap(nullptr, kPages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  auto* bytes = static_cast<volatile uint8_t*>(mem);
+  ASSERT_EQ(ioctl(event.get(), PERF_EVENT_IOC_ENABLE, 0), 0);
+  for (int i = 0; i < kPages; ++i) bytes[i * page] = 1;  // one fault per page
+  ASSERT_EQ(ioctl(event.get(), PERF_EVENT_IOC_DISABLE, 0), 0);
+
+  ParsedRing p = ring->Read();
+  EXPECT_FALSE(p.corrupt);
+  std::vector<bool> seen(kPages, false);
+  uint64_t last_time = 0;
+  for (const PerfRecord& r : p.records) {
+    if (r.kind != PerfRecord::Kind::kSample) continue;
+    EXPECT_EQ(static_cast<pid_t>(r.sample.tid), Tid());
+    EXPECT_EQ(static_cast<pid_t>(r.sample.pid), getpid());
+    EXPECT_NE(r.sample.ip, 0u);
+    EXPECT_GE(r.sample.time, last_time);
+    last_time = r.sample.time;
+    uint64_t off = r.sample.addr - reinterpret_cast<uint64_t>(mem);
+    if (r.sample.addr >= reinterpret_cast<uint64_t>(mem) && off < kPages * page) {
+      seen[off / page] = true;
+    }
+  }
+  for (int i = 0; i < kPages; ++i) EXPECT_TRUE(seen[i]) << "page " << i;
+  EXPECT_EQ(ring->Pending(), 0u);
+  munmap(mem, kPages * page);
 }
 
 }  // namespace
