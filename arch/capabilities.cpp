@@ -1,9 +1,19 @@
 #include "arch/capabilities.h"
 
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <chrono>
 
 #include <charconv>
 #include <fstream>
+
+#include "arch/arm64_debugreg.h"
+#include "arch/child_process.h"
 
 namespace hwwatch::arch {
 
@@ -57,6 +67,63 @@ HostCapabilities X86_64Capabilities(unsigned cpus) {
   return caps;
 }
 
+HostCapabilities Aarch64Capabilities(unsigned cpus, uint32_t watch_dbg_info,
+                                     uint32_t break_dbg_info) {
+  const arm64::DbgInfo watch = arm64::ParseDbgInfo(watch_dbg_info);
+  const arm64::DbgInfo brk = arm64::ParseDbgInfo(break_dbg_info);
+  HostCapabilities caps;
+  caps.arch = Arch::kAarch64;
+  caps.cpus = cpus;
+  caps.debug_arch = watch.debug_arch;
+  if (watch.count > 0) caps.pools.push_back(SlotPool{{SlotType::kData}, watch.count});
+  if (brk.count > 0) caps.pools.push_back(SlotPool{{SlotType::kInst}, brk.count});
+  const std::vector<unsigned> any{1, 2, 3, 4, 5, 6, 7, 8};
+  caps.rules = {
+      AccessRule{Access::kWrite, any, false, arm64::kWordSize},
+      AccessRule{Access::kReadWrite, any, false, arm64::kWordSize},
+      AccessRule{Access::kRead, any, false, arm64::kWordSize},
+      AccessRule{Access::kExecute, {arm64::kInstructionSize}, true, 0},
+  };
+  if (watch.count == 0 && brk.count == 0) caps.error = "the kernel reports no debug registers";
+  return caps;
+}
+
+namespace {
+
+// The helper child: becomes traceable, stops, and waits to be killed.
+int StopForTracer(void*) {
+  if (ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) != 0) return 1;
+  raise(SIGSTOP);
+  return 0;
+}
+
+}  // namespace
+
+Result<Arm64DbgInfoWords> ProbeArm64DbgInfo() {
+#if defined(__aarch64__)
+  Result<ChildProcess> child = ChildProcess::Fork(StopForTracer, nullptr);
+  if (!child.ok()) return child.error();
+  Result<int> st = child->Wait(std::chrono::seconds(1));
+  if (!st.ok()) return st.error();
+  if (!WIFSTOPPED(*st)) return Error{ECHILD, "helper child ended before it stopped"};
+  Arm64DbgInfoWords words;
+  for (unsigned note : {arm64::kNtArmHwWatch, arm64::kNtArmHwBreak}) {
+    arm64::HwDebugState state;
+    iovec iov{&state, sizeof state};
+    if (ptrace(PTRACE_GETREGSET, child->pid(), reinterpret_cast<void*>(uintptr_t{note}), &iov) !=
+        0) {
+      return ErrnoError(note == arm64::kNtArmHwWatch ? "PTRACE_GETREGSET NT_ARM_HW_WATCH"
+                                                     : "PTRACE_GETREGSET NT_ARM_HW_BREAK");
+    }
+    (note == arm64::kNtArmHwWatch ? words.watch : words.brk) = state.dbg_info;
+  }
+  return words;  // the child is killed and reaped by ~ChildProcess
+#else
+  (void)StopForTracer;
+  return Error{EOPNOTSUPP, "NT_ARM_HW_WATCH exists on aarch64 only"};
+#endif
+}
+
 unsigned ParseCpuListCount(const std::string& list) {
   unsigned highest = 0;
   bool any = false;
@@ -96,6 +163,15 @@ HostCapabilities DiscoverHost() {
   const unsigned cpus = PossibleCpus();
   if constexpr (kHostArch == Arch::kX86_64) {
     caps = X86_64Capabilities(cpus);
+  } else if constexpr (kHostArch == Arch::kAarch64) {
+    Result<Arm64DbgInfoWords> words = ProbeArm64DbgInfo();
+    if (words.ok()) {
+      caps = Aarch64Capabilities(cpus, words->watch, words->brk);
+    } else {
+      caps.arch = kHostArch;
+      caps.cpus = cpus;
+      caps.error = "reading dbg_info from a helper child failed: " + words.error().message;
+    }
   } else {
     caps.arch = kHostArch;
     caps.cpus = cpus;
