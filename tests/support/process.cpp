@@ -117,9 +117,15 @@ bool SocketAnswers(const std::string& path) {
 }
 
 DaemonProcess::DaemonProcess(std::vector<std::string> extra_args)
+    : DaemonProcess(std::vector<std::string>{}, std::move(extra_args)) {}
+
+DaemonProcess::DaemonProcess(std::vector<std::string> launcher, std::vector<std::string> extra_args)
     : socket_(dir_.File("hwwatchd.sock")), log_(dir_.File("hwwatchd.log")) {
-  std::vector<std::string> argv = {BinDir() + "/hwwatchd", "--socket", socket_, "--log-level",
-                                   "debug"};
+  std::vector<std::string> argv;
+  for (std::string& a : launcher) argv.push_back(a == "{socket}" ? socket_ : a);
+  for (const char* a : {"--socket", "", "--log-level", "debug"}) argv.push_back(a);
+  argv.insert(argv.begin() + launcher.size(), BinDir() + "/hwwatchd");
+  argv[launcher.size() + 2] = socket_;
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   pid_ = fork();
   if (pid_ == 0) {

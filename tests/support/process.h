@@ -47,6 +47,9 @@ class TempDir {
 class DaemonProcess {
  public:
   explicit DaemonProcess(std::vector<std::string> extra_args = {});
+  // Runs `launcher... hwwatchd --socket S extra_args...`, where "{socket}"
+  // in the launcher is replaced by S (e.g. systemd-socket-activate -l {socket}).
+  DaemonProcess(std::vector<std::string> launcher, std::vector<std::string> extra_args);
   ~DaemonProcess();
   DaemonProcess(const DaemonProcess&) = delete;
   DaemonProcess& operator=(const DaemonProcess&) = delete;
