@@ -6,9 +6,11 @@
 #pragma once
 
 #include <linux/perf_event.h>
+#include <signal.h>
 #include <sys/types.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "arch/arch.h"
 #include "arch/result.h"
@@ -50,6 +52,19 @@ struct PerfOptions {
   bool sigtrap = false;
   uint64_t sig_data = 0;
 };
+
+// si_code of a SIGTRAP sent by a sigtrap-mode perf event (TRAP_PERF; not
+// in glibc 2.36's headers).
+inline constexpr int kTrapPerf = 6;
+
+// The kernel's si_perf_data (= attr.sig_data) of a TRAP_PERF siginfo: the
+// word after si_addr in the kernel's _sigfault layout, which glibc 2.36
+// does not name.
+inline uint64_t PerfSigData(const siginfo_t& si) {
+  unsigned long v;
+  std::memcpy(&v, reinterpret_cast<const char*>(&si.si_addr) + sizeof(void*), sizeof v);
+  return v;
+}
 
 // HW_BREAKPOINT_W / RW / X / R for an access kind.
 uint32_t PerfBpType(Access a);

@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/user.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <iostream>
 #include <vector>
 
 #include "arch/child_process.h"
@@ -220,9 +222,76 @@ TEST(PtraceDebugRegsTest, RunsTheTraceeToExitWithTheWatchArmed) {
     ++hits;
     auto pending = regs.StepOver(**hit);
     ASSERT_TRUE(pending.ok()) << pending.error().message;
+    EXPECT_EQ(*pending, 0);
+    // After the hit (and on arm64 the step-over) the new value is in memory.
+    errno = 0;
+    long value = ptrace(PTRACE_PEEKDATA, child.pid(), reinterpret_cast<void*>(Addr(0)), nullptr);
+    ASSERT_EQ(errno, 0);
+    EXPECT_EQ(value, hits);
+    std::cout << "hit " << hits << ": slot " << (*hit)->slot << " address 0x" << std::hex
+              << (*hit)->address << " dr6 0x" << (*hit)->dr6 << std::dec << " value " << value
+              << "\n";
     ASSERT_EQ(ptrace(PTRACE_CONT, child.pid(), nullptr, nullptr), 0);
   }
   EXPECT_TRUE(child.reaped());
+  std::cout << "ptrace write watch: " << hits << " SIGTRAP stops for " << kWrites << " writes\n";
+  EXPECT_TRUE(hits == 0 || hits == kWrites) << hits;
+}
+
+__attribute__((noinline)) int Called(int x) {
+  asm volatile("" ::: "memory");
+  return x + 1;
+}
+
+int TracedCaller(void*) {
+  if (ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) != 0) return 100;
+  raise(SIGSTOP);
+  int v = 0;
+  for (int i = 0; i < kWrites; ++i) v = Called(v);
+  return v == kWrites ? 0 : 101;
+}
+
+// An execute breakpoint on a function the child calls: every call stops
+// (x86 at the instruction with RF set by the kernel so it resumes; arm64
+// through the step-over), and the child still computes the right result.
+TEST(PtraceDebugRegsTest, ExecuteBreakpointStopsAtEachCall) {
+  auto forked = ChildProcess::Fork(TracedCaller, nullptr);
+  ASSERT_TRUE(forked.ok());
+  ChildProcess child = std::move(*forked);
+  auto st = child.Wait(5s);
+  ASSERT_TRUE(st.ok() && WIFSTOPPED(*st));
+  const uint64_t fn = reinterpret_cast<uint64_t>(&Called);
+  PtraceDebugRegs regs(child.pid());
+  ASSERT_TRUE(regs.Arm(0, {fn, 1, Access::kExecute}).ok());
+  ASSERT_TRUE(regs.armed(0, SlotType::kInst).has_value());
+  int hits = 0;
+  ASSERT_EQ(ptrace(PTRACE_CONT, child.pid(), nullptr, nullptr), 0);
+  for (int stops = 0; stops < 2 * kWrites + 2; ++stops) {
+    st = child.Wait(5s);
+    ASSERT_TRUE(st.ok()) << st.error().message;
+    if (WIFEXITED(*st)) {
+      EXPECT_EQ(WEXITSTATUS(*st), 0);
+      break;
+    }
+    ASSERT_TRUE(WIFSTOPPED(*st));
+    ASSERT_EQ(WSTOPSIG(*st), SIGTRAP);
+    siginfo_t si{};
+    ASSERT_EQ(ptrace(PTRACE_GETSIGINFO, child.pid(), nullptr, &si), 0);
+    auto hit = regs.TakeHit(si);
+    ASSERT_TRUE(hit.ok() && hit->has_value());
+    EXPECT_EQ((*hit)->type, SlotType::kInst);
+    EXPECT_EQ((*hit)->address, fn);
+#if defined(__x86_64__)
+    user_regs_struct r{};
+    ASSERT_EQ(ptrace(PTRACE_GETREGS, child.pid(), nullptr, &r), 0);
+    EXPECT_EQ(r.rip, fn);  // a fault: stopped before the instruction runs
+#endif
+    ++hits;
+    ASSERT_TRUE(regs.StepOver(**hit).ok());
+    ASSERT_EQ(ptrace(PTRACE_CONT, child.pid(), nullptr, nullptr), 0);
+  }
+  EXPECT_TRUE(child.reaped());
+  std::cout << "ptrace execute breakpoint: " << hits << " stops for " << kWrites << " calls\n";
   EXPECT_TRUE(hits == 0 || hits == kWrites) << hits;
 }
 
