@@ -83,6 +83,28 @@ v1::Capabilities CapabilitiesToProto(const arch::HostCapabilities& caps) {
   return out;
 }
 
+v1::Backend BackendToProto(arch::Backend b) {
+  return b == arch::Backend::kPtrace ? v1::BACKEND_PTRACE : v1::BACKEND_PERF;
+}
+
+v1::SelfTestResult SelfTestToProto(const arch::SelfTestResult& r) {
+  v1::SelfTestResult out;
+  out.set_backend(BackendToProto(r.backend));
+  switch (r.outcome) {
+    case arch::SelfTestOutcome::kFires:
+      out.set_outcome(v1::SelfTestResult::FIRES);
+      break;
+    case arch::SelfTestOutcome::kNeverFires:
+      out.set_outcome(v1::SelfTestResult::NEVER_FIRES);
+      break;
+    case arch::SelfTestOutcome::kUnavailable:
+      out.set_outcome(v1::SelfTestResult::UNAVAILABLE);
+      break;
+  }
+  out.set_detail(r.detail);
+  return out;
+}
+
 WatchpointService::WatchpointService(v1::Capabilities caps, const PeerRegistry& peers)
     : caps_(std::move(caps)), peers_(peers) {}
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "arch/capabilities.h"
+#include "arch/self_test.h"
 #include "daemon/peers.h"
 #include "hwwatch/v1/hwwatch.grpc.pb.h"
 
@@ -19,6 +20,8 @@ namespace v1 = ::hwwatch::v1;
 
 // Builds the GetCapabilities answer from what arch/ discovered.
 v1::Capabilities CapabilitiesToProto(const arch::HostCapabilities& caps);
+v1::SelfTestResult SelfTestToProto(const arch::SelfTestResult& r);
+v1::Backend BackendToProto(arch::Backend b);
 
 class WatchpointService final : public v1::WatchpointManager::CallbackService {
  public:

@@ -46,7 +46,18 @@ TEST(CliCaps, JsonReportsThisHostFieldByField) {
   EXPECT_EQ(caps.cpus(), arch::PossibleCpus());
   EXPECT_GT(caps.cpus(), 0u);
   EXPECT_FALSE(caps.daemon_version().empty());
+  // The self-test ran for both backends. Whether the hardware fires
+  // depends on the host (some hypervisors drop debug exceptions), but as
+  // root both backends must at least be armable.
   ASSERT_EQ(caps.self_test_size(), 2);
+  EXPECT_NE(caps.self_test(0).backend(), caps.self_test(1).backend());
+  for (const auto& t : caps.self_test()) {
+    EXPECT_TRUE(t.outcome() == v1::SelfTestResult::FIRES ||
+                t.outcome() == v1::SelfTestResult::NEVER_FIRES)
+        << t.ShortDebugString();
+    EXPECT_FALSE(t.detail().empty());
+  }
+  EXPECT_EQ(caps.backends_size(), 2);
 #if defined(__x86_64__)
   EXPECT_EQ(caps.arch(), v1::ARCH_X86_64);
   ASSERT_EQ(caps.pools_size(), 1);
