@@ -11,6 +11,6 @@ ctest --test-dir build --output-on-failure
 
 for san in address thread; do
   cmake -S . -B "build-$san" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DHWWATCH_SANITIZE="$san"
-  cmake --build "build-$san"
+  cmake --build "build-$san" --target hwwatch_sanitized_tests
   ctest --test-dir "build-$san" --output-on-failure -L 'engine|service'
 done
