@@ -1,0 +1,144 @@
+#include "daemon/request_check.h"
+
+#include <gtest/gtest.h>
+
+namespace hwwatch::daemon {
+namespace {
+
+namespace v1 = ::hwwatch::v1;
+
+v1::Target Tid(int tid) {
+  v1::Target t;
+  t.set_tid(tid);
+  return t;
+}
+
+v1::Watch W(uint64_t addr, uint64_t len, v1::Access a = v1::ACCESS_WRITE, bool over = false) {
+  v1::Watch w;
+  w.set_address(addr);
+  w.set_length(len);
+  w.set_access(a);
+  w.set_over_cover(over);
+  return w;
+}
+
+const arch::HostCapabilities& X86() {
+  static const arch::HostCapabilities caps = arch::X86_64Capabilities(4);
+  return caps;
+}
+
+TEST(CheckTarget, EachKind) {
+  auto t = CheckTarget(Tid(42), 4);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->kind, TargetSpec::Kind::kThread);
+  EXPECT_EQ(t->tid, 42);
+  v1::Target p;
+  p.set_pid(7);
+  EXPECT_EQ(CheckTarget(p, 4)->kind, TargetSpec::Kind::kProcess);
+  v1::Target c;
+  c.set_cpu(3);
+  EXPECT_EQ(CheckTarget(c, 4)->cpu, 3u);
+  EXPECT_FALSE(CheckTarget(c, 4)->is_task());
+  v1::Target tc;
+  tc.mutable_thread_on_cpu()->set_tid(9);
+  tc.mutable_thread_on_cpu()->set_cpu(1);
+  auto r = CheckTarget(tc, 4);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->kind, TargetSpec::Kind::kThreadOnCpu);
+  EXPECT_EQ(r->tid, 9);
+  EXPECT_EQ(r->cpu, 1u);
+}
+
+TEST(CheckTarget, Refusals) {
+  struct Case {
+    v1::Target t;
+    const char* says;
+  };
+  v1::Target none, zero_tid = Tid(0), neg_tid = Tid(-5), big_cpu, neg_pid, tc_bad_cpu;
+  big_cpu.set_cpu(4);
+  neg_pid.set_pid(-1);
+  tc_bad_cpu.mutable_thread_on_cpu()->set_tid(1);
+  tc_bad_cpu.mutable_thread_on_cpu()->set_cpu(99);
+  for (const Case& c : {Case{none, "missing"}, Case{zero_tid, "positive"},
+                        Case{neg_tid, "positive"}, Case{big_cpu, "does not exist"},
+                        Case{neg_pid, "positive"}, Case{tc_bad_cpu, "does not exist"}}) {
+    auto r = CheckTarget(c.t, 4);
+    ASSERT_FALSE(r) << c.t.ShortDebugString();
+    EXPECT_EQ(r.problem().code, Code::kInvalidArgument);
+    EXPECT_NE(r.problem().message.find(c.says), std::string::npos) << r.problem().message;
+  }
+}
+
+TEST(CheckWatch, PlansRegistersAndWeight) {
+  TargetSpec task;
+  auto w = CheckWatch(W(0x1000, 8), task, X86());
+  ASSERT_TRUE(w) << w.problem().message;
+  EXPECT_EQ(w->weight(), 1u);
+  // 32 bytes aligned: four 8-byte registers, the whole x86 pool.
+  w = CheckWatch(W(0x1000, 32), task, X86());
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->weight(), 4u);
+  // 3 bytes at an odd address: 1 + 2 bytes.
+  w = CheckWatch(W(0x1001, 3), task, X86());
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->weight(), 2u);
+}
+
+TEST(CheckWatch, Refusals) {
+  TargetSpec task;
+  TargetSpec cpu;
+  cpu.kind = TargetSpec::Kind::kCpu;
+  struct Case {
+    v1::Watch w;
+    TargetSpec t;
+    Code code;
+    const char* says;
+  };
+  const Case cases[] = {
+      {W(0x1000, 0), task, Code::kInvalidArgument, "at least 1"},
+      {W(0x1000, 4, v1::ACCESS_UNSPECIFIED), task, Code::kInvalidArgument, "access"},
+      {W(0x1000, 4, static_cast<v1::Access>(77)), task, Code::kInvalidArgument, "access"},
+      {W(UINT64_MAX, 2), cpu, Code::kInvalidArgument, "wraps"},
+      {W(0xffffffff81000000ull, 8), task, Code::kInvalidArgument, "kernel memory"},
+      {W((uint64_t{1} << 47) - 4, 8), task, Code::kInvalidArgument, "not a user-space"},
+      {W(0x0000900000000000ull, 8), cpu, Code::kInvalidArgument, "not canonical"},
+      {W(0x1000, 4, v1::ACCESS_READ), task, Code::kInvalidArgument, ""},  // no read-only on x86
+      {W(0x1000, 33), task, Code::kResourceExhausted, "5"},               // needs 5 registers
+      {W(0x1001, 32), task, Code::kResourceExhausted, ""},
+      {W(0x1000, 2, v1::ACCESS_EXECUTE), task, Code::kInvalidArgument, ""},
+  };
+  for (const Case& c : cases) {
+    auto r = CheckWatch(c.w, c.t, X86());
+    ASSERT_FALSE(r) << c.w.ShortDebugString();
+    EXPECT_EQ(r.problem().code, c.code) << c.w.ShortDebugString() << ": " << r.problem().message;
+    EXPECT_NE(r.problem().message.find(c.says), std::string::npos) << r.problem().message;
+    EXPECT_FALSE(r.problem().message.empty());
+  }
+}
+
+TEST(CheckWatch, CpuTargetsMayWatchKernelAddresses) {
+  TargetSpec cpu;
+  cpu.kind = TargetSpec::Kind::kCpu;
+  auto w = CheckWatch(W(0xffffffff81000000ull, 8), cpu, X86());
+  EXPECT_TRUE(w) << w.problem().message;
+}
+
+TEST(CheckWatch, OverCoverOnlyWhenTheExactCoverDoesNotFit) {
+  TargetSpec task;
+  // 6 bytes at 0x1001 fit exactly in 4 registers: over-cover keeps them exact.
+  auto fits = CheckWatch(W(0x1001, 6, v1::ACCESS_WRITE, true), task, X86());
+  ASSERT_TRUE(fits);
+  EXPECT_TRUE(fits->cover.exact);
+  // 12 bytes at 0x1001 need 5 exact registers: refused, but over-cover
+  // takes two 8-byte registers and the daemon filters the extra bytes.
+  auto exact = CheckWatch(W(0x1001, 12), task, X86());
+  ASSERT_FALSE(exact);
+  EXPECT_EQ(exact.problem().code, Code::kResourceExhausted);
+  auto over = CheckWatch(W(0x1001, 12, v1::ACCESS_WRITE, true), task, X86());
+  ASSERT_TRUE(over) << over.problem().message;
+  EXPECT_EQ(over->weight(), 2u);
+  EXPECT_FALSE(over->cover.exact);
+}
+
+}  // namespace
+}  // namespace hwwatch::daemon
