@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <optional>
@@ -79,6 +80,7 @@ void PtraceRegion(int first, int length) {
     if (!s.ok()) return Check(false, name, "arm " + std::to_string(i) + ": " + s.error().message);
   }
   int hits = 0;
+  bool values_ok = true;
   std::string seen;
   int deliver = 0;
   for (int stops = 0; stops < 20; ++stops) {
@@ -106,11 +108,69 @@ void PtraceRegion(int first, int length) {
     auto pending = regs.StepOver(**hit);
     if (!pending.ok()) return Check(false, name, "step-over: " + pending.error().message);
     deliver = *pending;
+    // After the hit (arm64: after the step-over) the new value is in memory.
+    if (hits <= kWrites) {
+      const uint64_t word = At(first) & ~uint64_t{7};
+      errno = 0;
+      long v = ptrace(PTRACE_PEEKDATA, child->pid(), reinterpret_cast<void*>(word), nullptr);
+      const int byte =
+          static_cast<int>((static_cast<unsigned long>(v) >> (8 * (At(first) - word))) & 0xff);
+      if (errno != 0 || byte != hits) values_ok = false;
+    }
   }
   const int want = kWrites + 1;
-  Check(hits == want, name,
+  Check(hits == want && values_ok, name,
         std::to_string(cover->needed()) + " registers, " + std::to_string(hits) + " hits (want " +
-            std::to_string(want) + "):" + seen);
+            std::to_string(want) + "), new value after each hit " + (values_ok ? "yes" : "NO") +
+            ":" + seen);
+}
+
+__attribute__((noinline)) int Called(int x) {
+  asm volatile("" ::: "memory");
+  return x + 1;
+}
+
+int Caller(void*) {
+  if (ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) != 0) return 100;
+  raise(SIGSTOP);
+  int v = 0;
+  for (int i = 0; i < kWrites; ++i) v = Called(v);
+  return v == kWrites ? 0 : 101;
+}
+
+// ptrace execute breakpoint on a function called kWrites times; the child
+// checks it still computed the right result (arm64 needs the step-over).
+void PtraceExecute() {
+  auto child = ChildProcess::Fork(Caller, nullptr);
+  if (!child.ok()) return Check(false, "ptrace_execute", child.error().message);
+  auto st = child->Wait(2s);
+  if (!st.ok() || !WIFSTOPPED(*st)) return Check(false, "ptrace_execute", "child did not stop");
+  const uint64_t fn = reinterpret_cast<uint64_t>(&Called);
+  PtraceDebugRegs regs(child->pid());
+  Status s = regs.Arm(0, {fn, 4, Access::kExecute});
+  if (!s.ok()) return Check(false, "ptrace_execute", s.error().message);
+  int hits = 0;
+  bool at_fn = true;
+  int exit_code = -1;
+  for (int stops = 0; stops < 20; ++stops) {
+    if (ptrace(PTRACE_CONT, child->pid(), nullptr, nullptr) != 0) break;
+    st = child->Wait(2s);
+    if (!st.ok()) break;
+    if (WIFEXITED(*st)) {
+      exit_code = WEXITSTATUS(*st);
+      break;
+    }
+    siginfo_t si{};
+    ptrace(PTRACE_GETSIGINFO, child->pid(), nullptr, &si);
+    auto hit = regs.TakeHit(si);
+    if (!hit.ok() || !hit->has_value()) continue;
+    ++hits;
+    at_fn = at_fn && (*hit)->address == fn;
+    if (!regs.StepOver(**hit).ok()) break;
+  }
+  Check(hits == kWrites && at_fn && exit_code == 0, "ptrace_execute",
+        std::to_string(hits) + " stops at the function for " + std::to_string(kWrites) +
+            " calls, child exit " + std::to_string(exit_code));
 }
 
 // perf sampling: samples carry the watched address and the writer's tid.
@@ -158,6 +218,7 @@ int main() {
   // Unaligned 12 bytes over several registers (x86: 4 of DR0-3; arm64: 2).
   PtraceRegion(kHostArch == Arch::kX86_64 ? 2 : 3, 12);
   PtraceRegion(5, 2);
+  PtraceExecute();
   PerfSampling();
 
   std::printf("PROBE DONE failures=%d\n", g_failures);
