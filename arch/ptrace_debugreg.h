@@ -61,6 +61,8 @@ class PtraceDebugRegs {
   // disabled before its address changes. Errors: EINVAL for what the
   // hardware cannot express or the kernel refuses, ENOSPC when the tracee's
   // CPUs have no free slot, ESRCH when the tracee is not stopped.
+  // arm64: the kernel writes a regset from entry 0, so arming slot i
+  // rewrites entries 0..i with their current contents (as GDB does).
   Status Arm(unsigned slot, const BreakpointSpec& spec);
 
   // Disables slot `slot` of the bank for `type` (address left in place).
