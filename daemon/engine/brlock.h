@@ -52,15 +52,16 @@ class BrLock {
     writers_.unlock();
   }
 
- private:
   // A thread's counter: fixed for the thread's life (so unlock_shared finds
-  // the counter lock_shared used), spread round-robin over the slots.
+  // the counter lock_shared used), spread round-robin over the slots. Also
+  // used to spread other per-reader counters.
   static size_t ThreadSlot() {
     static std::atomic<size_t> next{0};
     thread_local const size_t slot = next.fetch_add(1, std::memory_order_relaxed) % kSlots;
     return slot;
   }
 
+ private:
   struct alignas(64) Reader {
     std::atomic<int> count{0};
   };

@@ -66,8 +66,15 @@ struct Engine::PoolState {
   std::vector<unsigned> cpu_pinned;       // [cpu]
   std::vector<unsigned> cpu_pinned_hist;  // [v]: CPUs whose cpu_pinned == v
   // Modified under shared (atomically); read only under exclusive.
-  std::unique_ptr<std::atomic<int>[]> tsk_pinned;      // [cpu * slots + n]
-  std::unique_ptr<std::atomic<int>[]> tsk_pinned_all;  // [n]
+  std::unique_ptr<std::atomic<int>[]> tsk_pinned;  // [cpu * slots + n]
+  // The kernel's tsk_pinned_all, split by reader (BrLock::ThreadSlot()) so
+  // that task operations on different threads do not share a cache line;
+  // only the sum over rows means anything (a row may go negative when one
+  // thread reserves and another releases).
+  struct alignas(64) AllRow {
+    std::atomic<int> n[kMaxSlots];
+  };
+  std::unique_ptr<AllRow[]> tsk_pinned_all;  // [reader][n]
 
   PoolState(unsigned s, unsigned c)
       : slots(s),
@@ -75,12 +82,23 @@ struct Engine::PoolState {
         cpu_pinned(c, 0),
         cpu_pinned_hist(s + 1, 0),
         tsk_pinned(new std::atomic<int>[size_t{c} * s]),
-        tsk_pinned_all(new std::atomic<int>[s]) {
+        tsk_pinned_all(new AllRow[BrLock::kSlots]) {
     cpu_pinned_hist[0] = c;
     for (size_t i = 0; i < size_t{c} * s; ++i) tsk_pinned[i].store(0);
-    for (unsigned i = 0; i < s; ++i) tsk_pinned_all[i].store(0);
+    for (size_t r = 0; r < BrLock::kSlots; ++r) {
+      for (auto& v : tsk_pinned_all[r].n) v.store(0);
+    }
   }
   std::atomic<int>& Hist(unsigned cpu, unsigned n) { return tsk_pinned[size_t{cpu} * slots + n]; }
+  std::atomic<int>& AllMine(unsigned n) { return tsk_pinned_all[BrLock::ThreadSlot()].n[n]; }
+  // Tasks holding n+1 slots on every CPU (stable only under exclusive).
+  int AllSum(unsigned n) const {
+    int sum = 0;
+    for (size_t r = 0; r < BrLock::kSlots; ++r) {
+      sum += tsk_pinned_all[r].n[n].load(std::memory_order_relaxed);
+    }
+    return sum;
+  }
 };
 
 namespace {
@@ -253,8 +271,11 @@ std::string Refusal::Explain() const {
          " needed > " + n(slots) + " slots";
 }
 
-Engine::Engine(Config config) : config_(std::move(config)) {
+std::atomic<uint64_t> Engine::generations_{1};
+
+Engine::Engine(Config config) : config_(std::move(config)), generation_(generations_.fetch_add(1)) {
   if (config_.cpus == 0) config_.cpus = 1;
+  for (auto& p : config_.pools) p.slots = std::min(p.slots, kMaxSlots);
   for (unsigned i = 0; i < config_.pools.size(); ++i) {
     for (arch::SlotType t : config_.pools[i].types) pool_of_[static_cast<int>(t)] = i;
     pools_.push_back(std::make_unique<PoolState>(config_.pools[i].slots, config_.cpus));
@@ -270,6 +291,25 @@ Engine::Engine(Config config) : config_(std::move(config)) {
 
 Engine::~Engine() = default;
 
+ReservationId Engine::NextId() {
+  // Each thread takes ids in blocks, so threads do not share the counter's
+  // cache line on every reservation. Ids stay unique per engine.
+  constexpr ReservationId kBlock = 256;
+  struct Block {
+    const Engine* owner = nullptr;
+    uint64_t generation = 0;
+    ReservationId next = 0, end = 0;
+  };
+  thread_local Block b;
+  if (b.owner != this || b.generation != generation_ || b.next == b.end) {
+    b.owner = this;
+    b.generation = generation_;
+    b.next = next_id_.fetch_add(kBlock, std::memory_order_relaxed);
+    b.end = b.next + kBlock;
+  }
+  return b.next++;
+}
+
 Engine::TaskShard& Engine::ShardOf(pid_t tid) {
   return task_shards_[static_cast<uint32_t>(tid) % task_shards_.size()];
 }
@@ -280,8 +320,7 @@ unsigned Engine::MaxTaskPinned(unsigned p, unsigned cpu) const {
   ASSERT_STABLE_SNAPSHOT();
   PoolState& pool = *pools_[p];
   for (unsigned n = pool.slots; n-- > 0;) {
-    if (pool.Hist(cpu, n).load(std::memory_order_relaxed) > 0 ||
-        pool.tsk_pinned_all[n].load(std::memory_order_relaxed) > 0) {
+    if (pool.Hist(cpu, n).load(std::memory_order_relaxed) > 0 || pool.AllSum(n) > 0) {
       return n + 1;
     }
   }
@@ -394,8 +433,8 @@ void Engine::MoveTask(unsigned p, pid_t tid, const TaskState& before_state,
   auto bump = [](std::atomic<int>& a, int d) { a.fetch_add(d, std::memory_order_relaxed); };
   if (!before.mixed() && !after.mixed()) {
     // Only on all CPUs, before and after: one histogram for every CPU.
-    if (before.all) bump(pool.tsk_pinned_all[before.all - 1], -1);
-    if (after.all) bump(pool.tsk_pinned_all[after.all - 1], +1);
+    if (before.all) bump(pool.AllMine(before.all - 1), -1);
+    if (after.all) bump(pool.AllMine(after.all - 1), +1);
     return;
   }
   if (before.mixed() && after.mixed() && before.all == after.all) {
@@ -415,7 +454,7 @@ void Engine::MoveTask(unsigned p, pid_t tid, const TaskState& before_state,
   // The task enters or leaves the per-CPU histograms, or changes its
   // all-CPU count while in them: every CPU moves (as in the kernel).
   if (!before.mixed()) {
-    if (before.all) bump(pool.tsk_pinned_all[before.all - 1], -1);
+    if (before.all) bump(pool.AllMine(before.all - 1), -1);
   } else {
     for (unsigned c = 0; c < pool.cpus; ++c) {
       const unsigned b = before.all + before.On(c);
@@ -423,7 +462,7 @@ void Engine::MoveTask(unsigned p, pid_t tid, const TaskState& before_state,
     }
   }
   if (!after.mixed()) {
-    if (after.all) bump(pool.tsk_pinned_all[after.all - 1], +1);
+    if (after.all) bump(pool.AllMine(after.all - 1), +1);
   } else {
     for (unsigned c = 0; c < pool.cpus; ++c) {
       const unsigned a = after.all + after.On(c);
@@ -455,7 +494,7 @@ void Engine::Apply(const Request& r, TaskState* task, bool add) {
 }
 
 Admission Engine::Reserve(const Request& r) {
-  if (config_.lock == LockMode::kNone) return next_id_.fetch_add(1, std::memory_order_relaxed);
+  if (config_.lock == LockMode::kNone) return NextId();
   if (auto bad = Check(r)) return *bad;
   ReservationId id = 0;
   {
@@ -470,7 +509,7 @@ Admission Engine::Reserve(const Request& r) {
       return *no;
     }
     Apply(r, task, true);
-    id = next_id_.fetch_add(1, std::memory_order_relaxed);
+    id = NextId();
     IdShard& ids = IdShardOf(id);
     std::lock_guard id_lock(ids.mu);
     ids.live.emplace(id, r);
@@ -565,6 +604,8 @@ Snapshot Engine::TakeSnapshot() {
   Locked lock(*this);
   for (unsigned p = 0; p < pools_.size(); ++p) {
     PoolState& pool = *pools_[p];
+    std::vector<int> all(pool.slots);
+    for (unsigned n = 0; n < pool.slots; ++n) all[n] = pool.AllSum(n);
     for (unsigned c = 0; c < pool.cpus; ++c) {
       Snapshot::Cpu v;
       v.cpu = c;
@@ -575,8 +616,7 @@ Snapshot Engine::TakeSnapshot() {
       v.max_task_pinned = MaxTaskPinned(p, c);
       v.tasks_by_slots.resize(pool.slots);
       for (unsigned n = 0; n < pool.slots; ++n) {
-        v.tasks_by_slots[n] = pool.Hist(c, n).load(std::memory_order_relaxed) +
-                              pool.tsk_pinned_all[n].load(std::memory_order_relaxed);
+        v.tasks_by_slots[n] = pool.Hist(c, n).load(std::memory_order_relaxed) + all[n];
       }
       const unsigned used = v.cpu_pinned + v.max_task_pinned;
       v.free = used >= v.slots ? 0 : v.slots - used;

@@ -135,6 +135,9 @@ struct Snapshot {
   uint64_t reservations = 0;
 };
 
+// Registers per pool the engine accounts at most (arm64 has up to 16).
+constexpr unsigned kMaxSlots = 16;
+
 class Engine {
  public:
   explicit Engine(Config config);
@@ -179,7 +182,11 @@ class Engine {
   std::vector<std::unique_ptr<PoolState>> pools_;
   std::vector<TaskShard> task_shards_;
   std::vector<IdShard> id_shards_;
+  ReservationId NextId();
   std::atomic<ReservationId> next_id_{1};
+  // Tells apart engines that reuse an address, for the per-thread id blocks.
+  static std::atomic<uint64_t> generations_;
+  const uint64_t generation_;
 
   // sharded: the CPU-constraints lock (see PoolState for what it guards).
   BrLock cpu_lock_;
