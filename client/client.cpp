@@ -127,4 +127,40 @@ Result<v1::StatsResponse> Client::Stats() {
   return resp;
 }
 
+Result<v1::Reservation> Client::Reserve(const v1::ReserveRequest& req) {
+  auto ctx = NewContext();
+  v1::ReserveResponse resp;
+  grpc::Status s = stub_->Reserve(ctx.get(), req, &resp);
+  if (!s.ok()) return Error::FromStatus(s);
+  return resp.reservation();
+}
+
+Result<bool> Client::Release(uint64_t id) {
+  auto ctx = NewContext();
+  v1::ReleaseRequest req;
+  req.set_id(id);
+  v1::ReleaseResponse resp;
+  grpc::Status s = stub_->Release(ctx.get(), req, &resp);
+  if (!s.ok()) return Error::FromStatus(s);
+  return true;
+}
+
+Result<v1::ListResponse> Client::List(bool all) {
+  auto ctx = NewContext();
+  v1::ListRequest req;
+  req.set_all(all);
+  v1::ListResponse resp;
+  grpc::Status s = stub_->List(ctx.get(), req, &resp);
+  if (!s.ok()) return Error::FromStatus(s);
+  return resp;
+}
+
+Result<v1::SlotsResponse> Client::Slots(const v1::SlotsRequest& req) {
+  auto ctx = NewContext();
+  v1::SlotsResponse resp;
+  grpc::Status s = stub_->Slots(ctx.get(), req, &resp);
+  if (!s.ok()) return Error::FromStatus(s);
+  return resp;
+}
+
 }  // namespace hwwatch::client

@@ -62,6 +62,10 @@ class Client {
 
   Result<v1::Capabilities> GetCapabilities();
   Result<v1::StatsResponse> Stats();
+  Result<v1::Reservation> Reserve(const v1::ReserveRequest& req);
+  Result<bool> Release(uint64_t id);
+  Result<v1::ListResponse> List(bool all = false);
+  Result<v1::SlotsResponse> Slots(const v1::SlotsRequest& req = {});
 
   // Deadline applied to each unary call.
   void set_call_timeout(std::chrono::milliseconds t) { call_timeout_ = t; }

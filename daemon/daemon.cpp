@@ -44,7 +44,8 @@ std::string Daemon::Start(const DaemonOptions& options) {
   spdlog::debug("self-test took {} ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                             std::chrono::steady_clock::now() - t0)
                                             .count());
-  service_ = std::make_unique<WatchpointService>(std::move(caps), peers_);
+  reservations_ = std::make_unique<ReservationManager>(host, options.lock, options.limits);
+  service_ = std::make_unique<WatchpointService>(std::move(caps), peers_, *reservations_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -60,8 +61,9 @@ std::string Daemon::Start(const DaemonOptions& options) {
                         : listener_.Bind(options.socket_path, options.socket_mode);
   if (!err.empty()) return err;
 
-  peers_.OnDisconnect([](const Peer& p) {
+  peers_.OnDisconnect([this](const Peer& p) {
     spdlog::debug("session {} ended (uid {} pid {})", p.session_id, p.creds.uid, p.creds.pid);
+    reservations_->SessionEnded(p.session_id);
   });
   listener_.Start([this](int fd, const PeerCredentials& creds) {
     uint64_t session = peers_.Add(fd, creds);

@@ -29,6 +29,8 @@ struct DaemonOptions {
   int inherited_fd = -1;
   // Handle SIGINT/SIGTERM (off for in-process tests).
   bool handle_signals = true;
+  engine::LockMode lock = engine::LockMode::kSharded;
+  ReservationLimits limits;
 };
 
 class Daemon {
@@ -56,6 +58,7 @@ class Daemon {
 
   boost::asio::io_context io_;
   PeerRegistry peers_;
+  std::unique_ptr<ReservationManager> reservations_;
   std::unique_ptr<WatchpointService> service_;
   std::unique_ptr<grpc::Server> server_;
   UnixListener listener_;

@@ -83,6 +83,11 @@ v1::Capabilities CapabilitiesToProto(const arch::HostCapabilities& caps) {
   return out;
 }
 
+namespace {
+grpc::StatusCode ToGrpc(Code c);
+grpc::Status ToStatus(const Refused& r);
+}  // namespace
+
 v1::Backend BackendToProto(arch::Backend b) {
   return b == arch::Backend::kPtrace ? v1::BACKEND_PTRACE : v1::BACKEND_PERF;
 }
@@ -105,8 +110,52 @@ v1::SelfTestResult SelfTestToProto(const arch::SelfTestResult& r) {
   return out;
 }
 
-WatchpointService::WatchpointService(v1::Capabilities caps, const PeerRegistry& peers)
-    : caps_(std::move(caps)), peers_(peers) {}
+WatchpointService::WatchpointService(v1::Capabilities caps, const PeerRegistry& peers,
+                                     ReservationManager& reservations)
+    : caps_(std::move(caps)), peers_(peers), reservations_(reservations) {}
+
+namespace {
+grpc::StatusCode ToGrpc(Code c) {
+  switch (c) {
+    case Code::kInvalidArgument:
+      return grpc::StatusCode::INVALID_ARGUMENT;
+    case Code::kNotFound:
+      return grpc::StatusCode::NOT_FOUND;
+    case Code::kPermissionDenied:
+      return grpc::StatusCode::PERMISSION_DENIED;
+    case Code::kResourceExhausted:
+      return grpc::StatusCode::RESOURCE_EXHAUSTED;
+    case Code::kFailedPrecondition:
+      return grpc::StatusCode::FAILED_PRECONDITION;
+    case Code::kUnimplemented:
+      return grpc::StatusCode::UNIMPLEMENTED;
+    case Code::kInternal:
+      break;
+  }
+  return grpc::StatusCode::INTERNAL;
+}
+
+grpc::Status ToStatus(const Refused& r) {
+  const grpc::StatusCode code = ToGrpc(r.problem.code);
+  if (!r.refusal) return grpc::Status(code, r.problem.message);
+  v1::ErrorDetails details;
+  details.set_code(static_cast<int>(code));
+  details.set_message(r.problem.message);
+  details.add_details()->PackFrom(*r.refusal);
+  return grpc::Status(code, r.problem.message, details.SerializeAsString());
+}
+}  // namespace
+
+std::optional<Peer> WatchpointService::Caller(grpc::CallbackServerContext* ctx,
+                                              grpc::Status* status) const {
+  auto peer = peers_.Lookup(ctx->peer());
+  if (!peer) {
+    *status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                           "hwwatchd cannot identify the connection of this call (" + ctx->peer() +
+                               "); connect through its Unix socket");
+  }
+  return peer;
+}
 
 const char* WatchpointService::MethodName(Method m) {
   static constexpr const char* kNames[kMethodCount] = {
@@ -135,10 +184,16 @@ grpc::ServerUnaryReactor* WatchpointService::GetCapabilities(grpc::CallbackServe
 }
 
 grpc::ServerUnaryReactor* WatchpointService::Reserve(grpc::CallbackServerContext* ctx,
-                                                     const v1::ReserveRequest*,
-                                                     v1::ReserveResponse*) {
+                                                     const v1::ReserveRequest* req,
+                                                     v1::ReserveResponse* resp) {
   Count(kReserve);
-  return Answer(ctx, NotBuilt("Reserve"));
+  grpc::Status status;
+  auto caller = Caller(ctx, &status);
+  if (!caller) return Answer(ctx, status);
+  auto r = reservations_.Reserve(*caller, *req);
+  if (auto* refused = std::get_if<Refused>(&r)) return Answer(ctx, ToStatus(*refused));
+  *resp->mutable_reservation() = std::get<v1::Reservation>(std::move(r));
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* WatchpointService::Modify(grpc::CallbackServerContext* ctx,
@@ -148,22 +203,36 @@ grpc::ServerUnaryReactor* WatchpointService::Modify(grpc::CallbackServerContext*
 }
 
 grpc::ServerUnaryReactor* WatchpointService::Release(grpc::CallbackServerContext* ctx,
-                                                     const v1::ReleaseRequest*,
+                                                     const v1::ReleaseRequest* req,
                                                      v1::ReleaseResponse*) {
   Count(kRelease);
-  return Answer(ctx, NotBuilt("Release"));
+  grpc::Status status;
+  auto caller = Caller(ctx, &status);
+  if (!caller) return Answer(ctx, status);
+  auto r = reservations_.Release(*caller, req->id());
+  if (auto* refused = std::get_if<Refused>(&r)) return Answer(ctx, ToStatus(*refused));
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* WatchpointService::List(grpc::CallbackServerContext* ctx,
-                                                  const v1::ListRequest*, v1::ListResponse*) {
+                                                  const v1::ListRequest* req,
+                                                  v1::ListResponse* resp) {
   Count(kList);
-  return Answer(ctx, NotBuilt("List"));
+  grpc::Status status;
+  auto caller = Caller(ctx, &status);
+  if (!caller) return Answer(ctx, status);
+  for (auto& r : reservations_.List(*caller, req->all())) *resp->add_reservations() = std::move(r);
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* WatchpointService::Slots(grpc::CallbackServerContext* ctx,
-                                                   const v1::SlotsRequest*, v1::SlotsResponse*) {
+                                                   const v1::SlotsRequest* req,
+                                                   v1::SlotsResponse* resp) {
   Count(kSlots);
-  return Answer(ctx, NotBuilt("Slots"));
+  grpc::Status status;
+  if (!Caller(ctx, &status)) return Answer(ctx, status);
+  *resp = reservations_.Slots(*req);
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerWriteReactor<v1::Event>* WatchpointService::StreamEvents(
@@ -176,12 +245,12 @@ grpc::ServerUnaryReactor* WatchpointService::Stats(grpc::CallbackServerContext* 
                                                    const v1::StatsRequest*,
                                                    v1::StatsResponse* resp) {
   Count(kStats);
-  auto peer = peers_.Lookup(ctx->peer());
-  if (!peer) {
-    return Answer(ctx, grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                    "hwwatchd cannot identify the connection of this call (" +
-                                        ctx->peer() + "); connect through its Unix socket"));
-  }
+  grpc::Status status;
+  auto peer = Caller(ctx, &status);
+  if (!peer) return Answer(ctx, status);
+  resp->set_reservations_active(reservations_.active());
+  resp->set_refusals(reservations_.refusals());
+  resp->set_lock_mode(std::string(engine::LockModeName(reservations_.lock_mode())));
   auto up = std::chrono::steady_clock::now() - started_;
   *resp->mutable_uptime() = TimeUtil::NanosecondsToDuration(
       std::chrono::duration_cast<std::chrono::nanoseconds>(up).count());

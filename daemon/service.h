@@ -12,6 +12,7 @@
 #include "arch/capabilities.h"
 #include "arch/self_test.h"
 #include "daemon/peers.h"
+#include "daemon/reservations.h"
 #include "hwwatch/v1/hwwatch.grpc.pb.h"
 
 namespace hwwatch::daemon {
@@ -25,7 +26,8 @@ v1::Backend BackendToProto(arch::Backend b);
 
 class WatchpointService final : public v1::WatchpointManager::CallbackService {
  public:
-  WatchpointService(v1::Capabilities caps, const PeerRegistry& peers);
+  WatchpointService(v1::Capabilities caps, const PeerRegistry& peers,
+                    ReservationManager& reservations);
 
   grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext* ctx,
                                             const v1::GetCapabilitiesRequest* req,
@@ -64,9 +66,12 @@ class WatchpointService final : public v1::WatchpointManager::CallbackService {
   static grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx,
                                           const grpc::Status& status);
   static grpc::Status NotBuilt(const char* what);
+  // The caller of this call, or nullopt (then `status` says why).
+  std::optional<Peer> Caller(grpc::CallbackServerContext* ctx, grpc::Status* status) const;
 
   const v1::Capabilities caps_;
   const PeerRegistry& peers_;
+  ReservationManager& reservations_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::array<std::atomic<uint64_t>, kMethodCount> calls_{};
 };

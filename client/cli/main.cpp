@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   Action run;
   AddCapsCommand(app, g, &run);
   AddStatsCommand(app, g, &run);
+  AddReservationCommands(app, g, &run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

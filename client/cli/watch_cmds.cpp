@@ -1,0 +1,274 @@
+// hwwatch reserve, release, list, slots: reservations from the shell.
+#include <signal.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdlib>
+#include <string>
+
+#include "client/cli/cli.h"
+
+namespace hwwatch::cli {
+
+namespace {
+
+// Target and watch flags shared by reserve and slots --explain.
+struct WatchFlags {
+  int64_t pid = 0, tid = 0;
+  int64_t cpu = -1;
+  std::string address;
+  uint64_t len = 1;
+  std::string access = "w";
+  bool over_cover = false;
+
+  void Add(CLI::App* cmd, bool address_required) {
+    auto* p = cmd->add_option("--pid", pid, "Watch every thread of a process");
+    auto* t = cmd->add_option("--tid", tid, "Watch one thread");
+    auto* c = cmd->add_option("--cpu", cpu, "Watch everything on one CPU (root)");
+    p->excludes(t)->excludes(c);
+    t->excludes(c);
+    auto* a = cmd->add_option("ADDR", address, "Address (0x... hex or decimal)");
+    if (address_required) a->required();
+    cmd->add_option("--len", len, "Bytes to watch")->capture_default_str();
+    cmd->add_option("--access", access, "w (write), rw (read/write), x (execute), r (read)")
+        ->check(CLI::IsMember({"w", "rw", "x", "r"}))
+        ->capture_default_str();
+    cmd->add_flag("--over-cover", over_cover,
+                  "Use fewer, larger registers; hits outside the range are filtered");
+  }
+
+  // Fills target and watch; returns an error sentence or "".
+  std::string Fill(v1::Target* target, v1::Watch* watch) const {
+    if (pid > 0) {
+      target->set_pid(static_cast<int32_t>(pid));
+    } else if (tid > 0) {
+      target->set_tid(static_cast<int32_t>(tid));
+    } else if (cpu >= 0) {
+      target->set_cpu(static_cast<uint32_t>(cpu));
+    } else {
+      return "name a target: --pid P, --tid T or --cpu N";
+    }
+    errno = 0;
+    char* end = nullptr;
+    uint64_t addr = std::strtoull(address.c_str(), &end, 0);
+    if (address.empty() || *end != '\0' || errno != 0) {
+      return "'" + address + "' is not an address (use 0x... or decimal)";
+    }
+    watch->set_address(addr);
+    watch->set_length(len);
+    watch->set_over_cover(over_cover);
+    watch->set_access(access == "w"    ? v1::ACCESS_WRITE
+                      : access == "rw" ? v1::ACCESS_READ_WRITE
+                      : access == "x"  ? v1::ACCESS_EXECUTE
+                                       : v1::ACCESS_READ);
+    return "";
+  }
+};
+
+std::string Hex(uint64_t v) {
+  char b[24];
+  std::snprintf(b, sizeof b, "%#" PRIx64, v);
+  return b;
+}
+
+std::string TargetText(const v1::Target& t) {
+  switch (t.kind_case()) {
+    case v1::Target::kTid:
+      return "tid " + std::to_string(t.tid());
+    case v1::Target::kPid:
+      return "pid " + std::to_string(t.pid());
+    case v1::Target::kCpu:
+      return "cpu " + std::to_string(t.cpu());
+    case v1::Target::kThreadOnCpu:
+      return "tid " + std::to_string(t.thread_on_cpu().tid()) + " on cpu " +
+             std::to_string(t.thread_on_cpu().cpu());
+    default:
+      return "?";
+  }
+}
+
+void PrintReservation(const v1::Reservation& r) {
+  std::string regs;
+  for (const auto& g : r.registers()) {
+    regs += (regs.empty() ? "" : " ") + Hex(g.address()) + "/" + std::to_string(g.length());
+  }
+  std::printf("%-6" PRIu64 " %-18s %s+%" PRIu64 " %-10s weight %u  hits %" PRIu64
+              "  uid %u  [%s]\n",
+              r.id(), TargetText(r.target()).c_str(), Hex(r.watch().address()).c_str(),
+              r.watch().length(), v1::Access_Name(r.watch().access()).c_str() + 7, r.weight(),
+              r.hits(), r.owner().uid(), regs.c_str());
+}
+
+// Waits for SIGINT/SIGTERM, or `seconds` (< 0: forever).
+void Hold(double seconds) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigprocmask(SIG_BLOCK, &set, nullptr);
+  if (seconds < 0) {
+    int sig = 0;
+    sigwait(&set, &sig);
+    return;
+  }
+  timespec ts{static_cast<time_t>(seconds),
+              static_cast<long>((seconds - static_cast<time_t>(seconds)) * 1e9)};
+  while (sigtimedwait(&set, nullptr, &ts) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) {
+  {
+    static WatchFlags w;
+    static std::string backend = "auto", label;
+    static double hold = -1;
+    CLI::App* cmd = app.add_subcommand(
+        "reserve", "Reserve a watch and hold it until Ctrl-C or --hold runs out");
+    w.Add(cmd, true);
+    cmd->add_option("--backend", backend, "auto, perf or ptrace")
+        ->check(CLI::IsMember({"auto", "perf", "ptrace"}))
+        ->capture_default_str();
+    cmd->add_option("--hold", hold, "Seconds to hold it (default: until Ctrl-C)");
+    cmd->add_option("--label", label, "Free text shown by list");
+    cmd->footer(
+        "Examples:\n  hwwatch reserve --tid 1234 0x601040 --len 8 --access w\n"
+        "  hwwatch reserve --cpu 0 0xffffffff81e00000 --len 8 --access rw --hold 60");
+    cmd->callback([&g, run] {
+      *run = [&g] {
+        v1::ReserveRequest req;
+        if (std::string err = w.Fill(req.mutable_target(), req.mutable_watch()); !err.empty()) {
+          std::fprintf(stderr, "hwwatch: %s\n", err.c_str());
+          return static_cast<int>(kUsage);
+        }
+        req.set_backend(backend == "perf"     ? v1::BACKEND_PERF
+                        : backend == "ptrace" ? v1::BACKEND_PTRACE
+                                              : v1::BACKEND_AUTO);
+        req.set_label(label);
+        int code = kOk;
+        auto c = ConnectOrReport(g, &code);
+        if (!c) return code;
+        auto r = c->Reserve(req);
+        if (!r) return ReportError(r.error());
+        if (g.json) {
+          PrintJson(r.value());
+        } else {
+          PrintReservation(r.value());
+        }
+        std::fflush(stdout);
+        Hold(hold);
+        auto rel = c->Release(r->id());
+        if (!rel) return ReportError(rel.error());
+        return static_cast<int>(kOk);
+      };
+    });
+  }
+  {
+    static uint64_t id = 0;
+    CLI::App* cmd = app.add_subcommand("release", "Release one of your reservations");
+    cmd->add_option("ID", id, "Reservation id (see list)")->required();
+    cmd->footer("Example:\n  hwwatch release 42");
+    cmd->callback([&g, run] {
+      *run = [&g] {
+        int code = kOk;
+        auto c = ConnectOrReport(g, &code);
+        if (!c) return code;
+        auto r = c->Release(id);
+        if (!r) return ReportError(r.error());
+        if (g.json) std::printf("{}\n");
+        return static_cast<int>(kOk);
+      };
+    });
+  }
+  {
+    static bool all = false;
+    CLI::App* cmd = app.add_subcommand("list", "Your reservations (root: --all for everyone's)");
+    cmd->add_flag("--all", all, "Every reservation on the host (root)");
+    cmd->footer("Examples:\n  hwwatch list\n  hwwatch --json list --all");
+    cmd->callback([&g, run] {
+      *run = [&g] {
+        int code = kOk;
+        auto c = ConnectOrReport(g, &code);
+        if (!c) return code;
+        auto r = c->List(all);
+        if (!r) return ReportError(r.error());
+        if (g.json) {
+          PrintJson(r.value());
+        } else if (r->reservations().empty()) {
+          std::printf("no reservations\n");
+        } else {
+          for (const auto& res : r->reservations()) PrintReservation(res);
+        }
+        return static_cast<int>(kOk);
+      };
+    });
+  }
+  {
+    static WatchFlags w;
+    static bool explain = false;
+    CLI::App* cmd = app.add_subcommand(
+        "slots",
+        "Who holds the debug registers, per CPU and per task; --explain: would a watch "
+        "fit now, and if not, why");
+    cmd->add_flag("--explain", explain, "Check one watch (needs a target and ADDR)");
+    w.Add(cmd, false);
+    cmd->footer(
+        "Examples:\n  hwwatch slots\n  hwwatch slots --explain --tid 1234 0x601040 --len 8");
+    cmd->callback([&g, run] {
+      *run = [&g] {
+        v1::SlotsRequest req;
+        if (explain) {
+          if (std::string err = w.Fill(req.mutable_probe_target(), req.mutable_probe_watch());
+              !err.empty()) {
+            std::fprintf(stderr, "hwwatch: %s\n", err.c_str());
+            return static_cast<int>(kUsage);
+          }
+        }
+        int code = kOk;
+        auto c = ConnectOrReport(g, &code);
+        if (!c) return code;
+        auto r = c->Slots(req);
+        if (!r) return ReportError(r.error());
+        if (g.json) {
+          PrintJson(r.value());
+          return static_cast<int>(r->has_probe() && !r->probe().fits() ? kRefused : kOk);
+        }
+        std::printf("cpu  pool  slots  cpu-targets  busiest-task  free  tasks by slots held\n");
+        for (const auto& cs : r->cpus()) {
+          std::string hist;
+          for (int n = 0; n < cs.tasks_by_slots_size(); ++n) {
+            if (cs.tasks_by_slots(n)) {
+              hist += (hist.empty() ? "" : ", ") + std::to_string(cs.tasks_by_slots(n)) + " hold " +
+                      std::to_string(n + 1);
+            }
+          }
+          std::printf("%-4u %-5s %5u  %11u  %12u  %4u  %s\n", cs.cpu(),
+                      cs.slot_type() == v1::SLOT_TYPE_INST ? "inst" : "data", cs.slots(),
+                      cs.cpu_pinned(), cs.max_task_pinned(), cs.free(),
+                      hist.empty() ? "-" : hist.c_str());
+        }
+        for (const auto& t : r->tasks()) {
+          std::string per;
+          for (const auto& [cpu, n] : t.per_cpu()) {
+            per += " +" + std::to_string(n) + " on cpu " + std::to_string(cpu);
+          }
+          std::printf("task %d: %u on every CPU%s\n", t.tid(), t.all_cpus(), per.c_str());
+        }
+        if (r->has_probe()) {
+          const auto& p = r->probe();
+          if (p.fits()) {
+            std::printf("fits: needs %u register(s)\n", p.weight());
+          } else {
+            std::printf("does not fit: %s\n", p.refusal().explanation().c_str());
+            return static_cast<int>(kRefused);
+          }
+        }
+        return static_cast<int>(kOk);
+      };
+    });
+  }
+}
+
+}  // namespace hwwatch::cli

@@ -1,0 +1,381 @@
+#include "daemon/reservations.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include <algorithm>
+
+#include "daemon/authz.h"
+
+namespace hwwatch::daemon {
+
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+constexpr int kCapSysAdmin = 21;
+
+v1::SlotType ToProto(arch::SlotType t) {
+  return t == arch::SlotType::kInst ? v1::SLOT_TYPE_INST : v1::SLOT_TYPE_DATA;
+}
+
+engine::Target ToEngine(const TargetSpec& t) {
+  switch (t.kind) {
+    case TargetSpec::Kind::kCpu:
+      return engine::Target::Cpu(t.cpu);
+    case TargetSpec::Kind::kThreadOnCpu:
+      return engine::Target::TaskOnCpu(t.tid, t.cpu);
+    default:
+      return engine::Target::Task(t.tid);
+  }
+}
+
+arch::PerfTarget ToPerf(const TargetSpec& t) {
+  switch (t.kind) {
+    case TargetSpec::Kind::kCpu:
+      return arch::PerfTarget::Cpu(static_cast<int>(t.cpu));
+    case TargetSpec::Kind::kThreadOnCpu:
+      return arch::PerfTarget::ThreadOnCpu(t.tid, static_cast<int>(t.cpu));
+    default:
+      return arch::PerfTarget::Thread(t.tid);
+  }
+}
+
+// The caller's credentials: ids from SO_PEERCRED (what the kernel vouched
+// for at connect time), capabilities from /proc when that process is still
+// the one that connected (same ids), else none.
+ProcCreds CallerCreds(const Peer& caller) {
+  ProcCreds c;
+  c.pid = c.tgid = caller.creds.pid;
+  c.ruid = c.euid = c.suid = caller.creds.uid;
+  c.rgid = c.egid = c.sgid = caller.creds.gid;
+  if (auto p = ReadProcCreds(caller.creds.pid);
+      p && p->euid == caller.creds.uid && p->egid == caller.creds.gid) {
+    c.ruid = p->ruid;
+    c.rgid = p->rgid;
+    c.cap_prm = p->cap_prm;
+    c.cap_eff = p->cap_eff;
+    c.tgid = p->tgid;
+  }
+  return c;
+}
+
+}  // namespace
+
+struct ReservationManager::Entry {
+  v1::Reservation proto;
+  uint64_t session = 0;
+  uid_t uid = 0;
+  unsigned weight = 0;
+  engine::ReservationId engine_id = 0;
+  std::vector<arch::PerfBreakpoint> events;
+};
+
+ReservationManager::ReservationManager(arch::HostCapabilities caps, engine::LockMode lock,
+                                       ReservationLimits limits)
+    : caps_(std::move(caps)),
+      limits_(limits),
+      engine_(engine::Config{std::max(1u, caps_.cpus), caps_.pools, lock, 0}) {}
+
+ReservationManager::~ReservationManager() = default;
+
+Refused ReservationManager::Fail(Code code, std::string message,
+                                 std::optional<v1::Refusal> refusal) {
+  std::lock_guard lock(mu_);
+  ++refusals_;
+  if (refusal && refusal->explanation().empty()) refusal->set_explanation(message);
+  return Refused{Problem{code, std::move(message)}, std::move(refusal)};
+}
+
+v1::Refusal ReservationManager::FromEngine(const engine::Refusal& r) const {
+  v1::Refusal out;
+  switch (r.reason) {
+    case engine::Refusal::Reason::kCpuFull:
+      out.set_reason(v1::Refusal::CPU_FULL);
+      break;
+    case engine::Refusal::Reason::kTaskFull:
+      out.set_reason(v1::Refusal::TASK_FULL);
+      break;
+    case engine::Refusal::Reason::kInvalid:
+      out.set_reason(v1::Refusal::REASON_UNSPECIFIED);
+      break;
+  }
+  out.set_slot_type(ToProto(r.type));
+  if (r.cpu) out.set_cpu(*r.cpu);
+  if (r.tid) out.set_tid(*r.tid);
+  out.set_slots(r.slots);
+  out.set_cpu_pinned(r.cpu_pinned);
+  out.set_task_pinned(r.task_pinned);
+  out.set_weight(r.weight);
+  out.set_explanation(r.Explain());
+  return out;
+}
+
+std::optional<Refused> ReservationManager::Authorize(const Peer& caller, const TargetSpec& target,
+                                                     const WatchSpec& watch) const {
+  const ProcCreds me = CallerCreds(caller);
+  const bool kernel_address = watch.region.address >= UserAddressLimit(caps_.arch);
+  if (!target.is_task() || kernel_address) {
+    const bool allowed = caller.creds.uid == 0 || me.HasCap(kCapPerfmon) ||
+                         me.HasCap(kCapSysAdmin) || caller.creds.gid == limits_.cpu_group;
+    if (!allowed) {
+      v1::Refusal r;
+      r.set_reason(v1::Refusal::NOT_PERMITTED);
+      return Refused{{Code::kPermissionDenied,
+                      "CPU targets and kernel addresses need root, CAP_PERFMON or the "
+                      "configured group"},
+                     r};
+    }
+    if (!target.is_task()) return std::nullopt;
+  }
+  auto t = ReadProcCreds(target.tid);
+  if (!t) return Refused{{Code::kNotFound, "no thread " + std::to_string(target.tid)}, {}};
+  YamaRelation rel;
+  const int scope = ReadYamaScope();
+  if (scope == 1) rel.target_is_descendant = IsDescendant(target.tid, caller.creds.pid);
+  Decision d = MayPtrace(me, *t, scope, rel);
+  if (d.allowed) return std::nullopt;
+  v1::Refusal r;
+  r.set_reason(v1::Refusal::NOT_PERMITTED);
+  r.set_tid(target.tid);
+  return Refused{{Code::kPermissionDenied,
+                  "you may not watch thread " + std::to_string(target.tid) + ": " + d.reason},
+                 r};
+}
+
+Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
+                                                   const v1::ReserveRequest& req) {
+  if (req.has_reclaim()) {
+    return Fail(Code::kUnimplemented, "leases and reclaim are not built yet in this hwwatchd");
+  }
+  auto target = CheckTarget(req.target(), caps_.cpus);
+  if (!target) return Fail(target.problem().code, target.problem().message);
+  if (target->kind == TargetSpec::Kind::kProcess) {
+    return Fail(Code::kUnimplemented,
+                "process targets (every thread, including later ones) are not built yet; "
+                "watch one thread with tid");
+  }
+  if (req.backend() == v1::BACKEND_PTRACE || req.has_slot()) {
+    return Fail(Code::kUnimplemented, "the ptrace backend is not served by hwwatchd yet; use perf");
+  }
+  if (req.delivery() == v1::DELIVERY_SAMPLES || req.delivery() == v1::DELIVERY_STOP) {
+    return Fail(Code::kUnimplemented,
+                "sample and stop deliveries are not built yet; the default counts hits");
+  }
+  auto watch = CheckWatch(req.watch(), *target, caps_);
+  if (!watch) {
+    std::optional<v1::Refusal> r;
+    if (watch.problem().code == Code::kResourceExhausted) {
+      r.emplace();
+      r->set_reason(v1::Refusal::REGION_TOO_LARGE);
+      r->set_slot_type(ToProto(arch::SlotTypeOf(req.watch().access() == v1::ACCESS_EXECUTE
+                                                    ? arch::Access::kExecute
+                                                    : arch::Access::kWrite)));
+    }
+    return Fail(watch.problem().code, watch.problem().message, r);
+  }
+  if (auto denied = Authorize(caller, *target, *watch)) {
+    return Fail(denied->problem.code, denied->problem.message, denied->refusal);
+  }
+  const unsigned weight = watch->weight();
+  const arch::SlotType type = arch::SlotTypeOf(watch->region.access);
+  {
+    // Quota first, so concurrent requests of one uid cannot overshoot it.
+    std::lock_guard lock(mu_);
+    unsigned& held = held_by_uid_[caller.creds.uid];
+    if (caller.creds.uid != 0 && held + weight > limits_.slots_per_uid) {
+      v1::Refusal r;
+      r.set_reason(v1::Refusal::QUOTA_EXCEEDED);
+      r.set_quota(limits_.slots_per_uid);
+      r.set_held(held);
+      r.set_weight(weight);
+      ++refusals_;
+      std::string m = "uid " + std::to_string(caller.creds.uid) + " holds " + std::to_string(held) +
+                      " of its " + std::to_string(limits_.slots_per_uid) +
+                      " registers; this watch needs " + std::to_string(weight);
+      r.set_explanation(m);
+      return Refused{{Code::kResourceExhausted, m}, r};
+    }
+    held += weight;
+  }
+  auto unquota = [&] {
+    std::lock_guard lock(mu_);
+    held_by_uid_[caller.creds.uid] -= weight;
+  };
+  engine::Admission a = engine_.Reserve({ToEngine(*target), type, weight});
+  if (!a) {
+    unquota();
+    v1::Refusal r = FromEngine(a.refusal());
+    return Fail(Code::kResourceExhausted, r.explanation(), r);
+  }
+  auto entry = std::make_unique<Entry>();
+  arch::PerfOptions opts;
+  opts.exclude_kernel = target->is_task();
+  for (unsigned i = 0; i < watch->cover.needed(); ++i) {
+    auto bp = arch::PerfBreakpoint::Open(watch->cover.Spec(caps_.arch, i), ToPerf(*target), opts);
+    if (bp) {
+      entry->events.push_back(std::move(bp.value()));
+      continue;
+    }
+    // Roll back: close what was armed, give the engine its slots back.
+    entry->events.clear();
+    engine_.Release(a.id());
+    unquota();
+    const arch::Error& err = bp.error();
+    if (err.Is(ENOSPC)) {
+      v1::Refusal r;
+      r.set_reason(v1::Refusal::HELD_OUTSIDE);
+      r.set_weight(weight);
+      return Fail(Code::kResourceExhausted,
+                  "the kernel has no free slot although hwwatchd's accounting had room: the "
+                  "registers are held outside hwwatchd (a debugger, perf, another tracer)",
+                  r);
+    }
+    if (err.Is(ESRCH)) return Fail(Code::kNotFound, "the target went away: " + err.message);
+    if (err.Is(EINVAL)) return Fail(Code::kInvalidArgument, "the kernel refused: " + err.message);
+    return Fail(Code::kInternal, "arming failed: " + err.message);
+  }
+  v1::Reservation& p = entry->proto;
+  p.set_id(a.id());
+  *p.mutable_target() = req.target();
+  *p.mutable_watch() = req.watch();
+  p.set_backend(v1::BACKEND_PERF);
+  p.set_delivery(v1::DELIVERY_COUNT);
+  p.set_slot_type(ToProto(type));
+  p.set_weight(weight);
+  for (const auto& reg : watch->cover.registers) {
+    v1::Register* r = p.add_registers();
+    r->set_address(reg.address);
+    r->set_length(static_cast<uint32_t>(reg.length));
+  }
+  v1::Owner* o = p.mutable_owner();
+  o->set_uid(caller.creds.uid);
+  o->set_gid(caller.creds.gid);
+  o->set_pid(caller.creds.pid);
+  o->set_session_id(caller.session_id);
+  *p.mutable_created() = TimeUtil::GetCurrentTime();
+  p.set_label(req.label());
+  p.set_sharers(1);
+  entry->session = caller.session_id;
+  entry->uid = caller.creds.uid;
+  entry->weight = weight;
+  entry->engine_id = a.id();
+  v1::Reservation out = p;
+  std::lock_guard lock(mu_);
+  entries_.emplace(a.id(), std::move(entry));
+  return out;
+}
+
+void ReservationManager::Disarm(Entry& e) {
+  e.events.clear();  // closing the perf events frees the kernel's slots
+  engine_.Release(e.engine_id);
+  held_by_uid_[e.uid] -= e.weight;
+}
+
+Reply<bool> ReservationManager::Release(const Peer& caller, uint64_t id) {
+  std::unique_ptr<Entry> e;
+  {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(id);
+    // Another user's reservation is as good as absent to this caller.
+    if (it == entries_.end() || (caller.creds.uid != 0 && it->second->uid != caller.creds.uid)) {
+      ++refusals_;
+      return Refused{{Code::kNotFound, "you hold no reservation " + std::to_string(id)}, {}};
+    }
+    e = std::move(it->second);
+    entries_.erase(it);
+    Disarm(*e);
+  }
+  return true;
+}
+
+std::vector<v1::Reservation> ReservationManager::List(const Peer& caller, bool all) const {
+  std::vector<v1::Reservation> out;
+  std::lock_guard lock(mu_);
+  for (const auto& [id, e] : entries_) {
+    if (e->uid != caller.creds.uid && !(all && caller.creds.uid == 0)) continue;
+    v1::Reservation r = e->proto;
+    uint64_t hits = 0;
+    for (const auto& ev : e->events) {
+      if (auto n = ev.ReadCount()) hits += *n;
+    }
+    r.set_hits(hits);
+    out.push_back(std::move(r));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id() < b.id(); });
+  return out;
+}
+
+v1::SlotsResponse ReservationManager::Slots(const v1::SlotsRequest& req) {
+  v1::SlotsResponse out;
+  engine::Snapshot s = engine_.TakeSnapshot();
+  for (const auto& c : s.cpus) {
+    // A mixed pool is reported once, as data (the types it serves are in
+    // GetCapabilities); separate pools each under their own type.
+    v1::CpuSlots* v = out.add_cpus();
+    v->set_cpu(c.cpu);
+    v->set_slot_type(ToProto(c.types.size() > 1 ? arch::SlotType::kData : c.types.at(0)));
+    v->set_slots(c.slots);
+    v->set_cpu_pinned(c.cpu_pinned);
+    v->set_max_task_pinned(c.max_task_pinned);
+    for (unsigned n : c.tasks_by_slots) v->add_tasks_by_slots(n);
+    v->set_free(c.free);
+  }
+  for (const auto& t : s.tasks) {
+    v1::TaskSlots* v = out.add_tasks();
+    v->set_tid(t.tid);
+    const auto& types = engine_.config().pools[t.pool].types;
+    v->set_slot_type(ToProto(types.size() > 1 ? arch::SlotType::kData : types.at(0)));
+    v->set_all_cpus(t.all_cpus);
+    for (const auto& [cpu, n] : t.per_cpu) (*v->mutable_per_cpu())[cpu] = n;
+  }
+  if (req.has_probe_target() || req.has_probe_watch()) {
+    v1::Admission* a = out.mutable_probe();
+    auto target = CheckTarget(req.probe_target(), caps_.cpus);
+    auto watch = target ? CheckWatch(req.probe_watch(), *target, caps_)
+                        : Outcome<WatchSpec>(target.problem());
+    if (!target || !watch) {
+      const Problem& p = target ? watch.problem() : target.problem();
+      a->set_fits(false);
+      a->mutable_refusal()->set_reason(p.code == Code::kResourceExhausted
+                                           ? v1::Refusal::REGION_TOO_LARGE
+                                           : v1::Refusal::REASON_UNSPECIFIED);
+      a->mutable_refusal()->set_explanation(p.message);
+      return out;
+    }
+    a->set_weight(watch->weight());
+    for (const auto& reg : watch->cover.registers) {
+      v1::Register* r = a->add_registers();
+      r->set_address(reg.address);
+      r->set_length(static_cast<uint32_t>(reg.length));
+    }
+    const arch::SlotType type = arch::SlotTypeOf(watch->region.access);
+    auto no = engine_.Probe({ToEngine(*target), type, watch->weight()});
+    a->set_fits(!no.has_value());
+    if (no) *a->mutable_refusal() = FromEngine(*no);
+  }
+  return out;
+}
+
+void ReservationManager::SessionEnded(uint64_t session_id) {
+  std::lock_guard lock(mu_);
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (it->second->session == session_id) {
+      Disarm(*it->second);
+      it = entries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+uint64_t ReservationManager::active() const {
+  std::lock_guard lock(mu_);
+  return entries_.size();
+}
+
+uint64_t ReservationManager::refusals() const {
+  std::lock_guard lock(mu_);
+  return refusals_;
+}
+
+}  // namespace hwwatch::daemon

@@ -1,0 +1,322 @@
+// Reservations through the real daemon on a real socket, armed in the real
+// kernel: refusals with their reasons, slots given back when a client dies,
+// who may watch what, and bad requests.
+#include <grp.h>
+#include <gtest/gtest.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "arch/perf_event.h"
+#include "client/client.h"
+#include "tests/support/process.h"
+
+namespace hwwatch {
+namespace {
+
+using client::Client;
+namespace v1 = ::hwwatch::v1;
+
+// A process that sleeps until killed (the watched target).
+class Sleeper {
+ public:
+  Sleeper() {
+    pid_ = fork();
+    if (pid_ == 0) {
+      for (;;) pause();
+    }
+  }
+  ~Sleeper() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_;
+};
+
+v1::ReserveRequest OnTid(pid_t tid, uint64_t addr, uint64_t len,
+                         v1::Access access = v1::ACCESS_WRITE) {
+  v1::ReserveRequest r;
+  r.mutable_target()->set_tid(tid);
+  r.mutable_watch()->set_address(addr);
+  r.mutable_watch()->set_length(len);
+  r.mutable_watch()->set_access(access);
+  return r;
+}
+
+v1::ReserveRequest OnCpu(unsigned cpu, uint64_t addr) {
+  v1::ReserveRequest r;
+  r.mutable_target()->set_cpu(cpu);
+  r.mutable_watch()->set_address(addr);
+  r.mutable_watch()->set_length(8);
+  r.mutable_watch()->set_access(v1::ACCESS_READ_WRITE);
+  return r;
+}
+
+// How many CPU breakpoints the kernel still accepts on `cpu`: the kernel's
+// own view of the free slots there.
+unsigned KernelFreeOnCpu(unsigned cpu) {
+  static volatile uint64_t word;
+  std::vector<arch::PerfBreakpoint> held;
+  for (int i = 0; i < 16; ++i) {
+    auto bp =
+        arch::PerfBreakpoint::Open({reinterpret_cast<uint64_t>(&word), 8, arch::Access::kReadWrite},
+                                   arch::PerfTarget::Cpu(static_cast<int>(cpu)));
+    if (!bp) break;
+    held.push_back(std::move(bp.value()));
+  }
+  return static_cast<unsigned>(held.size());
+}
+
+std::unique_ptr<Client> Connect(const testing::DaemonProcess& d) {
+  auto c = Client::Connect(d.socket());
+  EXPECT_TRUE(c) << c.error().ToString();
+  return c ? std::move(c.value()) : nullptr;
+}
+
+TEST(Reserve, UntilFullThenTheReasonNamesTaskCpuAndCounts) {
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  Sleeper target;
+  auto c = Connect(d);
+  ASSERT_TRUE(c);
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto r = c->Reserve(OnTid(target.pid(), 0x10000 + 8 * i, 8));
+    ASSERT_TRUE(r) << r.error().ToString();
+    EXPECT_EQ(r->weight(), 1u);
+    EXPECT_EQ(r->backend(), v1::BACKEND_PERF);
+    EXPECT_EQ(r->owner().pid(), getpid());
+    ids.push_back(r->id());
+  }
+  auto full = c->Reserve(OnTid(target.pid(), 0x20000, 1));
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(full.error().refusal.has_value()) << full.error().ToString();
+  const v1::Refusal& why = *full.error().refusal;
+  EXPECT_EQ(why.reason(), v1::Refusal::TASK_FULL);
+  EXPECT_EQ(why.tid(), target.pid());
+  EXPECT_TRUE(why.has_cpu());
+  EXPECT_EQ(why.slots(), 4u);
+  EXPECT_EQ(why.task_pinned(), 4u);
+  EXPECT_EQ(why.weight(), 1u);
+  EXPECT_NE(why.explanation().find("task " + std::to_string(target.pid())), std::string::npos);
+
+  // A 32-byte region takes four registers at once: refused with weight 4.
+  ASSERT_TRUE(c->Release(ids[0]));
+  auto wide = c->Reserve(OnTid(target.pid(), 0x30000, 32));
+  ASSERT_FALSE(wide);
+  EXPECT_EQ(wide.error().refusal->weight(), 4u);
+  EXPECT_EQ(wide.error().refusal->task_pinned(), 3u);
+
+  auto list = c->List();
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->reservations_size(), 3);
+  auto slots = c->Slots();
+  ASSERT_TRUE(slots);
+  ASSERT_EQ(slots->tasks_size(), 1);
+  EXPECT_EQ(slots->tasks(0).tid(), target.pid());
+  EXPECT_EQ(slots->tasks(0).all_cpus(), 3u);
+  for (const auto& cpu : slots->cpus()) EXPECT_EQ(cpu.free(), 1u);
+}
+
+TEST(Reserve, ARegionOverSeveralRegistersIsOneReservation) {
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  Sleeper target;
+  auto c = Connect(d);
+  ASSERT_TRUE(c);
+  auto r = c->Reserve(OnTid(target.pid(), 0x40000, 32));
+  ASSERT_TRUE(r) << r.error().ToString();
+  EXPECT_EQ(r->weight(), 4u);
+  ASSERT_EQ(r->registers_size(), 4);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(r->registers(i).address(), 0x40000u + 8 * i);
+    EXPECT_EQ(r->registers(i).length(), 8u);
+  }
+}
+
+TEST(Reserve, KilledClientGivesItsSlotsBackToTheKernel) {
+  ASSERT_EQ(geteuid(), 0u);
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  const unsigned baseline = KernelFreeOnCpu(0);
+  ASSERT_EQ(baseline, 4u) << "something outside this test holds cpu0's slots";
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t client = fork();
+  if (client == 0) {
+    auto c = Client::Connect(d.socket());
+    int ok = 0;
+    if (c) {
+      for (int i = 0; i < 3; ++i) ok += c.value()->Reserve(OnCpu(0, 0x50000 + 8 * i)).ok();
+    }
+    (void)!write(ready[1], &ok, sizeof ok);
+    for (;;) pause();
+  }
+  int ok = 0;
+  ASSERT_EQ(read(ready[0], &ok, sizeof ok), static_cast<ssize_t>(sizeof ok));
+  ASSERT_EQ(ok, 3);
+  // The daemon armed them for real: the kernel has one slot left on cpu0.
+  EXPECT_EQ(KernelFreeOnCpu(0), 1u);
+  kill(client, SIGKILL);
+  waitpid(client, nullptr, 0);
+  unsigned free_now = 0;
+  for (int i = 0; i < 300 && free_now != baseline; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    free_now = KernelFreeOnCpu(0);
+  }
+  EXPECT_EQ(free_now, baseline);
+  auto c = Connect(d);
+  ASSERT_TRUE(c);
+  auto st = c->Stats();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->reservations_active(), 0u);
+  close(ready[0]);
+  close(ready[1]);
+}
+
+struct ChildResult {
+  int own_child = -1, roots_process = -1, cpu = -1, release_roots = -1, list_count = -1;
+};
+
+TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
+  ASSERT_EQ(geteuid(), 0u);
+  const passwd* nobody = getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  Sleeper roots;  // root's process
+  auto root = Connect(d);
+  ASSERT_TRUE(root);
+  auto mine = root->Reserve(OnTid(roots.pid(), 0x60000, 8));
+  ASSERT_TRUE(mine) << mine.error().ToString();
+
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    ChildResult res;
+    if (setgroups(0, nullptr) == 0 &&
+        setresgid(nobody->pw_gid, nobody->pw_gid, nobody->pw_gid) == 0 &&
+        setresuid(nobody->pw_uid, nobody->pw_uid, nobody->pw_uid) == 0) {
+      // Changing uid made this process non-dumpable (and so unwatchable,
+      // as the kernel would refuse ptrace); an ordinary login is dumpable.
+      prctl(PR_SET_DUMPABLE, 1);
+      pid_t own = fork();
+      if (own == 0) {
+        for (;;) pause();
+      }
+      if (auto c = Client::Connect(d.socket())) {
+        auto& cl = *c.value();
+        auto code = [](const auto& r) { return r ? 0 : static_cast<int>(r.error().code); };
+        res.own_child = code(cl.Reserve(OnTid(own, 0x70000, 8)));
+        res.roots_process = code(cl.Reserve(OnTid(roots.pid(), 0x70000, 8)));
+        res.cpu = code(cl.Reserve(OnCpu(0, 0x70000)));
+        res.release_roots = code(cl.Release(mine->id()));
+        auto l = cl.List(true);
+        res.list_count = l ? l->reservations_size() : -1;
+      }
+      kill(own, SIGKILL);
+      waitpid(own, nullptr, 0);
+    }
+    (void)!write(p[1], &res, sizeof res);
+    _exit(0);
+  }
+  ChildResult res;
+  ASSERT_EQ(read(p[0], &res, sizeof res), static_cast<ssize_t>(sizeof res));
+  waitpid(child, nullptr, 0);
+  close(p[0]);
+  close(p[1]);
+  EXPECT_EQ(res.own_child, 0) << "nobody may watch its own child";
+  EXPECT_EQ(res.roots_process, grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(res.cpu, grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(res.release_roots, grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(res.list_count, 1) << "nobody sees only its own reservation";
+  // Root's reservation survived.
+  auto l = root->List(true);
+  ASSERT_TRUE(l);
+  bool found = false;
+  for (const auto& r : l->reservations()) found |= r.id() == mine->id();
+  EXPECT_TRUE(found);
+}
+
+TEST(BadRequests, EachGetsAClearStatusAndOthersKeepTheirs) {
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  Sleeper target;
+  auto good = Connect(d);
+  ASSERT_TRUE(good);
+  auto kept = good->Reserve(OnTid(target.pid(), 0x80000, 4));
+  ASSERT_TRUE(kept);
+  auto bad = Connect(d);
+  ASSERT_TRUE(bad);
+  v1::ReserveRequest no_target = OnTid(target.pid(), 0x1000, 4);
+  no_target.clear_target();
+  v1::ReserveRequest bad_access = OnTid(target.pid(), 0x1000, 4);
+  bad_access.mutable_watch()->set_access(static_cast<v1::Access>(99));
+  v1::ReserveRequest cpu_range = OnCpu(4096, 0x1000);
+  struct Case {
+    const char* what;
+    v1::ReserveRequest req;
+    grpc::StatusCode code;
+  };
+  const Case cases[] = {
+      {"no target", no_target, grpc::StatusCode::INVALID_ARGUMENT},
+      {"zero length", OnTid(target.pid(), 0x1000, 0), grpc::StatusCode::INVALID_ARGUMENT},
+      {"overflowing length", OnTid(target.pid(), UINT64_MAX - 2, 8),
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"kernel address on a task", OnTid(target.pid(), 0xffffffff81000000ull, 8),
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"non-canonical", OnTid(target.pid(), 0x0000900000000000ull, 8),
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"unknown access", bad_access, grpc::StatusCode::INVALID_ARGUMENT},
+      {"huge length", OnTid(target.pid(), 0x1000, 1 << 20), grpc::StatusCode::RESOURCE_EXHAUSTED},
+      {"negative tid", OnTid(-5, 0x1000, 4), grpc::StatusCode::INVALID_ARGUMENT},
+      {"nonexistent tid", OnTid(0x3ffffff0, 0x1000, 4), grpc::StatusCode::NOT_FOUND},
+      {"cpu out of range", cpu_range, grpc::StatusCode::INVALID_ARGUMENT},
+  };
+  for (const Case& c : cases) {
+    auto r = bad->Reserve(c.req);
+    ASSERT_FALSE(r) << c.what;
+    EXPECT_EQ(r.error().code, c.code) << c.what << ": " << r.error().message;
+    EXPECT_FALSE(r.error().message.empty()) << c.what;
+  }
+  auto rel = bad->Release(987654321);
+  ASSERT_FALSE(rel);
+  EXPECT_EQ(rel.error().code, grpc::StatusCode::NOT_FOUND);
+  auto l = good->List();
+  ASSERT_TRUE(l);
+  ASSERT_EQ(l->reservations_size(), 1);
+  EXPECT_EQ(l->reservations(0).id(), kept->id());
+}
+
+TEST(CliSlots, ExplainSaysWhyAWatchDoesNotFit) {
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  Sleeper target;
+  auto c = Connect(d);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->Reserve(OnTid(target.pid(), 0x90000, 24)));  // 3 registers
+  auto r = testing::RunCommand({testing::BinDir() + "/hwwatch", "--socket", d.socket(), "slots",
+                                "--explain", "--tid", std::to_string(target.pid()), "0x91000",
+                                "--len", "16"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.out.find("does not fit"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("3 held by the task + 2 needed > 4"), std::string::npos) << r.out;
+  auto fits = testing::RunCommand({testing::BinDir() + "/hwwatch", "--socket", d.socket(), "slots",
+                                   "--explain", "--tid", std::to_string(target.pid()), "0x91000",
+                                   "--len", "8"});
+  EXPECT_EQ(fits.exit_code, 0) << fits.err;
+  EXPECT_NE(fits.out.find("fits: needs 1 register"), std::string::npos) << fits.out;
+}
+
+}  // namespace
+}  // namespace hwwatch
