@@ -48,16 +48,27 @@ TEST(Service, UnbuiltRpcsSayUnimplementedWithASentence) {
   auto c = client::Client::Connect(d.socket());
   ASSERT_TRUE(c) << c.error().ToString();
   grpc::ClientContext ctx;
-  v1::ReserveResponse resp;
-  grpc::Status s = c.value()->stub().Reserve(&ctx, v1::ReserveRequest(), &resp);
+  v1::ModifyResponse resp;
+  grpc::Status s = c.value()->stub().Modify(&ctx, v1::ModifyRequest(), &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_NE(s.error_message().find("Reserve"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("Modify"), std::string::npos) << s.error_message();
 
   grpc::ClientContext sctx;
   auto reader = c.value()->stub().StreamEvents(&sctx, v1::StreamEventsRequest());
   v1::Event ev;
   EXPECT_FALSE(reader->Read(&ev));
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST(Service, EmptyReserveIsInvalidWithAReason) {
+  InProcessDaemon d;
+  ASSERT_EQ(d.error(), "");
+  auto c = client::Client::Connect(d.socket());
+  ASSERT_TRUE(c) << c.error().ToString();
+  auto r = c.value()->Reserve(v1::ReserveRequest());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(r.error().message.find("target"), std::string::npos) << r.error().message;
 }
 
 TEST(Service, ConcurrentClientsEachSeeThemselves) {
