@@ -40,7 +40,16 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  std::string lock = "sharded";
+  app.add_option("--lock", lock,
+                 "Constraint-engine locking: sharded (the kernel's scheme) or global (one mutex)")
+      ->check(CLI::IsMember({"sharded", "global"}))
+      ->capture_default_str();
+  app.add_option("--quota-slots", options.limits.slots_per_uid,
+                 "Registers one non-root uid may hold at once")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  options.lock = *hwwatch::engine::ParseLockMode(lock);
 
   char* end = nullptr;
   unsigned long mode = std::strtoul(mode_text.c_str(), &end, 8);

@@ -248,6 +248,56 @@ TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
   EXPECT_TRUE(found);
 }
 
+TEST(Quota, ANonRootUidHoldsAtMostItsQuota) {
+  ASSERT_EQ(geteuid(), 0u);
+  const passwd* nobody = getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  testing::DaemonProcess d({"--quota-slots", "3", "--lock", "global"});
+  ASSERT_TRUE(d.running()) << d.Log();
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    int res[4] = {-1, -1, -1, -1};
+    if (setgroups(0, nullptr) == 0 &&
+        setresgid(nobody->pw_gid, nobody->pw_gid, nobody->pw_gid) == 0 &&
+        setresuid(nobody->pw_uid, nobody->pw_uid, nobody->pw_uid) == 0) {
+      prctl(PR_SET_DUMPABLE, 1);
+      pid_t own = fork();
+      if (own == 0) {
+        for (;;) pause();
+      }
+      if (auto c = Client::Connect(d.socket())) {
+        auto& cl = *c.value();
+        auto a = cl.Reserve(OnTid(own, 0xa0000, 16));  // 2 registers
+        res[0] = a ? 0 : static_cast<int>(a.error().code);
+        auto b = cl.Reserve(OnTid(own, 0xb0000, 16));  // 2 more: over 3
+        res[1] = b ? 0 : static_cast<int>(b.error().code);
+        res[2] = !b && b.error().refusal ? static_cast<int>(b.error().refusal->reason()) : -1;
+        res[3] = !b && b.error().refusal ? static_cast<int>(b.error().refusal->held()) : -1;
+      }
+      kill(own, SIGKILL);
+      waitpid(own, nullptr, 0);
+    }
+    (void)!write(p[1], res, sizeof res);
+    _exit(0);
+  }
+  int res[4];
+  ASSERT_EQ(read(p[0], res, sizeof res), static_cast<ssize_t>(sizeof res));
+  waitpid(child, nullptr, 0);
+  close(p[0]);
+  close(p[1]);
+  EXPECT_EQ(res[0], 0);
+  EXPECT_EQ(res[1], grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(res[2], v1::Refusal::QUOTA_EXCEEDED);
+  EXPECT_EQ(res[3], 2);
+  auto c = Connect(d);
+  ASSERT_TRUE(c);
+  auto st = c->Stats();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->lock_mode(), "global");
+}
+
 TEST(BadRequests, EachGetsAClearStatusAndOthersKeepTheirs) {
   testing::DaemonProcess d;
   ASSERT_TRUE(d.running()) << d.Log();
