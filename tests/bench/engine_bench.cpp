@@ -30,7 +30,7 @@ struct Params {
   unsigned threads = 64;  // perf bench -t: threads per group per round
   unsigned bps = 4;       // perf bench -b: watches each thread holds
   unsigned rounds = 10;   // perf bench -r
-  unsigned iterations = 20000;
+  unsigned iterations = 200000;
   unsigned preload = 0;
   unsigned repeat = 3;
   bool json = false;
