@@ -1,0 +1,52 @@
+#!/bin/sh
+# boot.sh ARCH OUTDIR: builds tests/vm/guest/vm_guest.cpp and the project's
+# arch/ sources statically for ARCH (x86_64 or aarch64), packs it as /init
+# of an initramfs, boots Debian's kernel for ARCH under QEMU software
+# emulation (TCG: the debug exceptions are emulated, whatever the host's
+# hypervisor does), and writes the serial console to OUTDIR/console.log.
+# Fails unless the guest printed "GUEST DONE"; the vm_<arch>_<case> ctest
+# cases judge the lines it printed. QEMU is bounded by a timeout and killed
+# with its process group when this script is interrupted.
+set -eu
+arch=$1
+out=$2
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+timeout_s=${HWWATCH_VM_TIMEOUT:-300}
+
+kernels=$(sh "$here/setup.sh")
+case "$arch" in
+  x86_64)
+    cxx=g++
+    kernel=$(echo "$kernels" | grep -- '-amd64/')
+    qemu="qemu-system-x86_64 -M q35 -cpu max"
+    console=ttyS0 ;;
+  aarch64)
+    cxx=aarch64-linux-gnu-g++
+    kernel=$(echo "$kernels" | grep -- '-arm64/')
+    qemu="qemu-system-aarch64 -M virt -cpu max"
+    console=ttyAMA0 ;;
+  *) echo "boot.sh: unknown arch '$arch' (x86_64 or aarch64)" >&2; exit 2 ;;
+esac
+
+rm -rf "$out"
+mkdir -p "$out/initramfs/dev" "$out/initramfs/proc" "$out/initramfs/sys"
+echo "boot.sh: building the $arch guest with $cxx"
+# shellcheck disable=SC2086
+$cxx -std=c++20 -O2 -Wall -Wextra -Werror -static -I"$root" \
+  "$here/guest/vm_guest.cpp" "$root"/arch/*.cpp -o "$out/initramfs/init"
+mknod -m 600 "$out/initramfs/dev/console" c 5 1
+(cd "$out/initramfs" && find . | cpio -o -H newc --quiet) | gzip -1 > "$out/initrd.gz"
+
+echo "boot.sh: booting $kernel"
+start=$(date +%s)
+# shellcheck disable=SC2086
+timeout --kill-after=10 "$timeout_s" $qemu -accel tcg -m 512 -smp 2 -nographic -no-reboot \
+  -kernel "$kernel" -initrd "$out/initrd.gz" \
+  -append "console=$console quiet loglevel=3 panic=-1" </dev/null >"$out/console.log" 2>&1 || true
+echo "boot.sh: the machine ran $(( $(date +%s) - start )) s; its console:"
+tr -d '\r' <"$out/console.log" | tee "$out/console.txt" | grep -v '^\s*$' || true
+grep -q '^GUEST DONE' "$out/console.txt" || {
+  echo "boot.sh: the $arch guest did not finish (no 'GUEST DONE' within ${timeout_s}s)" >&2
+  exit 1
+}

@@ -1,0 +1,50 @@
+#!/bin/sh
+# Prepares the emulated machines of the vm tests: installs QEMU, busybox,
+# cpio and the aarch64 cross compiler from Debian 12, and caches Debian's
+# amd64 and arm64 kernel images (unpacked, not installed) under
+# $HWWATCH_VM_CACHE (default /var/cache/hwwatch-vm). Safe to run again: a
+# cached kernel is kept, packages already present are not reinstalled.
+# Prints nothing on success but the two kernel paths.
+set -eu
+cache=${HWWATCH_VM_CACHE:-/var/cache/hwwatch-vm}
+export DEBIAN_FRONTEND=noninteractive
+
+need=""
+for cmd in qemu-system-x86_64:qemu-system-x86 qemu-system-aarch64:qemu-system-arm \
+           aarch64-linux-gnu-g++:g++-aarch64-linux-gnu cpio:cpio busybox:busybox-static; do
+  command -v "${cmd%%:*}" >/dev/null 2>&1 || need="$need ${cmd#*:}"
+done
+# A static x86_64 guest needs libc.a and libstdc++.a (libc6-dev, libstdc++-12-dev).
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need="$need libc6-dev"
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  dpkg --add-architecture arm64
+  updated=no
+fi
+if [ -n "$need" ] || [ "${updated:-yes}" = no ] || ! apt-cache show linux-image-arm64:arm64 >/dev/null 2>&1; then
+  apt-get update -qq
+fi
+if [ -n "$need" ]; then
+  apt-get install -y -qq --no-install-recommends $need >/dev/null
+fi
+
+# kernel ARCH: prints the cached vmlinuz of Debian's current kernel for ARCH.
+kernel() {
+  arch=$1
+  pkg=$(apt-cache depends "linux-image-$arch:$arch" 2>/dev/null |
+        sed -n "s/^ *Depends: \(linux-image-[0-9][^:]*-$arch\)\(:$arch\)\?$/\1/p" | head -n1)
+  [ -n "$pkg" ] || { echo "setup.sh: cannot find Debian's linux-image package for $arch" >&2; exit 1; }
+  dir="$cache/$pkg"
+  if [ ! -s "$dir/vmlinuz" ]; then
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download -qq "$pkg:$arch" >/dev/null 2>&1) ||
+      { rm -rf "$tmp"; echo "setup.sh: apt-get download $pkg:$arch failed" >&2; exit 1; }
+    dpkg-deb -x "$tmp"/*.deb "$tmp/x"
+    mkdir -p "$dir"
+    cp "$tmp"/x/boot/vmlinuz-* "$dir/vmlinuz.part"
+    mv "$dir/vmlinuz.part" "$dir/vmlinuz"
+    rm -rf "$tmp"
+  fi
+  echo "$dir/vmlinuz"
+}
+kernel amd64
+kernel arm64
