@@ -163,4 +163,16 @@ Result<v1::SlotsResponse> Client::Slots(const v1::SlotsRequest& req) {
   return resp;
 }
 
+std::unique_ptr<EventStream> Client::Follow(const std::vector<uint64_t>& ids, bool lifecycle) {
+  std::unique_ptr<EventStream> s(new EventStream());
+  v1::StreamEventsRequest req;
+  for (uint64_t id : ids) req.add_reservation_ids(id);
+  req.set_lifecycle(lifecycle);
+  s->reader_ = stub_->StreamEvents(&s->ctx_, req);
+  // The daemon sends its initial metadata once the stream is subscribed (or
+  // finishes the call when it refuses): after this, no event is missed.
+  s->reader_->WaitForInitialMetadata();
+  return s;
+}
+
 }  // namespace hwwatch::client

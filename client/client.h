@@ -10,6 +10,7 @@
 #include <string>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include "hwwatch/v1/hwwatch.grpc.pb.h"
 
@@ -52,6 +53,24 @@ class Result {
   std::variant<T, Error> v_;
 };
 
+// A StreamEvents call: events in order until the daemon ends the stream or
+// Cancel() is called (from any thread).
+class EventStream {
+ public:
+  // The next event; false at the end of the stream (see Finish()).
+  bool Next(v1::Event* event) { return reader_->Read(event); }
+  void Cancel() { ctx_.TryCancel(); }
+  // Why the stream ended (after Next() returned false). A Cancel() ends it
+  // with CANCELLED.
+  grpc::Status Finish() { return reader_->Finish(); }
+
+ private:
+  friend class Client;
+  EventStream() = default;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReader<v1::Event>> reader_;
+};
+
 class Client {
  public:
   // Connects to the daemon, failing fast (never hanging) with a message
@@ -66,6 +85,11 @@ class Client {
   Result<bool> Release(uint64_t id);
   Result<v1::ListResponse> List(bool all = false);
   Result<v1::SlotsResponse> Slots(const v1::SlotsRequest& req = {});
+  // Follows the events of `ids` (empty: every reservation of this
+  // connection), with lifecycle events when asked. The stream has no
+  // deadline; errors (e.g. a foreign id) arrive from Finish(). Returns once
+  // the daemon has subscribed the stream: events after that are not missed.
+  std::unique_ptr<EventStream> Follow(const std::vector<uint64_t>& ids, bool lifecycle = true);
 
   // Deadline applied to each unary call.
   void set_call_timeout(std::chrono::milliseconds t) { call_timeout_ = t; }

@@ -47,6 +47,8 @@ std::optional<ProcCreds> ParseProcStatus(const std::string& status) {
       c.tgid = std::stoi(value);
     } else if (key == "PPid") {
       c.ppid = std::stoi(value);
+    } else if (key == "TracerPid") {
+      c.tracer_pid = std::stoi(value);
     } else if (key == "CapPrm") {
       c.cap_prm = std::stoull(value, nullptr, 16);
     } else if (key == "CapEff") {

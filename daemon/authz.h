@@ -23,6 +23,7 @@ struct ProcCreds {
   pid_t pid = 0;
   pid_t tgid = 0;
   pid_t ppid = 0;
+  pid_t tracer_pid = 0;  // TracerPid: who ptraces it (0: nobody)
   uid_t ruid = 0, euid = 0, suid = 0;
   gid_t rgid = 0, egid = 0, sgid = 0;
   uint64_t cap_prm = 0;

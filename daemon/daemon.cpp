@@ -108,6 +108,7 @@ void Daemon::ScheduleSweep() {
   sweep_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
     peers_.Sweep();
+    reservations_->Reap();
     ScheduleSweep();
   });
 }

@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <sys/uio.h>
+
 #include <algorithm>
 
 #include "daemon/authz.h"
@@ -13,6 +15,10 @@ namespace {
 using google::protobuf::util::TimeUtil;
 
 constexpr int kCapSysAdmin = 21;
+// Ring of a sampling event: 8 data pages hold ~600 samples between reads.
+constexpr size_t kRingPages = 8;
+// Bytes of the watched region a hit reports (Hit.value).
+constexpr uint64_t kMaxCapture = 64;
 
 v1::SlotType ToProto(arch::SlotType t) {
   return t == arch::SlotType::kInst ? v1::SLOT_TYPE_INST : v1::SLOT_TYPE_DATA;
@@ -67,14 +73,29 @@ struct ReservationManager::Entry {
   uid_t uid = 0;
   unsigned weight = 0;
   engine::ReservationId engine_id = 0;
+  // Counting and stop deliveries: the events alone.
   std::vector<arch::PerfBreakpoint> events;
+  // Sample delivery: events with their rings, shared with the reader.
+  std::vector<std::shared_ptr<SampledEvent>> sampled;
 };
 
 ReservationManager::ReservationManager(arch::HostCapabilities caps, engine::LockMode lock,
                                        ReservationLimits limits)
     : caps_(std::move(caps)),
       limits_(limits),
-      engine_(engine::Config{std::max(1u, caps_.cpus), caps_.pools, lock, 0}) {}
+      engine_(engine::Config{std::max(1u, caps_.cpus), caps_.pools, lock, 0}),
+      reader_(SampleReader::Sink{
+          [this](const SampledEvent& e, const arch::PerfSample& s) { OnHit(e, s); },
+          [this](const SampledEvent& e, uint64_t count) {
+            v1::Event ev;
+            *ev.mutable_time() = Now();
+            ev.mutable_lost()->set_count(count);
+            events_.Publish(e.reservation, ev, false);
+          },
+          [this](const SampledEvent& e) {
+            std::lock_guard lock(gone_mu_);
+            gone_.push_back(e.reservation);
+          }}) {}
 
 ReservationManager::~ReservationManager() = default;
 
@@ -157,9 +178,11 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   if (req.backend() == v1::BACKEND_PTRACE || req.has_slot()) {
     return Fail(Code::kUnimplemented, "the ptrace backend is not served by hwwatchd yet; use perf");
   }
-  if (req.delivery() == v1::DELIVERY_SAMPLES || req.delivery() == v1::DELIVERY_STOP) {
-    return Fail(Code::kUnimplemented,
-                "sample and stop deliveries are not built yet; the default counts hits");
+  // perf's default delivery is samples.
+  const v1::Delivery delivery =
+      req.delivery() == v1::DELIVERY_DEFAULT ? v1::DELIVERY_SAMPLES : req.delivery();
+  if (!v1::Delivery_IsValid(delivery)) {
+    return Fail(Code::kInvalidArgument, "unknown delivery " + std::to_string(req.delivery()));
   }
   auto watch = CheckWatch(req.watch(), *target, caps_);
   if (!watch) {
@@ -175,6 +198,19 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   }
   if (auto denied = Authorize(caller, *target, *watch)) {
     return Fail(denied->problem.code, denied->problem.message, denied->refusal);
+  }
+  if (delivery == v1::DELIVERY_STOP) {
+    // A SIGTRAP nobody waits for kills the target.
+    if (!target->is_task()) {
+      return Fail(Code::kInvalidArgument, "stop delivery needs a thread target, not a CPU");
+    }
+    auto t = ReadProcCreds(target->tid);
+    if (!t) return Fail(Code::kNotFound, "no thread " + std::to_string(target->tid));
+    if (t->tracer_pid == 0) {
+      return Fail(Code::kFailedPrecondition,
+                  "nobody traces thread " + std::to_string(target->tid) +
+                      ": a stop would kill it; attach a debugger first or use samples");
+    }
   }
   const unsigned weight = watch->weight();
   const arch::SlotType type = arch::SlotTypeOf(watch->region.access);
@@ -210,17 +246,38 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   auto entry = std::make_unique<Entry>();
   arch::PerfOptions opts;
   opts.exclude_kernel = target->is_task();
+  opts.sampling = delivery == v1::DELIVERY_SAMPLES;
+  opts.sigtrap = delivery == v1::DELIVERY_STOP;
+  opts.sig_data = a.id();
   for (unsigned i = 0; i < watch->cover.needed(); ++i) {
     auto bp = arch::PerfBreakpoint::Open(watch->cover.Spec(caps_.arch, i), ToPerf(*target), opts);
-    if (bp) {
+    if (bp && !opts.sampling) {
       entry->events.push_back(std::move(bp.value()));
       continue;
     }
+    arch::Error err = bp ? arch::Error{} : bp.error();
+    if (bp) {
+      auto ring = arch::PerfRingBuffer::Map(
+          bp->fd(), kRingPages, arch::BuildBreakpointAttr(bp->spec(), opts).sample_type);
+      if (ring) {
+        auto se = std::make_shared<SampledEvent>(
+            SampledEvent{std::move(bp.value()), std::move(ring.value()), a.id(), i,
+                         target->is_task() ? target->tid : -1, 0, 0});
+        if (req.capture_value() && target->is_task()) {
+          se->capture_address = watch->region.address;
+          se->capture_length =
+              static_cast<uint32_t>(std::min<uint64_t>(watch->region.length, kMaxCapture));
+        }
+        entry->sampled.push_back(std::move(se));
+        continue;
+      }
+      err = ring.error();
+    }
     // Roll back: close what was armed, give the engine its slots back.
     entry->events.clear();
+    entry->sampled.clear();
     engine_.Release(a.id());
     unquota();
-    const arch::Error& err = bp.error();
     if (err.Is(ENOSPC)) {
       v1::Refusal r;
       r.set_reason(v1::Refusal::HELD_OUTSIDE);
@@ -239,7 +296,7 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   *p.mutable_target() = req.target();
   *p.mutable_watch() = req.watch();
   p.set_backend(v1::BACKEND_PERF);
-  p.set_delivery(v1::DELIVERY_COUNT);
+  p.set_delivery(delivery);
   p.set_slot_type(ToProto(type));
   p.set_weight(weight);
   for (const auto& reg : watch->cover.registers) {
@@ -252,7 +309,7 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   o->set_gid(caller.creds.gid);
   o->set_pid(caller.creds.pid);
   o->set_session_id(caller.session_id);
-  *p.mutable_created() = TimeUtil::GetCurrentTime();
+  *p.mutable_created() = Now();
   p.set_label(req.label());
   p.set_sharers(1);
   entry->session = caller.session_id;
@@ -261,14 +318,56 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   entry->engine_id = a.id();
   v1::Reservation out = p;
   std::lock_guard lock(mu_);
+  events_.SetOwner(a.id(), caller.session_id);
+  for (const auto& se : entry->sampled) {
+    if (std::string err = reader_.Add(se); !err.empty()) {
+      for (const auto& added : entry->sampled) reader_.Remove(*added);
+      events_.Forget(a.id());
+      entry->sampled.clear();
+      engine_.Release(a.id());
+      held_by_uid_[caller.creds.uid] -= weight;
+      ++refusals_;
+      return Refused{{Code::kInternal, "cannot follow the samples: " + err}, {}};
+    }
+  }
   entries_.emplace(a.id(), std::move(entry));
   return out;
 }
 
-void ReservationManager::Disarm(Entry& e) {
-  e.events.clear();  // closing the perf events frees the kernel's slots
+void ReservationManager::OnHit(const SampledEvent& e, const arch::PerfSample& s) {
+  v1::Event ev;
+  *ev.mutable_time() = Now();
+  v1::Hit* h = ev.mutable_hit();
+  h->set_reservation_id(e.reservation);
+  h->set_tid(static_cast<int32_t>(s.tid));
+  h->set_ip(s.ip);
+  h->set_address(s.addr);
+  h->set_slot(e.register_index);
+  if (e.capture_length > 0) {
+    // The access is done when the sample is read (x86 traps after it; arm64
+    // perf steps over before resuming the task).
+    std::string value(e.capture_length, '\0');
+    iovec local{value.data(), value.size()};
+    iovec remote{reinterpret_cast<void*>(e.capture_address), value.size()};
+    if (process_vm_readv(e.pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(value.size())) {
+      h->set_value(std::move(value));
+    }
+  }
+  events_.Publish(e.reservation, ev, false);
+}
+
+void ReservationManager::Disarm(Entry& e, const char* why) {
+  for (const auto& se : e.sampled) reader_.Remove(*se);
+  e.sampled.clear();  // closing the perf events frees the kernel's slots
+  e.events.clear();
   engine_.Release(e.engine_id);
   held_by_uid_[e.uid] -= e.weight;
+  v1::Event ev;
+  *ev.mutable_time() = Now();
+  ev.mutable_released()->set_reservation_id(e.proto.id());
+  ev.mutable_released()->set_why(why);
+  events_.Publish(e.proto.id(), ev, true);
+  events_.Forget(e.proto.id());
 }
 
 Reply<bool> ReservationManager::Release(const Peer& caller, uint64_t id) {
@@ -283,7 +382,7 @@ Reply<bool> ReservationManager::Release(const Peer& caller, uint64_t id) {
     }
     e = std::move(it->second);
     entries_.erase(it);
-    Disarm(*e);
+    Disarm(*e, "released");
   }
   return true;
 }
@@ -297,6 +396,9 @@ std::vector<v1::Reservation> ReservationManager::List(const Peer& caller, bool a
     uint64_t hits = 0;
     for (const auto& ev : e->events) {
       if (auto n = ev.ReadCount()) hits += *n;
+    }
+    for (const auto& se : e->sampled) {
+      if (auto n = se->event.ReadCount()) hits += *n;
     }
     r.set_hits(hits);
     out.push_back(std::move(r));
@@ -360,12 +462,45 @@ void ReservationManager::SessionEnded(uint64_t session_id) {
   std::lock_guard lock(mu_);
   for (auto it = entries_.begin(); it != entries_.end();) {
     if (it->second->session == session_id) {
-      Disarm(*it->second);
+      Disarm(*it->second, "session closed");
       it = entries_.erase(it);
     } else {
       ++it;
     }
   }
+}
+
+void ReservationManager::Reap() {
+  std::vector<uint64_t> gone;
+  {
+    std::lock_guard lock(gone_mu_);
+    gone.swap(gone_);
+  }
+  if (gone.empty()) return;
+  std::lock_guard lock(mu_);
+  for (uint64_t id : gone) {
+    auto it = entries_.find(id);
+    if (it == entries_.end()) continue;
+    Disarm(*it->second, "target exited");
+    entries_.erase(it);
+  }
+}
+
+Reply<std::shared_ptr<EventStream>> ReservationManager::Follow(const Peer& caller,
+                                                               const v1::StreamEventsRequest& req,
+                                                               EventStream::Notify notify) {
+  std::vector<uint64_t> ids(req.reservation_ids().begin(), req.reservation_ids().end());
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t id : ids) {
+      auto it = entries_.find(id);
+      if (it == entries_.end() || (caller.creds.uid != 0 && it->second->uid != caller.creds.uid)) {
+        ++refusals_;
+        return Refused{{Code::kNotFound, "you hold no reservation " + std::to_string(id)}, {}};
+      }
+    }
+  }
+  return events_.Subscribe(caller.session_id, std::move(ids), req.lifecycle(), std::move(notify));
 }
 
 uint64_t ReservationManager::active() const {

@@ -17,9 +17,11 @@
 #include "arch/capabilities.h"
 #include "arch/perf_event.h"
 #include "daemon/engine/constraints.h"
+#include "daemon/event_hub.h"
 #include "daemon/peers.h"
 #include "daemon/problem.h"
 #include "daemon/request_check.h"
+#include "daemon/sample_reader.h"
 #include "hwwatch/v1/hwwatch.pb.h"
 
 namespace hwwatch::daemon {
@@ -49,12 +51,22 @@ class ReservationManager {
   Reply<v1::Reservation> Reserve(const Peer& caller, const v1::ReserveRequest& req);
   Reply<bool> Release(const Peer& caller, uint64_t id);
   std::vector<v1::Reservation> List(const Peer& caller, bool all) const;
+  // A stream of the caller's events (StreamEvents); the ids must be the
+  // caller's own (root: any).
+  Reply<std::shared_ptr<EventStream>> Follow(const Peer& caller, const v1::StreamEventsRequest& req,
+                                             EventStream::Notify notify);
+  void Unfollow(const std::shared_ptr<EventStream>& s) { events_.Unsubscribe(s); }
   v1::SlotsResponse Slots(const v1::SlotsRequest& req);
   // The session's peer went away: release what it owns.
   void SessionEnded(uint64_t session_id);
+  // Releases reservations whose target is gone (found by the sample
+  // reader); called periodically, never from the reader's thread.
+  void Reap();
 
   uint64_t active() const;
   uint64_t refusals() const;
+  uint64_t events_sent() const { return events_.sent(); }
+  uint64_t events_lost() const { return events_.lost(); }
   engine::LockMode lock_mode() const { return engine_.config().lock; }
 
  private:
@@ -64,16 +76,26 @@ class ReservationManager {
   std::optional<Refused> Authorize(const Peer& caller, const TargetSpec& target,
                                    const WatchSpec& watch) const;
   v1::Refusal FromEngine(const engine::Refusal& r) const;
-  void Disarm(Entry& e);
+  // Closes the entry's events and gives back its slots and quota; tells
+  // its streams why. Needs mu_.
+  void Disarm(Entry& e, const char* why);
+  void OnHit(const SampledEvent& e, const arch::PerfSample& s);
 
   const arch::HostCapabilities caps_;
   const ReservationLimits limits_;
   engine::Engine engine_;
+  EventHub events_;
 
   mutable std::mutex mu_;  // guards the maps below
   std::unordered_map<uint64_t, std::unique_ptr<Entry>> entries_;
   std::unordered_map<uid_t, unsigned> held_by_uid_;
   uint64_t refusals_ = 0;
+
+  std::mutex gone_mu_;  // guards gone_ (filled on the reader's thread)
+  std::vector<uint64_t> gone_;
+
+  // Last: its thread calls back into the members above until destroyed.
+  SampleReader reader_;
 };
 
 }  // namespace hwwatch::daemon

@@ -40,11 +40,95 @@ v1::Arch ToProto(arch::Arch a) {
   return v1::ARCH_UNSPECIFIED;
 }
 
-// A server-streaming call finished at once (for streams not built yet).
+// A server-streaming call finished at once (a refused StreamEvents).
 class FinishedWriter final : public grpc::ServerWriteReactor<v1::Event> {
  public:
   explicit FinishedWriter(const grpc::Status& status) { Finish(status); }
   void OnDone() override { delete this; }
+};
+
+// One StreamEvents call: writes the events of its stream one at a time,
+// as they come. The hub never waits for it; a slow reader loses events
+// (counted, reported in-band) instead of holding anything up.
+class EventWriter final : public grpc::ServerWriteReactor<v1::Event> {
+ public:
+  explicit EventWriter(ReservationManager& manager) : manager_(manager) {}
+
+  // Second phase of construction: the stream's notify callback needs `this`.
+  // The initial metadata tells the client the subscription is in place
+  // (client::Client::Follow waits for it); events follow it.
+  void Attach(std::shared_ptr<EventStream> stream) {
+    std::lock_guard lock(mu_);
+    stream_ = std::move(stream);
+    metadata_pending_ = true;
+    StartSendInitialMetadata();
+  }
+
+  void OnSendInitialMetadataDone(bool ok) override {
+    {
+      std::lock_guard lock(mu_);
+      metadata_pending_ = false;
+      if (!ok) {
+        FinishOnce(grpc::Status::CANCELLED);
+        return;
+      }
+    }
+    TryWrite();
+  }
+
+  // From a producer's thread (the hub's notify) or gRPC's.
+  void TryWrite() {
+    std::lock_guard lock(mu_);
+    if (writing_ || finished_ || metadata_pending_ || !stream_) return;
+    auto e = stream_->Pop();
+    if (!e) return;
+    current_ = std::move(*e);
+    writing_ = true;
+    StartWrite(&current_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      std::lock_guard lock(mu_);
+      writing_ = false;
+      if (!ok) {  // the client went away mid-write
+        FinishOnce(grpc::Status::CANCELLED);
+        return;
+      }
+    }
+    TryWrite();
+  }
+
+  void OnCancel() override {
+    std::lock_guard lock(mu_);
+    FinishOnce(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    std::shared_ptr<EventStream> s;
+    {
+      std::lock_guard lock(mu_);
+      s = std::move(stream_);
+    }
+    if (s) manager_.Unfollow(s);  // no notify after this returns
+    delete this;
+  }
+
+ private:
+  // Needs mu_.
+  void FinishOnce(const grpc::Status& status) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  ReservationManager& manager_;
+  std::mutex mu_;  // guards the members below
+  std::shared_ptr<EventStream> stream_;
+  v1::Event current_;
+  bool writing_ = false;
+  bool metadata_pending_ = false;
+  bool finished_ = false;
 };
 
 }  // namespace
@@ -236,9 +320,20 @@ grpc::ServerUnaryReactor* WatchpointService::Slots(grpc::CallbackServerContext* 
 }
 
 grpc::ServerWriteReactor<v1::Event>* WatchpointService::StreamEvents(
-    grpc::CallbackServerContext*, const v1::StreamEventsRequest*) {
+    grpc::CallbackServerContext* ctx, const v1::StreamEventsRequest* req) {
   Count(kStreamEvents);
-  return new FinishedWriter(NotBuilt("StreamEvents"));
+  grpc::Status status;
+  auto caller = Caller(ctx, &status);
+  if (!caller) return new FinishedWriter(status);
+  auto* writer = new EventWriter(reservations_);
+  auto stream = reservations_.Follow(*caller, *req, [writer] { writer->TryWrite(); });
+  if (auto* refused = std::get_if<Refused>(&stream)) {
+    auto* refusal = new FinishedWriter(ToStatus(*refused));
+    delete writer;
+    return refusal;
+  }
+  writer->Attach(std::get<std::shared_ptr<EventStream>>(std::move(stream)));
+  return writer;
 }
 
 grpc::ServerUnaryReactor* WatchpointService::Stats(grpc::CallbackServerContext* ctx,
@@ -250,6 +345,8 @@ grpc::ServerUnaryReactor* WatchpointService::Stats(grpc::CallbackServerContext* 
   if (!peer) return Answer(ctx, status);
   resp->set_reservations_active(reservations_.active());
   resp->set_refusals(reservations_.refusals());
+  resp->set_events_sent(reservations_.events_sent());
+  resp->set_events_lost(reservations_.events_lost());
   resp->set_lock_mode(std::string(engine::LockModeName(reservations_.lock_mode())));
   auto up = std::chrono::steady_clock::now() - started_;
   *resp->mutable_uptime() = TimeUtil::NanosecondsToDuration(

@@ -2,10 +2,17 @@
 #include <signal.h>
 #include <time.h>
 
+#include <pthread.h>
+#include <sys/uio.h>
+
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cstdlib>
+#include <cstring>
 #include <string>
+#include <thread>
 
 #include "client/cli/cli.h"
 
@@ -37,6 +44,8 @@ struct WatchFlags {
     cmd->add_flag("--over-cover", over_cover,
                   "Use fewer, larger registers; hits outside the range are filtered");
   }
+
+  uint64_t Address() const { return std::strtoull(address.c_str(), nullptr, 0); }
 
   // Fills target and watch; returns an error sentence or "".
   std::string Fill(v1::Target* target, v1::Watch* watch) const {
@@ -100,22 +109,80 @@ void PrintReservation(const v1::Reservation& r) {
               r.hits(), r.owner().uid(), regs.c_str());
 }
 
-// Waits for SIGINT/SIGTERM, or `seconds` (< 0: forever).
-void Hold(double seconds) {
+sigset_t TermSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
-  sigprocmask(SIG_BLOCK, &set, nullptr);
-  if (seconds < 0) {
-    int sig = 0;
-    sigwait(&set, &sig);
-    return;
+  return set;
+}
+
+// Blocks SIGINT/SIGTERM in this thread and every thread it starts later
+// (gRPC's among them), so that Ctrl-C reaches WaitForSignal, not the
+// default action: the command then releases cleanly.
+void BlockTermSignals() {
+  sigset_t set = TermSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+// Waits for SIGINT/SIGTERM (true), or `seconds` (< 0: forever), or until
+// *stop is set (checked every 100 ms).
+bool WaitForSignal(double seconds, const std::atomic<bool>* stop = nullptr) {
+  const sigset_t set = TermSignals();
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(seconds < 0 ? 1e9 : seconds));
+  while (!(stop && stop->load())) {
+    const Clock::duration left = deadline - Clock::now();
+    if (left <= Clock::duration::zero()) return false;
+    const Clock::duration slice =
+        std::min<Clock::duration>(left, std::chrono::milliseconds(stop ? 100 : 1000));
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(slice).count();
+    timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    if (sigtimedwait(&set, nullptr, &ts) > 0) return true;
   }
-  timespec ts{static_cast<time_t>(seconds),
-              static_cast<long>((seconds - static_cast<time_t>(seconds)) * 1e9)};
-  while (sigtimedwait(&set, nullptr, &ts) < 0 && errno == EINTR) {
+  return false;
+}
+
+// Reads `len` bytes at `addr` of task `pid` (as the caller, who may trace
+// it: the daemon checked). Empty when it cannot.
+std::string ReadTarget(pid_t pid, uint64_t addr, uint64_t len) {
+  std::string out(std::min<uint64_t>(len, 64), '\0');
+  iovec local{out.data(), out.size()};
+  iovec remote{reinterpret_cast<void*>(addr), out.size()};
+  if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(out.size())) {
+    return "";
   }
+  return out;
+}
+
+// A watched value for people: lengths 1/2/4/8 as a little-endian unsigned
+// number, anything else as hex bytes.
+std::string ValueText(const std::string& bytes) {
+  if (bytes.empty()) return "?";
+  if (bytes.size() == 1 || bytes.size() == 2 || bytes.size() == 4 || bytes.size() == 8) {
+    uint64_t v = 0;
+    std::memcpy(&v, bytes.data(), bytes.size());
+    return std::to_string(v);
+  }
+  std::string out = "0x";
+  char b[4];
+  for (size_t i = bytes.size(); i-- > 0;) {
+    std::snprintf(b, sizeof b, "%02x", static_cast<unsigned char>(bytes[i]));
+    out += b;
+  }
+  return out;
+}
+
+std::string ClockText(const google::protobuf::Timestamp& t) {
+  const time_t secs = static_cast<time_t>(t.seconds());
+  tm local{};
+  localtime_r(&secs, &local);
+  char b[32];
+  std::snprintf(b, sizeof b, "%02d:%02d:%02d.%06d", local.tm_hour, local.tm_min, local.tm_sec,
+                t.nanos() / 1000);
+  return b;
 }
 
 }  // namespace
@@ -147,6 +214,7 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
                         : backend == "ptrace" ? v1::BACKEND_PTRACE
                                               : v1::BACKEND_AUTO);
         req.set_label(label);
+        BlockTermSignals();
         int code = kOk;
         auto c = ConnectOrReport(g, &code);
         if (!c) return code;
@@ -158,7 +226,7 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
           PrintReservation(r.value());
         }
         std::fflush(stdout);
-        Hold(hold);
+        WaitForSignal(hold);
         auto rel = c->Release(r->id());
         if (!rel) return ReportError(rel.error());
         return static_cast<int>(kOk);
@@ -265,6 +333,97 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
             return static_cast<int>(kRefused);
           }
         }
+        return static_cast<int>(kOk);
+      };
+    });
+  }
+  {
+    static WatchFlags w;
+    static uint64_t count = 0;
+    static double timeout = -1;
+    CLI::App* cmd = app.add_subcommand(
+        "watch", "Watch memory and print every hit (who, where, old -> new) as it happens");
+    w.Add(cmd, true);
+    cmd->add_option("--count", count, "Stop after N hits (default: no limit)");
+    cmd->add_option("--timeout", timeout, "Stop after S seconds (default: until Ctrl-C)");
+    cmd->footer(
+        "One line per hit: time, thread, instruction pointer, address, old -> new value.\n"
+        "With --json: one JSON object per event (protobuf JSON of hwwatch.v1.Event).\n"
+        "Examples:\n  hwwatch watch --tid 1234 0x601040 --len 4 --count 3\n"
+        "  hwwatch --json watch --tid 1234 0x601040 --len 8 --timeout 10");
+    cmd->callback([&g, run] {
+      *run = [&g] {
+        v1::ReserveRequest req;
+        if (std::string err = w.Fill(req.mutable_target(), req.mutable_watch()); !err.empty()) {
+          std::fprintf(stderr, "hwwatch: %s\n", err.c_str());
+          return static_cast<int>(kUsage);
+        }
+        req.set_delivery(v1::DELIVERY_SAMPLES);
+        req.set_capture_value(true);
+        BlockTermSignals();
+        int code = kOk;
+        auto c = ConnectOrReport(g, &code);
+        if (!c) return code;
+        const pid_t task = req.target().has_tid() ? req.target().tid() : req.target().pid();
+        std::string last = task > 0 ? ReadTarget(task, w.Address(), w.len) : "";
+        auto r = c->Reserve(req);
+        if (!r) return ReportError(r.error());
+        const uint64_t id = r->id();
+        auto stream = c->Follow({id}, true);
+        if (!g.json) {
+          std::fprintf(stderr,
+                       "watching %s %s+%" PRIu64 " (reservation %" PRIu64
+                       ", %u register(s)); Ctrl-C to stop\n",
+                       TargetText(r->target()).c_str(), Hex(r->watch().address()).c_str(),
+                       r->watch().length(), id, r->weight());
+        }
+        // Ctrl-C, SIGTERM or --timeout end the stream from this thread.
+        std::atomic<bool> done{false};
+        std::thread stopper([&] {
+          WaitForSignal(timeout, &done);
+          stream->Cancel();
+        });
+        uint64_t hits = 0;
+        bool released = false;
+        v1::Event e;
+        while ((count == 0 || hits < count) && stream->Next(&e)) {
+          if (g.json) {
+            PrintJson(e);
+          } else if (e.has_hit()) {
+            const v1::Hit& h = e.hit();
+            const std::string now = h.has_value() ? h.value() : "";
+            std::printf("%s  tid %-7d ip %-18s addr %-18s %s -> %s\n", ClockText(e.time()).c_str(),
+                        h.tid(), Hex(h.ip()).c_str(), Hex(h.address()).c_str(),
+                        ValueText(last).c_str(), ValueText(now).c_str());
+            if (!now.empty()) last = now;
+          } else if (e.has_lost()) {
+            std::printf("!! %" PRIu64 " event(s) lost: this reader was too slow\n",
+                        e.lost().count());
+          } else if (e.has_released()) {
+            std::printf("reservation %" PRIu64 " released: %s\n", e.released().reservation_id(),
+                        e.released().why().c_str());
+          } else if (e.has_exited()) {
+            std::printf("thread %d exited\n", e.exited().tid());
+          }
+          std::fflush(stdout);
+          if (e.has_hit()) ++hits;
+          if (e.has_released()) {
+            released = true;
+            break;
+          }
+        }
+        done = true;
+        stream->Cancel();
+        stopper.join();
+        grpc::Status end = stream->Finish();
+        if (!end.ok() && end.error_code() != grpc::StatusCode::CANCELLED) {
+          return ReportError(client::Error::FromStatus(end));
+        }
+        if (!released) {
+          auto rel = c->Release(id);
+          if (!rel) return ReportError(rel.error());
+        }
+        if (!g.json) std::fprintf(stderr, "%" PRIu64 " hit(s)\n", hits);
         return static_cast<int>(kOk);
       };
     });

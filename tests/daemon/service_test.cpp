@@ -2,6 +2,10 @@
 // gRPC over a real Unix socket, many concurrent clients.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <thread>
 #include <vector>
@@ -52,12 +56,85 @@ TEST(Service, UnbuiltRpcsSayUnimplementedWithASentence) {
   grpc::Status s = c.value()->stub().Modify(&ctx, v1::ModifyRequest(), &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
   EXPECT_NE(s.error_message().find("Modify"), std::string::npos) << s.error_message();
+}
 
-  grpc::ClientContext sctx;
-  auto reader = c.value()->stub().StreamEvents(&sctx, v1::StreamEventsRequest());
-  v1::Event ev;
-  EXPECT_FALSE(reader->Read(&ev));
-  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+// A process that sleeps until killed: something to watch.
+class Sleeper {
+ public:
+  Sleeper() : pid_(fork()) {
+    if (pid_ == 0) {
+      for (;;) pause();
+    }
+  }
+  ~Sleeper() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_;
+};
+
+// Several clients at once each follow their own reservation and see its
+// release, and only that (the sanitizer builds run this over the hub, the
+// sample reader and the stream writers).
+TEST(Service, StreamsSeeTheirOwnReleasesConcurrently) {
+  InProcessDaemon d;
+  ASSERT_EQ(d.error(), "");
+  constexpr int kClients = 4, kRounds = 5;
+  std::vector<std::unique_ptr<Sleeper>> targets;
+  for (int i = 0; i < kClients; ++i) targets.push_back(std::make_unique<Sleeper>());
+  std::atomic<int> seen{0}, wrong{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      auto c = client::Client::Connect(d.socket());
+      if (!c) return;
+      for (int round = 0; round < kRounds; ++round) {
+        v1::ReserveRequest req;
+        req.mutable_target()->set_tid(targets[i]->pid());
+        req.mutable_watch()->set_address(0x10000);
+        req.mutable_watch()->set_length(8);
+        req.mutable_watch()->set_access(v1::ACCESS_WRITE);
+        auto r = c.value()->Reserve(req);
+        if (!r) {
+          ++wrong;
+          continue;
+        }
+        auto stream = c.value()->Follow({}, true);
+        if (!c.value()->Release(r->id())) ++wrong;
+        v1::Event e;
+        if (stream->Next(&e) && e.has_released() && e.released().reservation_id() == r->id()) {
+          ++seen;
+        } else {
+          ++wrong;
+        }
+        stream->Cancel();
+        while (stream->Next(&e)) {
+        }
+        if (stream->Finish().error_code() != grpc::StatusCode::CANCELLED) ++wrong;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(seen.load(), kClients * kRounds);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+// An open stream does not hold the daemon up: stopping it ends the stream.
+TEST(Service, OpenStreamsEndWhenTheDaemonStops) {
+  auto d = std::make_unique<InProcessDaemon>();
+  ASSERT_EQ(d->error(), "");
+  auto c = client::Client::Connect(d->socket());
+  ASSERT_TRUE(c) << c.error().ToString();
+  auto stream = c.value()->Follow({}, true);
+  auto st = c.value()->Stats();  // the stream is established by now
+  ASSERT_TRUE(st);
+  d.reset();  // joins the daemon's thread: returns only if the stream let go
+  v1::Event e;
+  EXPECT_FALSE(stream->Next(&e));
+  EXPECT_FALSE(stream->Finish().ok());
 }
 
 TEST(Service, EmptyReserveIsInvalidWithAReason) {

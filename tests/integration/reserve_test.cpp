@@ -184,7 +184,8 @@ TEST(Reserve, KilledClientGivesItsSlotsBackToTheKernel) {
 }
 
 struct ChildResult {
-  int own_child = -1, roots_process = -1, cpu = -1, release_roots = -1, list_count = -1;
+  int own_child = -1, roots_process = -1, cpu = -1, release_roots = -1, list_count = -1,
+      stream_roots = -1;
 };
 
 TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
@@ -221,6 +222,11 @@ TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
         res.roots_process = code(cl.Reserve(OnTid(roots.pid(), 0x70000, 8)));
         res.cpu = code(cl.Reserve(OnCpu(0, 0x70000)));
         res.release_roots = code(cl.Release(mine->id()));
+        auto stream = cl.Follow({mine->id()});
+        v1::Event e;
+        while (stream->Next(&e)) {
+        }
+        res.stream_roots = static_cast<int>(stream->Finish().error_code());
         auto l = cl.List(true);
         res.list_count = l ? l->reservations_size() : -1;
       }
@@ -239,6 +245,7 @@ TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
   EXPECT_EQ(res.roots_process, grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(res.cpu, grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(res.release_roots, grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(res.stream_roots, grpc::StatusCode::NOT_FOUND) << "nobody may not follow root's events";
   EXPECT_EQ(res.list_count, 1) << "nobody sees only its own reservation";
   // Root's reservation survived.
   auto l = root->List(true);

@@ -1,0 +1,72 @@
+// The perf sample reader: one thread that waits (epoll) on the ring buffers
+// of every sampling breakpoint the daemon armed, parses their records and
+// hands hits to a sink. It owns nothing of a reservation but a reference to
+// its event: Remove() is synchronous, so after it returns the reader no
+// longer touches that ring and closing the event frees the kernel's slot.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "arch/perf_event.h"
+#include "arch/perf_ring.h"
+#include "arch/scoped_fd.h"
+
+namespace hwwatch::daemon {
+
+// One armed sampling breakpoint and its ring.
+struct SampledEvent {
+  arch::PerfBreakpoint event;
+  arch::PerfRingBuffer ring;
+  uint64_t reservation = 0;
+  unsigned register_index = 0;  // which register of the reservation's cover
+  pid_t pid = -1;               // the watched task (-1: a CPU target)
+  // Bytes to read from `pid` after each hit (length 0: none).
+  uint64_t capture_address = 0;
+  uint32_t capture_length = 0;
+};
+
+class SampleReader {
+ public:
+  struct Sink {
+    // A sample of `e`.
+    std::function<void(const SampledEvent& e, const arch::PerfSample& s)> hit;
+    // The kernel dropped `count` records of `e`.
+    std::function<void(const SampledEvent& e, uint64_t count)> lost;
+    // The watched task is gone (the event's fd hung up).
+    std::function<void(const SampledEvent& e)> gone;
+  };
+
+  explicit SampleReader(Sink sink);
+  ~SampleReader();
+  SampleReader(const SampleReader&) = delete;
+  SampleReader& operator=(const SampleReader&) = delete;
+
+  // Empty on success, else why the reader cannot follow the event.
+  std::string Add(std::shared_ptr<SampledEvent> e);
+  // After this returns the reader holds no reference to `e`.
+  void Remove(const SampledEvent& e);
+
+  uint64_t samples() const { return samples_.load(std::memory_order_relaxed); }
+
+ private:
+  void Loop();
+  void Drain(SampledEvent& e);
+
+  const Sink sink_;
+  arch::ScopedFd epoll_;
+  arch::ScopedFd wake_;  // eventfd: stop the thread
+  std::mutex mu_;        // guards events_; held while a ring is read
+  std::unordered_map<int, std::shared_ptr<SampledEvent>> events_;  // by fd
+  std::atomic<uint64_t> samples_{0};
+  std::thread thread_;
+};
+
+}  // namespace hwwatch::daemon

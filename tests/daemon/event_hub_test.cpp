@@ -1,0 +1,152 @@
+// EventHub: who gets which event, bounded queues that report what they
+// dropped, and no notification after unsubscribing.
+#include "daemon/event_hub.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+namespace hwwatch::daemon {
+namespace {
+
+v1::Event HitOf(uint64_t reservation, uint64_t ip) {
+  v1::Event e;
+  e.mutable_hit()->set_reservation_id(reservation);
+  e.mutable_hit()->set_ip(ip);
+  return e;
+}
+
+v1::Event ReleasedOf(uint64_t reservation) {
+  v1::Event e;
+  e.mutable_released()->set_reservation_id(reservation);
+  return e;
+}
+
+std::vector<uint64_t> Drain(EventStream& s) {
+  std::vector<uint64_t> ips;
+  while (auto e = s.Pop()) ips.push_back(e->has_hit() ? e->hit().ip() : 0);
+  return ips;
+}
+
+TEST(EventHub, HitsGoToTheOwningSessionOrToStreamsNamingTheReservation) {
+  EventHub hub;
+  hub.SetOwner(10, /*session=*/1);
+  hub.SetOwner(20, /*session=*/2);
+  auto session1 = hub.Subscribe(1, {}, false, nullptr);
+  auto session2 = hub.Subscribe(2, {}, false, nullptr);
+  auto only20 = hub.Subscribe(3, {20}, false, nullptr);
+  hub.Publish(10, HitOf(10, 0x100), false);
+  hub.Publish(20, HitOf(20, 0x200), false);
+  hub.Publish(30, HitOf(30, 0x300), false);  // nobody owns or names it
+  EXPECT_EQ(Drain(*session1), (std::vector<uint64_t>{0x100}));
+  EXPECT_EQ(Drain(*session2), (std::vector<uint64_t>{0x200}));
+  EXPECT_EQ(Drain(*only20), (std::vector<uint64_t>{0x200}));
+  EXPECT_EQ(hub.sent(), 3u);
+}
+
+TEST(EventHub, LifecycleEventsOnlyForStreamsThatAskedForThem) {
+  EventHub hub;
+  hub.SetOwner(10, 1);
+  auto quiet = hub.Subscribe(1, {}, false, nullptr);
+  auto told = hub.Subscribe(1, {}, true, nullptr);
+  hub.Publish(10, ReleasedOf(10), true);
+  EXPECT_FALSE(quiet->Pop().has_value());
+  auto e = told->Pop();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_TRUE(e->has_released());
+}
+
+TEST(EventHub, AFullQueueDropsAndReportsTheCountBeforeTheNextEvent) {
+  EventHub hub(/*capacity=*/3);
+  hub.SetOwner(10, 1);
+  auto s = hub.Subscribe(1, {}, false, nullptr);
+  for (uint64_t i = 1; i <= 10; ++i) hub.Publish(10, HitOf(10, i), false);
+  EXPECT_EQ(hub.sent(), 3u);
+  EXPECT_EQ(hub.lost(), 7u);
+  // The lost count comes first, then the events that fit, numbered in order.
+  auto first = s->Pop();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(first->has_lost());
+  EXPECT_EQ(first->lost().count(), 7u);
+  EXPECT_EQ(first->sequence(), 1u);
+  std::vector<uint64_t> seq;
+  while (auto e = s->Pop()) {
+    EXPECT_EQ(e->hit().ip(), e->sequence() - 1);
+    seq.push_back(e->sequence());
+  }
+  EXPECT_EQ(seq, (std::vector<uint64_t>{2, 3, 4}));
+  // Room again: nothing more is lost.
+  hub.Publish(10, HitOf(10, 11), false);
+  EXPECT_EQ(hub.lost(), 7u);
+}
+
+TEST(EventHub, NotifiesOnlyWhenTheQueueBecomesNonEmptyAndNeverAfterUnsubscribe) {
+  EventHub hub;
+  hub.SetOwner(10, 1);
+  std::atomic<int> notified{0};
+  auto s = hub.Subscribe(1, {}, false, [&] { ++notified; });
+  hub.Publish(10, HitOf(10, 1), false);
+  hub.Publish(10, HitOf(10, 2), false);
+  EXPECT_EQ(notified.load(), 1);
+  Drain(*s);
+  hub.Publish(10, HitOf(10, 3), false);
+  EXPECT_EQ(notified.load(), 2);
+  hub.Unsubscribe(s);
+  Drain(*s);
+  hub.Publish(10, HitOf(10, 4), false);
+  s->Kick();
+  EXPECT_EQ(notified.load(), 2);
+  EXPECT_EQ(hub.streams(), 0u);
+}
+
+TEST(EventHub, ForgottenReservationsReachOnlyStreamsThatNamedThem) {
+  EventHub hub;
+  hub.SetOwner(10, 1);
+  auto session = hub.Subscribe(1, {}, false, nullptr);
+  auto named = hub.Subscribe(2, {10}, false, nullptr);
+  hub.Forget(10);
+  hub.Publish(10, HitOf(10, 1), false);
+  EXPECT_TRUE(Drain(*session).empty());
+  EXPECT_EQ(Drain(*named).size(), 1u);
+}
+
+// Producers on several threads, one consumer, a small queue: every event is
+// either delivered or counted lost, none twice (run under TSan too).
+TEST(EventHub, ConcurrentProducersLoseNothingUncounted) {
+  EventHub hub(/*capacity=*/64);
+  hub.SetOwner(10, 1);
+  std::atomic<uint64_t> received{0}, lost{0};
+  auto s = hub.Subscribe(1, {}, false, nullptr);
+  std::atomic<bool> stop{false};
+  std::thread consumer([&] {
+    for (;;) {
+      const bool last = stop.load();
+      while (auto e = s->Pop()) {
+        if (e->has_lost()) {
+          lost += e->lost().count();
+        } else {
+          ++received;
+        }
+      }
+      if (last) return;
+      std::this_thread::yield();
+    }
+  });
+  constexpr int kThreads = 4, kEach = 20000;
+  std::vector<std::thread> producers;
+  for (int t = 0; t < kThreads; ++t) {
+    producers.emplace_back([&] {
+      for (int i = 0; i < kEach; ++i) hub.Publish(10, HitOf(10, i), false);
+    });
+  }
+  for (auto& p : producers) p.join();
+  stop = true;
+  consumer.join();
+  EXPECT_EQ(received.load() + lost.load(), uint64_t{kThreads} * kEach);
+  EXPECT_EQ(received.load(), hub.sent());
+  EXPECT_EQ(lost.load(), hub.lost());
+}
+
+}  // namespace
+}  // namespace hwwatch::daemon
