@@ -46,8 +46,8 @@ struct Params {
 };
 
 // The full sizes of --suite, for every size not given explicitly.
-constexpr unsigned kSuiteIterations = 20000;
-constexpr unsigned kSuiteOps = 20000;
+constexpr unsigned kSuiteIterations = 10000;
+constexpr unsigned kSuiteOps = 10000;
 constexpr unsigned kSuiteP7Threads = 2500;
 constexpr unsigned kSuiteRepeat = 5;
 
@@ -532,6 +532,8 @@ int Run(Params p, const CLI::App& cmd) {
     f = MeasureFootprint(p, *d);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "hwwatch-bench rpc: %s\n", e.what());
+    const std::string ended = d->Exited();
+    if (!ended.empty()) std::fprintf(stderr, "hwwatch-bench rpc: %s\n", ended.c_str());
     d->Stop();
     return 1;
   }
@@ -570,7 +572,7 @@ void AddRpcCommand(CLI::App& app, std::function<int()>* run) {
       ->capture_default_str();
   cmd->add_option("--repeat", p.repeat, "Runs; the median is reported")->capture_default_str();
   cmd->add_flag("--suite", p.suite,
-                "Full sizes (--iterations 20000 --ops 20000 --p7-threads 2500 --repeat 5) for "
+                "Full sizes (--iterations 10000 --ops 10000 --p7-threads 2500 --repeat 5) for "
                 "every size not given");
   cmd->add_flag("--json", p.json, "Print one JSON object");
   cmd->footer(

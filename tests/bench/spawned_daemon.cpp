@@ -213,6 +213,19 @@ std::unique_ptr<SpawnedDaemon> SpawnedDaemon::Start(const std::string& binary,
 
 SpawnedDaemon::~SpawnedDaemon() { Stop(); }
 
+std::string SpawnedDaemon::Exited() {
+  if (pid_ <= 0) return "hwwatchd is stopped";
+  // A daemon that lost its socket may still be shutting down: a short grace.
+  int status = 0;
+  for (int i = 0; waitpid(pid_, &status, WNOHANG) != pid_; ++i) {
+    if (i == 50) return "";
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  g_pid.store(0);
+  pid_ = -1;
+  return "hwwatchd " + DescribeStatus(status) + " during the run";
+}
+
 void SpawnedDaemon::Stop() {
   if (g_armed.exchange(0)) {
     KillAndReap(g_pid.exchange(0), 5000);

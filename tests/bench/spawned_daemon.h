@@ -30,6 +30,10 @@ class SpawnedDaemon {
   // the socket and the temp dir. Idempotent.
   void Stop();
 
+  // Empty while the daemon runs (after a grace of 0.5 s); else how it
+  // ended (it is then reaped).
+  std::string Exited();
+
   pid_t pid() const { return pid_; }
   const std::string& socket() const { return socket_; }
 
