@@ -4,12 +4,14 @@
 #include <functional>
 
 #include "tests/bench/engine_bench.h"
+#include "tests/bench/rpc_bench.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"hwwatch-bench: benchmarks of the constraint engine and the daemon"};
   app.require_subcommand(1);
   std::function<int()> run;
   hwwatch::bench::AddEngineCommand(app, &run);
+  hwwatch::bench::AddRpcCommand(app, &run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

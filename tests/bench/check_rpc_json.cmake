@@ -1,0 +1,53 @@
+# Runs hwwatch-bench rpc with tiny sizes and checks that it prints one JSON
+# object with the fields the contract names, each a positive number. Only
+# the shape is checked: tests never assert times or ratios.
+execute_process(
+  COMMAND ${BENCH} rpc --daemon ${DAEMON} --iterations 200 --ops 200 --threads 1,8,64
+    --p7-threads 50 --repeat 1 --json
+  OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "hwwatch-bench rpc exited ${rc}; output: ${out}")
+endif()
+string(JSON bench ERROR_VARIABLE err GET "${out}" bench)
+if(err OR NOT bench STREQUAL "rpc")
+  message(FATAL_ERROR "not the rpc bench's JSON object: ${out}")
+endif()
+string(JSON empty_rpc ERROR_VARIABLE err GET "${out}" empty_rpc)
+if(err OR empty_rpc STREQUAL "")
+  message(FATAL_ERROR "no 'empty_rpc' in: ${out}")
+endif()
+
+function(expect_positive)
+  string(JOIN "." name ${ARGN})
+  string(JSON value ERROR_VARIABLE err GET "${out}" ${ARGN})
+  if(err)
+    message(FATAL_ERROR "no '${name}' in: ${out}")
+  endif()
+  if(NOT value GREATER 0)
+    message(FATAL_ERROR "'${name}' is ${value}, not a positive number")
+  endif()
+endfunction()
+
+expect_positive(p5 reserve_release_us)
+expect_positive(p5 empty_us)
+expect_positive(p5 ratio)
+expect_positive(p6 reserve_release_us)
+expect_positive(p6 direct_open_close_empty_us)
+expect_positive(p6 ratio)
+expect_positive(p7 reservations)
+expect_positive(p7 rss_mib)
+expect_positive(p7 baseline_rss_mib)
+string(JSON refused ERROR_VARIABLE err GET "${out}" p7 refused)
+if(err OR refused LESS 0)
+  message(FATAL_ERROR "no count of refusals 'p7 refused' in: ${out}")
+endif()
+
+string(JSON n ERROR_VARIABLE err LENGTH "${out}" throughput)
+if(err OR NOT n EQUAL 3)
+  message(FATAL_ERROR "'throughput' should list 3 client counts: ${out}")
+endif()
+math(EXPR last "${n} - 1")
+foreach(i RANGE ${last})
+  expect_positive(throughput ${i} clients)
+  expect_positive(throughput ${i} ops_per_s)
+endforeach()
