@@ -99,6 +99,13 @@ Status PerfBreakpoint::ResetCount() {
   return OkStatus();
 }
 
+Status PerfBreakpoint::SetOutput(const PerfBreakpoint& to) {
+  if (ioctl(fd_.get(), PERF_EVENT_IOC_SET_OUTPUT, to.fd()) != 0) {
+    return ErrnoError("PERF_EVENT_IOC_SET_OUTPUT");
+  }
+  return OkStatus();
+}
+
 Status PerfBreakpoint::Modify(const BreakpointSpec& spec) {
   perf_event_attr attr = attr_;
   attr.bp_type = PerfBpType(spec.access);

@@ -93,6 +93,10 @@ class PerfBreakpoint {
   Status Enable();
   Status Disable();
   Status ResetCount();
+  // Sends this event's samples to the ring buffer mapped on `to`
+  // (PERF_EVENT_IOC_SET_OUTPUT): both must watch the same task (or the
+  // same CPU). One ring then serves every register of a region.
+  Status SetOutput(const PerfBreakpoint& to);
 
   // Moves the breakpoint in place (PERF_EVENT_IOC_MODIFY_ATTRIBUTES): the
   // kernel accepts a new attr only when everything but bp_addr, bp_len,

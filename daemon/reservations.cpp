@@ -13,10 +13,14 @@ namespace hwwatch::daemon {
 namespace {
 
 using google::protobuf::util::TimeUtil;
+using arch::Status;
 
 constexpr int kCapSysAdmin = 21;
-// Ring of a sampling event: 8 data pages hold ~600 samples between reads.
-constexpr size_t kRingPages = 8;
+// Ring of a sampling reservation (shared by the registers of its region):
+// 2 data pages hold ~140 samples between two reads of the reader thread.
+// Rings count against perf_event_mlock_kb unless the daemon has
+// CAP_IPC_LOCK, so they are kept small.
+constexpr size_t kRingPages = 2;
 // Bytes of the watched region a hit reports (Hit.value).
 constexpr uint64_t kMaxCapture = 64;
 
@@ -256,18 +260,27 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
       continue;
     }
     arch::Error err = bp ? arch::Error{} : bp.error();
-    if (bp) {
+    if (bp && !entry->sampled.empty()) {
+      // Further registers of the region write into the first one's ring.
+      Status out = bp->SetOutput(entry->sampled.front()->event);
+      if (out.ok()) {
+        entry->events.push_back(std::move(bp.value()));
+        continue;
+      }
+      err = out.error();
+    } else if (bp) {
       auto ring = arch::PerfRingBuffer::Map(
           bp->fd(), kRingPages, arch::BuildBreakpointAttr(bp->spec(), opts).sample_type);
       if (ring) {
         auto se = std::make_shared<SampledEvent>(
-            SampledEvent{std::move(bp.value()), std::move(ring.value()), a.id(), i,
-                         target->is_task() ? target->tid : -1, 0, 0});
+            SampledEvent{std::move(bp.value()), std::move(ring.value()), a.id(),
+                         target->is_task() ? target->tid : -1, 0, 0, {}});
         if (req.capture_value() && target->is_task()) {
           se->capture_address = watch->region.address;
           se->capture_length =
               static_cast<uint32_t>(std::min<uint64_t>(watch->region.length, kMaxCapture));
         }
+        for (const auto& reg : watch->cover.registers) se->registers.push_back(reg.address);
         entry->sampled.push_back(std::move(se));
         continue;
       }
@@ -342,7 +355,10 @@ void ReservationManager::OnHit(const SampledEvent& e, const arch::PerfSample& s)
   h->set_tid(static_cast<int32_t>(s.tid));
   h->set_ip(s.ip);
   h->set_address(s.addr);
-  h->set_slot(e.register_index);
+  // Which register of the region matched: samples carry its address.
+  for (size_t i = 0; i < e.registers.size(); ++i) {
+    if (e.registers[i] == s.addr) h->set_slot(static_cast<uint32_t>(i));
+  }
   if (e.capture_length > 0) {
     // The access is done when the sample is read (x86 traps after it; arm64
     // perf steps over before resuming the task).

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "arch/perf_event.h"
 #include "arch/perf_ring.h"
@@ -21,16 +22,18 @@
 
 namespace hwwatch::daemon {
 
-// One armed sampling breakpoint and its ring.
+// One armed sampling breakpoint and its ring (the other registers of the
+// same reservation write into this ring too).
 struct SampledEvent {
   arch::PerfBreakpoint event;
   arch::PerfRingBuffer ring;
   uint64_t reservation = 0;
-  unsigned register_index = 0;  // which register of the reservation's cover
-  pid_t pid = -1;               // the watched task (-1: a CPU target)
+  pid_t pid = -1;  // the watched task (-1: a CPU target)
   // Bytes to read from `pid` after each hit (length 0: none).
   uint64_t capture_address = 0;
   uint32_t capture_length = 0;
+  // The address of each register of the reservation, in cover order.
+  std::vector<uint64_t> registers;
 };
 
 class SampleReader {

@@ -364,10 +364,12 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
         int code = kOk;
         auto c = ConnectOrReport(g, &code);
         if (!c) return code;
-        const pid_t task = req.target().has_tid() ? req.target().tid() : req.target().pid();
-        std::string last = task > 0 ? ReadTarget(task, w.Address(), w.len) : "";
         auto r = c->Reserve(req);
         if (!r) return ReportError(r.error());
+        // The value before the first hit, read once the watch is armed (a
+        // write racing this read shows as old == new on the first line).
+        const pid_t task = req.target().has_tid() ? req.target().tid() : req.target().pid();
+        std::string last = task > 0 ? ReadTarget(task, w.Address(), w.len) : "";
         const uint64_t id = r->id();
         auto stream = c->Follow({id}, true);
         if (!g.json) {

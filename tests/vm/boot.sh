@@ -1,7 +1,11 @@
 #!/bin/sh
-# boot.sh ARCH OUTDIR: builds tests/vm/guest/vm_guest.cpp and the project's
-# arch/ sources statically for ARCH (x86_64 or aarch64), packs it as /init
-# of an initramfs, boots Debian's kernel for ARCH under QEMU software
+# boot.sh ARCH OUTDIR [BINDIR DEBUGGER]: builds tests/vm/guest/vm_guest.cpp
+# and the project's arch/ sources statically for ARCH (x86_64 or aarch64),
+# packs it as /init of an initramfs (with BINDIR, x86_64 only: also
+# hwwatchd and hwwatch from BINDIR, the DEBUGGER client, their shared
+# libraries and tests/vm/guest/init-daemon.sh as /init, which runs the
+# matrix and then the daemon in the guest), boots Debian's kernel for ARCH
+# under QEMU software
 # emulation (TCG: the debug exceptions are emulated, whatever the host's
 # hypervisor does), and writes the serial console to OUTDIR/console.log.
 # Fails unless the guest printed "GUEST DONE"; the vm_<arch>_<case> ctest
@@ -10,6 +14,8 @@
 set -eu
 arch=$1
 out=$2
+bindir=${3:-}
+debugger=${4:-}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 timeout_s=${HWWATCH_VM_TIMEOUT:-300}
@@ -36,12 +42,32 @@ echo "boot.sh: building the $arch guest with $cxx"
 $cxx -std=c++20 -O2 -Wall -Wextra -Werror -static -I"$root" \
   "$here/guest/vm_guest.cpp" "$root"/arch/*.cpp -o "$out/initramfs/init"
 mknod -m 600 "$out/initramfs/dev/console" c 5 1
+memory=512
+if [ -n "$bindir" ]; then
+  [ "$arch" = x86_64 ] || { echo "boot.sh: the daemon runs only in the x86_64 guest" >&2; exit 2; }
+  fs=$out/initramfs
+  mv "$fs/init" "$fs/vm_guest"
+  mkdir -p "$fs/bin"
+  cp "$(command -v busybox)" "$fs/bin/busybox"
+  cp "$bindir/hwwatchd" "$bindir/hwwatch" "$fs/bin/"
+  cp "$debugger" "$fs/vm_debugger"
+  # Their shared libraries, at the same paths (plus the dynamic loader).
+  for lib in $(ldd "$bindir/hwwatchd" "$bindir/hwwatch" "$debugger" |
+               awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u); do
+    cp --parents -L "$lib" "$fs"
+  done
+  gcc -O1 -g -static -no-pie "$here/guest/vm_counter.c" -o "$fs/vm_counter"
+  nm "$fs/vm_counter" | awk '$3 == "count_up" { print "0x" $1 }' >"$fs/count_up.addr"
+  cp "$here/guest/init-daemon.sh" "$fs/init"
+  chmod +x "$fs/init"
+  memory=1024
+fi
 (cd "$out/initramfs" && find . | cpio -o -H newc --quiet) | gzip -1 > "$out/initrd.gz"
 
 echo "boot.sh: booting $kernel"
 start=$(date +%s)
 # shellcheck disable=SC2086
-timeout --kill-after=10 "$timeout_s" $qemu -accel tcg -m 512 -smp 2 -nographic -no-reboot \
+timeout --kill-after=10 "$timeout_s" $qemu -accel tcg -m "$memory" -smp 2 -nographic -no-reboot \
   -kernel "$kernel" -initrd "$out/initrd.gz" \
   -append "console=$console quiet loglevel=3 panic=-1" </dev/null >"$out/console.log" 2>&1 || true
 echo "boot.sh: the machine ran $(( $(date +%s) - start )) s; its console:"

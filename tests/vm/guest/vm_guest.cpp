@@ -2,7 +2,8 @@
 // (tests/vm/boot.sh builds it statically from the project's arch/ sources).
 // No GoogleTest: it prints one line per case,
 //   CASE <arch> <name> PASS|FAIL: <what it saw>
-// then "GUEST DONE failures=N", and powers the machine off when it is PID 1.
+// then "MATRIX DONE failures=N"; as PID 1 it prints "GUEST DONE" and powers
+// the machine off (else tests/vm/guest/init-daemon.sh goes on).
 // The ctest cases (tests/vm/CMakeLists.txt) read those lines.
 //
 // Every access the target makes goes through one of a few instructions
@@ -478,9 +479,11 @@ int main() {
   PerfCase("perf_execute", Script::kExecute);
   PerfCase("perf_region12", Script::kRegion12);
 
-  std::printf("GUEST DONE failures=%d\n", g_failures);
+  std::printf("MATRIX DONE failures=%d\n", g_failures);
   std::fflush(stdout);
   if (getpid() == 1) {
+    std::printf("GUEST DONE\n");
+    std::fflush(stdout);
     sync();
     reboot(RB_POWER_OFF);
   }

@@ -1,0 +1,19 @@
+/* The program watched by `hwwatch watch` inside the emulated machine:
+   prints its pid and the address of `counter`, then increments it every
+   50 ms in count_up() for 30 s. Built with -g, not PIE. */
+#include <stdio.h>
+#include <unistd.h>
+
+volatile unsigned counter;
+
+__attribute__((noinline)) void count_up(void) { counter = counter + 1; }
+
+int main(void) {
+  printf("%d %p\n", (int)getpid(), (void*)&counter);
+  fflush(stdout);
+  for (int i = 0; i < 600; ++i) {
+    count_up();
+    usleep(50000);
+  }
+  return 0;
+}
