@@ -12,8 +12,8 @@ namespace hwwatch::daemon {
 
 namespace {
 
-using google::protobuf::util::TimeUtil;
 using arch::Status;
+using google::protobuf::util::TimeUtil;
 
 constexpr int kCapSysAdmin = 21;
 // Ring of a sampling reservation (shared by the registers of its region):
@@ -272,9 +272,13 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
       auto ring = arch::PerfRingBuffer::Map(
           bp->fd(), kRingPages, arch::BuildBreakpointAttr(bp->spec(), opts).sample_type);
       if (ring) {
-        auto se = std::make_shared<SampledEvent>(
-            SampledEvent{std::move(bp.value()), std::move(ring.value()), a.id(),
-                         target->is_task() ? target->tid : -1, 0, 0, {}});
+        auto se = std::make_shared<SampledEvent>(SampledEvent{std::move(bp.value()),
+                                                              std::move(ring.value()),
+                                                              a.id(),
+                                                              target->is_task() ? target->tid : -1,
+                                                              0,
+                                                              0,
+                                                              {}});
         if (req.capture_value() && target->is_task()) {
           se->capture_address = watch->region.address;
           se->capture_length =

@@ -66,7 +66,8 @@ TEST(SystemdUnits, SecurityExposureAtMost2_5) {
 TEST(SystemdUnits, ServiceKeepsOnlyThePrivilegesItNeeds) {
   std::string s = Read(UnitDir() + "/hwwatchd.service");
   EXPECT_NE(s.find("Type=notify"), std::string::npos);
-  EXPECT_NE(s.find("CapabilityBoundingSet=CAP_SYS_PTRACE CAP_PERFMON CAP_IPC_LOCK\n"), std::string::npos);
+  EXPECT_NE(s.find("CapabilityBoundingSet=CAP_SYS_PTRACE CAP_PERFMON CAP_IPC_LOCK\n"),
+            std::string::npos);
   EXPECT_NE(s.find("RestrictAddressFamilies=AF_UNIX\n"), std::string::npos);
   EXPECT_NE(s.find("SystemCallFilter=@system-service @debug\n"), std::string::npos);
   EXPECT_NE(s.find("NoNewPrivileges=yes"), std::string::npos);
