@@ -21,6 +21,8 @@ constexpr int kCapSysAdmin = 21;
 // Rings count against perf_event_mlock_kb unless the daemon has
 // CAP_IPC_LOCK, so they are kept small.
 constexpr size_t kRingPages = 2;
+// The longest lease a reservation may ask for.
+constexpr std::chrono::seconds kMaxLease{24 * 3600};
 // Bytes of the watched region a hit reports (Hit.value).
 constexpr uint64_t kMaxCapture = 64;
 
@@ -81,6 +83,9 @@ struct ReservationManager::Entry {
   std::vector<arch::PerfBreakpoint> events;
   // Sample delivery: events with their rings, shared with the reader.
   std::vector<std::shared_ptr<SampledEvent>> sampled;
+  // How long it outlives its session, and (while orphaned) until when.
+  std::chrono::nanoseconds lease{0};
+  std::optional<std::chrono::steady_clock::time_point> orphaned_until;
 };
 
 ReservationManager::ReservationManager(arch::HostCapabilities caps, engine::LockMode lock,
@@ -169,8 +174,12 @@ std::optional<Refused> ReservationManager::Authorize(const Peer& caller, const T
 
 Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
                                                    const v1::ReserveRequest& req) {
-  if (req.has_reclaim()) {
-    return Fail(Code::kUnimplemented, "leases and reclaim are not built yet in this hwwatchd");
+  if (req.has_reclaim()) return Reclaim(caller, req.reclaim());
+  if (req.lease().seconds() < 0 || req.lease().nanos() < 0 ||
+      req.lease().seconds() > kMaxLease.count()) {
+    return Fail(Code::kInvalidArgument, "a lease is 0 to " + std::to_string(kMaxLease.count()) +
+                                            " seconds, not " +
+                                            std::to_string(req.lease().seconds()));
   }
   auto target = CheckTarget(req.target(), caps_.cpus);
   if (!target) return Fail(target.problem().code, target.problem().message);
@@ -329,6 +338,9 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   *p.mutable_created() = Now();
   p.set_label(req.label());
   p.set_sharers(1);
+  *p.mutable_lease() = req.lease();
+  entry->lease =
+      std::chrono::seconds(req.lease().seconds()) + std::chrono::nanoseconds(req.lease().nanos());
   entry->session = caller.session_id;
   entry->uid = caller.creds.uid;
   entry->weight = weight;
@@ -478,10 +490,44 @@ v1::SlotsResponse ReservationManager::Slots(const v1::SlotsRequest& req) {
   return out;
 }
 
+Reply<v1::Reservation> ReservationManager::Reclaim(const Peer& caller, uint64_t id) {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(id);
+  // Only the same uid takes a lease back (root: any); others see nothing.
+  if (it == entries_.end() || (caller.creds.uid != 0 && it->second->uid != caller.creds.uid)) {
+    ++refusals_;
+    return Refused{{Code::kNotFound, "you hold no reservation " + std::to_string(id)}, {}};
+  }
+  Entry& e = *it->second;
+  if (!e.orphaned_until) {
+    ++refusals_;
+    return Refused{{Code::kFailedPrecondition, "reservation " + std::to_string(id) +
+                                                   " is held by a live session, not orphaned"},
+                   {}};
+  }
+  e.orphaned_until.reset();
+  e.session = caller.session_id;
+  e.proto.set_orphaned(false);
+  v1::Owner* o = e.proto.mutable_owner();
+  o->set_pid(caller.creds.pid);
+  o->set_session_id(caller.session_id);
+  events_.SetOwner(id, caller.session_id);
+  return e.proto;
+}
+
 void ReservationManager::SessionEnded(uint64_t session_id) {
   std::lock_guard lock(mu_);
+  const auto now = std::chrono::steady_clock::now();
   for (auto it = entries_.begin(); it != entries_.end();) {
-    if (it->second->session == session_id) {
+    Entry& e = *it->second;
+    if (e.session == session_id && e.lease.count() > 0) {
+      // Kept (armed) for the lease: a reconnecting client may reclaim it.
+      e.session = 0;
+      e.orphaned_until = now + e.lease;
+      e.proto.set_orphaned(true);
+      events_.SetOwner(e.proto.id(), 0);
+      ++it;
+    } else if (e.session == session_id) {
       Disarm(*it->second, "session closed");
       it = entries_.erase(it);
     } else {
@@ -496,13 +542,21 @@ void ReservationManager::Reap() {
     std::lock_guard lock(gone_mu_);
     gone.swap(gone_);
   }
-  if (gone.empty()) return;
   std::lock_guard lock(mu_);
   for (uint64_t id : gone) {
     auto it = entries_.find(id);
     if (it == entries_.end()) continue;
     Disarm(*it->second, "target exited");
     entries_.erase(it);
+  }
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (it->second->orphaned_until && *it->second->orphaned_until <= now) {
+      Disarm(*it->second, "lease expired");
+      it = entries_.erase(it);
+    } else {
+      ++it;
+    }
   }
 }
 

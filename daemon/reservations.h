@@ -57,10 +57,12 @@ class ReservationManager {
                                              EventStream::Notify notify);
   void Unfollow(const std::shared_ptr<EventStream>& s) { events_.Unsubscribe(s); }
   v1::SlotsResponse Slots(const v1::SlotsRequest& req);
-  // The session's peer went away: release what it owns.
+  // The session's peer went away: release what it owns, except what has a
+  // lease: that stays armed, orphaned, until reclaimed or the lease ends.
   void SessionEnded(uint64_t session_id);
   // Releases reservations whose target is gone (found by the sample
-  // reader); called periodically, never from the reader's thread.
+  // reader) and orphans whose lease ran out; called periodically (every
+  // 250 ms by the daemon), never from the reader's thread.
   void Reap();
 
   uint64_t active() const;
@@ -73,6 +75,7 @@ class ReservationManager {
   struct Entry;
 
   Refused Fail(Code code, std::string message, std::optional<v1::Refusal> refusal = {});
+  Reply<v1::Reservation> Reclaim(const Peer& caller, uint64_t id);
   std::optional<Refused> Authorize(const Peer& caller, const TargetSpec& target,
                                    const WatchSpec& watch) const;
   v1::Refusal FromEngine(const engine::Refusal& r) const;

@@ -103,10 +103,10 @@ void PrintReservation(const v1::Reservation& r) {
     regs += (regs.empty() ? "" : " ") + Hex(g.address()) + "/" + std::to_string(g.length());
   }
   std::printf("%-6" PRIu64 " %-18s %s+%" PRIu64 " %-10s weight %u  hits %" PRIu64
-              "  uid %u  [%s]\n",
+              "  uid %u  [%s]%s\n",
               r.id(), TargetText(r.target()).c_str(), Hex(r.watch().address()).c_str(),
               r.watch().length(), v1::Access_Name(r.watch().access()).c_str() + 7, r.weight(),
-              r.hits(), r.owner().uid(), regs.c_str());
+              r.hits(), r.owner().uid(), regs.c_str(), r.orphaned() ? "  orphaned (leased)" : "");
 }
 
 sigset_t TermSignals() {
@@ -192,6 +192,7 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
     static WatchFlags w;
     static std::string backend = "auto", label;
     static double hold = -1;
+    static uint32_t lease = 0;
     CLI::App* cmd = app.add_subcommand(
         "reserve", "Reserve a watch and hold it until Ctrl-C or --hold runs out");
     w.Add(cmd, true);
@@ -200,6 +201,8 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
         ->capture_default_str();
     cmd->add_option("--hold", hold, "Seconds to hold it (default: until Ctrl-C)");
     cmd->add_option("--label", label, "Free text shown by list");
+    cmd->add_option("--lease", lease,
+                    "Seconds the watch outlives this command if it dies (reclaimable)");
     cmd->footer(
         "Examples:\n  hwwatch reserve --tid 1234 0x601040 --len 8 --access w\n"
         "  hwwatch reserve --cpu 0 0xffffffff81e00000 --len 8 --access rw --hold 60");
@@ -214,6 +217,7 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
                         : backend == "ptrace" ? v1::BACKEND_PTRACE
                                               : v1::BACKEND_AUTO);
         req.set_label(label);
+        req.mutable_lease()->set_seconds(lease);
         BlockTermSignals();
         int code = kOk;
         auto c = ConnectOrReport(g, &code);

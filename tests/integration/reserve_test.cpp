@@ -185,7 +185,7 @@ TEST(Reserve, KilledClientGivesItsSlotsBackToTheKernel) {
 
 struct ChildResult {
   int own_child = -1, roots_process = -1, cpu = -1, release_roots = -1, list_count = -1,
-      stream_roots = -1;
+      stream_roots = -1, reclaim_roots = -1;
 };
 
 TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
@@ -222,6 +222,9 @@ TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
         res.roots_process = code(cl.Reserve(OnTid(roots.pid(), 0x70000, 8)));
         res.cpu = code(cl.Reserve(OnCpu(0, 0x70000)));
         res.release_roots = code(cl.Release(mine->id()));
+        v1::ReserveRequest reclaim;
+        reclaim.set_reclaim(mine->id());
+        res.reclaim_roots = code(cl.Reserve(reclaim));
         auto stream = cl.Follow({mine->id()});
         v1::Event e;
         while (stream->Next(&e)) {
@@ -245,6 +248,7 @@ TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
   EXPECT_EQ(res.roots_process, grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(res.cpu, grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(res.release_roots, grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(res.reclaim_roots, grpc::StatusCode::NOT_FOUND) << "nobody may not take root's";
   EXPECT_EQ(res.stream_roots, grpc::StatusCode::NOT_FOUND) << "nobody may not follow root's events";
   EXPECT_EQ(res.list_count, 1) << "nobody sees only its own reservation";
   // Root's reservation survived.

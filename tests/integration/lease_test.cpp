@@ -1,0 +1,155 @@
+// Leases through the real daemon: a reservation with a lease outlives its
+// session, armed in the kernel, until a client of the same uid reclaims it
+// or the lease runs out.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "arch/perf_event.h"
+#include "client/client.h"
+#include "tests/support/process.h"
+
+namespace hwwatch {
+namespace {
+
+using client::Client;
+namespace v1 = ::hwwatch::v1;
+
+class Sleeper {
+ public:
+  Sleeper() : pid_(fork()) {
+    if (pid_ == 0) {
+      for (;;) pause();
+    }
+  }
+  ~Sleeper() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_;
+};
+
+v1::ReserveRequest Leased(pid_t tid, int64_t seconds) {
+  v1::ReserveRequest r;
+  r.mutable_target()->set_tid(tid);
+  r.mutable_watch()->set_address(0x10000);
+  r.mutable_watch()->set_length(8);
+  r.mutable_watch()->set_access(v1::ACCESS_WRITE);
+  r.mutable_lease()->set_seconds(seconds);
+  return r;
+}
+
+// Slots the kernel still gives on thread `tid` (opens and closes them).
+unsigned KernelFreeOnThread(pid_t tid) {
+  static volatile uint64_t word;
+  std::vector<arch::PerfBreakpoint> held;
+  for (int i = 0; i < 16; ++i) {
+    auto bp =
+        arch::PerfBreakpoint::Open({reinterpret_cast<uint64_t>(&word), 8, arch::Access::kWrite},
+                                   arch::PerfTarget::Thread(tid));
+    if (!bp) break;
+    held.push_back(std::move(bp.value()));
+  }
+  return static_cast<unsigned>(held.size());
+}
+
+// Polls List (every reservation, root) for up to 5 s until `pred` holds.
+template <class Pred>
+bool ListUntil(Client& c, Pred pred) {
+  for (int i = 0; i < 100; ++i) {
+    auto l = c.List(true);
+    if (l && pred(l.value())) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+TEST(Lease, AnOrphanStaysArmedUntilItsUidReclaimsIt) {
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  Sleeper target;
+  const unsigned baseline = KernelFreeOnThread(target.pid());
+  ASSERT_GE(baseline, 1u) << "something outside this test holds every slot";
+  auto observer = Client::Connect(d.socket());
+  ASSERT_TRUE(observer);
+  uint64_t id = 0;
+  {
+    auto first = Client::Connect(d.socket());
+    ASSERT_TRUE(first);
+    auto r = first.value()->Reserve(Leased(target.pid(), 30));
+    ASSERT_TRUE(r) << r.error().ToString();
+    EXPECT_EQ(r->lease().seconds(), 30);
+    id = r->id();
+  }  // the first session ends here
+  auto orphaned = [id](const v1::ListResponse& l) {
+    return l.reservations_size() == 1 && l.reservations(0).id() == id &&
+           l.reservations(0).orphaned();
+  };
+  ASSERT_TRUE(ListUntil(*observer.value(), orphaned)) << "not orphaned within 5 s";
+  EXPECT_EQ(KernelFreeOnThread(target.pid()), baseline - 1) << "the orphan is still armed";
+
+  // A live session's reservation cannot be taken over...
+  auto second = Client::Connect(d.socket());
+  ASSERT_TRUE(second);
+  v1::ReserveRequest reclaim;
+  reclaim.set_reclaim(id);
+  auto back = second.value()->Reserve(reclaim);
+  ASSERT_TRUE(back) << back.error().ToString();
+  EXPECT_EQ(back->id(), id);
+  EXPECT_FALSE(back->orphaned());
+  auto again = observer.value()->Reserve(reclaim);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, grpc::StatusCode::FAILED_PRECONDITION);
+  // ...and an unknown one is not found.
+  v1::ReserveRequest unknown;
+  unknown.set_reclaim(987654321);
+  EXPECT_EQ(observer.value()->Reserve(unknown).error().code, grpc::StatusCode::NOT_FOUND);
+
+  // The lease holds for the new session too.
+  second.value().reset();
+  EXPECT_TRUE(ListUntil(*observer.value(), orphaned));
+}
+
+TEST(Lease, AnExpiredLeaseGivesTheSlotBack) {
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  Sleeper target;
+  const unsigned baseline = KernelFreeOnThread(target.pid());
+  ASSERT_GE(baseline, 1u);
+  auto observer = Client::Connect(d.socket());
+  ASSERT_TRUE(observer);
+  {
+    auto first = Client::Connect(d.socket());
+    ASSERT_TRUE(first);
+    auto r = first.value()->Reserve(Leased(target.pid(), 1));
+    ASSERT_TRUE(r) << r.error().ToString();
+  }
+  EXPECT_TRUE(ListUntil(*observer.value(), [](const v1::ListResponse& l) {
+    return l.reservations_size() == 0;
+  })) << "a 1 s lease still held after 5 s";
+  EXPECT_EQ(KernelFreeOnThread(target.pid()), baseline);
+}
+
+TEST(Lease, ImpossibleLeasesAreInvalid) {
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  Sleeper target;
+  auto c = Client::Connect(d.socket());
+  ASSERT_TRUE(c);
+  for (int64_t s : {int64_t{-1}, int64_t{10} * 24 * 3600}) {
+    auto r = c.value()->Reserve(Leased(target.pid(), s));
+    ASSERT_FALSE(r) << s;
+    EXPECT_EQ(r.error().code, grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(r.error().message.find("lease"), std::string::npos) << r.error().message;
+  }
+}
+
+}  // namespace
+}  // namespace hwwatch
