@@ -135,6 +135,17 @@ Result<v1::Reservation> Client::Reserve(const v1::ReserveRequest& req) {
   return resp.reservation();
 }
 
+Result<v1::Reservation> Client::Modify(uint64_t id, const v1::Watch& watch) {
+  auto ctx = NewContext();
+  v1::ModifyRequest req;
+  req.set_id(id);
+  *req.mutable_watch() = watch;
+  v1::ModifyResponse resp;
+  grpc::Status s = stub_->Modify(ctx.get(), req, &resp);
+  if (!s.ok()) return Error::FromStatus(s);
+  return resp.reservation();
+}
+
 Result<bool> Client::Release(uint64_t id) {
   auto ctx = NewContext();
   v1::ReleaseRequest req;

@@ -82,6 +82,9 @@ class Client {
   Result<v1::Capabilities> GetCapabilities();
   Result<v1::StatsResponse> Stats();
   Result<v1::Reservation> Reserve(const v1::ReserveRequest& req);
+  // Replaces the watch of reservation `id` (same target); on refusal the
+  // old watch stays armed.
+  Result<v1::Reservation> Modify(uint64_t id, const v1::Watch& watch);
   Result<bool> Release(uint64_t id);
   Result<v1::ListResponse> List(bool all = false);
   Result<v1::SlotsResponse> Slots(const v1::SlotsRequest& req = {});

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <spdlog/spdlog.h>
 #include <sys/uio.h>
 
 #include <algorithm>
@@ -83,6 +84,8 @@ struct ReservationManager::Entry {
   std::vector<arch::PerfBreakpoint> events;
   // Sample delivery: events with their rings, shared with the reader.
   std::vector<std::shared_ptr<SampledEvent>> sampled;
+  TargetSpec target;
+  arch::PerfOptions options;  // how its events were opened
   // How long it outlives its session, and (while orphaned) until when.
   std::chrono::nanoseconds lease{0};
   std::optional<std::chrono::steady_clock::time_point> orphaned_until;
@@ -342,6 +345,8 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   entry->lease =
       std::chrono::seconds(req.lease().seconds()) + std::chrono::nanoseconds(req.lease().nanos());
   entry->session = caller.session_id;
+  entry->target = *target;
+  entry->options = opts;
   entry->uid = caller.creds.uid;
   entry->weight = weight;
   entry->engine_id = a.id();
@@ -400,6 +405,137 @@ void ReservationManager::Disarm(Entry& e, const char* why) {
   ev.mutable_released()->set_why(why);
   events_.Publish(e.proto.id(), ev, true);
   events_.Forget(e.proto.id());
+}
+
+Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
+                                                  const v1::ModifyRequest& req) {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(req.id());
+  if (it == entries_.end() || (caller.creds.uid != 0 && it->second->uid != caller.creds.uid)) {
+    ++refusals_;
+    return Refused{{Code::kNotFound, "you hold no reservation " + std::to_string(req.id())}, {}};
+  }
+  Entry& e = *it->second;
+  auto refuse = [this](Code code, std::string m, std::optional<v1::Refusal> r = {}) {
+    ++refusals_;
+    if (r && r->explanation().empty()) r->set_explanation(m);
+    return Refused{{code, std::move(m)}, std::move(r)};
+  };
+  auto watch = CheckWatch(req.watch(), e.target, caps_);
+  if (!watch) {
+    std::optional<v1::Refusal> r;
+    if (watch.problem().code == Code::kResourceExhausted) {
+      r.emplace();
+      r->set_reason(v1::Refusal::REGION_TOO_LARGE);
+    }
+    return refuse(watch.problem().code, watch.problem().message, r);
+  }
+  const unsigned weight = watch->weight();
+  const arch::SlotType type = arch::SlotTypeOf(watch->region.access);
+  const arch::SlotType old_type =
+      e.proto.slot_type() == v1::SLOT_TYPE_INST ? arch::SlotType::kInst : arch::SlotType::kData;
+  unsigned& held = held_by_uid_[e.uid];
+  if (e.uid != 0 && held - e.weight + weight > limits_.slots_per_uid) {
+    v1::Refusal r;
+    r.set_reason(v1::Refusal::QUOTA_EXCEEDED);
+    r.set_quota(limits_.slots_per_uid);
+    r.set_held(held);
+    r.set_weight(weight);
+    return refuse(Code::kResourceExhausted,
+                  "uid " + std::to_string(e.uid) + " would hold " +
+                      std::to_string(held - e.weight + weight) + " registers, over its quota of " +
+                      std::to_string(limits_.slots_per_uid),
+                  r);
+  }
+  // Admitted as the kernel would: as if the old watch were released.
+  if (auto no = engine_.Modify(e.engine_id, {ToEngine(e.target), type, weight})) {
+    v1::Refusal r = FromEngine(*no);
+    return refuse(Code::kResourceExhausted, r.explanation(), r);
+  }
+  // The kernel: move the registers in place, open or close the difference.
+  // Any failure puts every moved register back and the engine too, so the
+  // caller sees the new watch or the old one, never a mix.
+  std::vector<arch::PerfBreakpoint*> events;
+  for (auto& se : e.sampled) events.push_back(&se->event);
+  for (auto& ev : e.events) events.push_back(&ev);
+  std::vector<arch::BreakpointSpec> old_specs;
+  for (auto* ev : events) old_specs.push_back(ev->spec());
+  std::vector<arch::PerfBreakpoint> added;
+  arch::Error failure;
+  bool failed = false;
+  size_t moved = 0;
+  for (; moved < std::min<size_t>(events.size(), weight); ++moved) {
+    if (Status st = events[moved]->Modify(watch->cover.Spec(caps_.arch, moved)); !st.ok()) {
+      failure = st.error();
+      failed = true;
+      break;
+    }
+  }
+  for (size_t i = events.size(); !failed && i < weight; ++i) {
+    auto bp = arch::PerfBreakpoint::Open(watch->cover.Spec(caps_.arch, static_cast<unsigned>(i)),
+                                         ToPerf(e.target), e.options);
+    if (bp && !e.sampled.empty()) {
+      if (Status st = bp->SetOutput(e.sampled.front()->event); !st.ok()) bp = st.error();
+    }
+    if (!bp) {
+      failure = bp.error();
+      failed = true;
+      break;
+    }
+    added.push_back(std::move(bp.value()));
+  }
+  if (failed) {
+    added.clear();
+    for (size_t i = 0; i < moved; ++i) (void)events[i]->Modify(old_specs[i]);
+    if (engine_.Modify(e.engine_id, {ToEngine(e.target), old_type, e.weight})) {
+      spdlog::error("reservation {}: the engine refused to restore it after a failed modify",
+                    e.proto.id());
+    }
+    if (failure.Is(ENOSPC)) {
+      v1::Refusal r;
+      r.set_reason(v1::Refusal::HELD_OUTSIDE);
+      r.set_weight(weight);
+      return refuse(Code::kResourceExhausted,
+                    "the kernel has no free slot for the new watch: registers are held outside "
+                    "hwwatchd; the old watch stays",
+                    r);
+    }
+    return refuse(failure.Is(EINVAL) ? Code::kInvalidArgument : Code::kInternal,
+                  "the kernel refused the new watch (" + failure.message + "); the old one stays");
+  }
+  // Done: drop registers the new watch does not need, adopt new ones.
+  if (events.size() > weight) {
+    const size_t keep_events = weight - std::min<size_t>(weight, e.sampled.size());
+    e.events.erase(e.events.begin() + static_cast<std::ptrdiff_t>(keep_events), e.events.end());
+  }
+  for (auto& bp : added) e.events.push_back(std::move(bp));
+  for (auto& se : e.sampled) {
+    std::vector<uint64_t> regs;
+    for (const auto& reg : watch->cover.registers) regs.push_back(reg.address);
+    const uint64_t capture_address = se->capture_length > 0 ? watch->region.address : 0;
+    const uint32_t capture_length =
+        se->capture_length > 0
+            ? static_cast<uint32_t>(std::min<uint64_t>(watch->region.length, kMaxCapture))
+            : 0;
+    reader_.Update(*se, [&](SampledEvent& s) {
+      s.registers = std::move(regs);
+      s.capture_address = capture_address;
+      s.capture_length = capture_length;
+    });
+  }
+  held = held - e.weight + weight;
+  e.weight = weight;
+  v1::Reservation& p = e.proto;
+  *p.mutable_watch() = req.watch();
+  p.set_weight(weight);
+  p.set_slot_type(ToProto(type));
+  p.clear_registers();
+  for (const auto& reg : watch->cover.registers) {
+    v1::Register* r = p.add_registers();
+    r->set_address(reg.address);
+    r->set_length(static_cast<uint32_t>(reg.length));
+  }
+  return p;
 }
 
 Reply<bool> ReservationManager::Release(const Peer& caller, uint64_t id) {

@@ -49,6 +49,9 @@ class ReservationManager {
   ~ReservationManager();
 
   Reply<v1::Reservation> Reserve(const Peer& caller, const v1::ReserveRequest& req);
+  // Replaces the watch of a reservation (same target): admitted as if the
+  // old one were released; atomic to the caller (new watch, or old intact).
+  Reply<v1::Reservation> Modify(const Peer& caller, const v1::ModifyRequest& req);
   Reply<bool> Release(const Peer& caller, uint64_t id);
   std::vector<v1::Reservation> List(const Peer& caller, bool all) const;
   // A stream of the caller's events (StreamEvents); the ids must be the

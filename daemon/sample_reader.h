@@ -54,6 +54,11 @@ class SampleReader {
 
   // Empty on success, else why the reader cannot follow the event.
   std::string Add(std::shared_ptr<SampledEvent> e);
+  // Runs `change` on `e` while the reader is not reading it.
+  void Update(SampledEvent& e, const std::function<void(SampledEvent&)>& change) {
+    std::lock_guard lock(mu_);
+    change(e);
+  }
   // After this returns the reader holds no reference to `e`.
   void Remove(const SampledEvent& e);
 

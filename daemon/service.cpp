@@ -281,9 +281,16 @@ grpc::ServerUnaryReactor* WatchpointService::Reserve(grpc::CallbackServerContext
 }
 
 grpc::ServerUnaryReactor* WatchpointService::Modify(grpc::CallbackServerContext* ctx,
-                                                    const v1::ModifyRequest*, v1::ModifyResponse*) {
+                                                    const v1::ModifyRequest* req,
+                                                    v1::ModifyResponse* resp) {
   Count(kModify);
-  return Answer(ctx, NotBuilt("Modify"));
+  grpc::Status status;
+  auto caller = Caller(ctx, &status);
+  if (!caller) return Answer(ctx, status);
+  auto r = reservations_.Modify(*caller, *req);
+  if (auto* refused = std::get_if<Refused>(&r)) return Answer(ctx, ToStatus(*refused));
+  *resp->mutable_reservation() = std::get<v1::Reservation>(std::move(r));
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* WatchpointService::Release(grpc::CallbackServerContext* ctx,

@@ -46,16 +46,19 @@ class InProcessDaemon {
   std::thread thread_;
 };
 
-TEST(Service, UnbuiltRpcsSayUnimplementedWithASentence) {
+TEST(Service, ModifyOfAnUnknownReservationIsNotFound) {
   InProcessDaemon d;
   ASSERT_EQ(d.error(), "");
   auto c = client::Client::Connect(d.socket());
   ASSERT_TRUE(c) << c.error().ToString();
-  grpc::ClientContext ctx;
-  v1::ModifyResponse resp;
-  grpc::Status s = c.value()->stub().Modify(&ctx, v1::ModifyRequest(), &resp);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_NE(s.error_message().find("Modify"), std::string::npos) << s.error_message();
+  v1::Watch w;
+  w.set_address(0x10000);
+  w.set_length(8);
+  w.set_access(v1::ACCESS_WRITE);
+  auto r = c.value()->Modify(424242, w);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(r.error().message.find("424242"), std::string::npos) << r.error().message;
 }
 
 // A process that sleeps until killed: something to watch.
