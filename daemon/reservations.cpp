@@ -143,9 +143,18 @@ v1::Refusal ReservationManager::FromEngine(const engine::Refusal& r) const {
   return out;
 }
 
+ProcCreds ReservationManager::SessionCreds(const Peer& caller) const {
+  std::lock_guard lock(creds_mu_);
+  auto it = session_creds_.find(caller.session_id);
+  if (it != session_creds_.end()) return it->second;
+  ProcCreds c = CallerCreds(caller);
+  session_creds_.emplace(caller.session_id, c);
+  return c;
+}
+
 std::optional<Refused> ReservationManager::Authorize(const Peer& caller, const TargetSpec& target,
                                                      const WatchSpec& watch) const {
-  const ProcCreds me = CallerCreds(caller);
+  const ProcCreds me = SessionCreds(caller);
   const bool kernel_address = watch.region.address >= UserAddressLimit(caps_.arch);
   if (!target.is_task() || kernel_address) {
     const bool allowed = caller.creds.uid == 0 || me.HasCap(kCapPerfmon) ||
@@ -652,6 +661,10 @@ Reply<v1::Reservation> ReservationManager::Reclaim(const Peer& caller, uint64_t 
 }
 
 void ReservationManager::SessionEnded(uint64_t session_id) {
+  {
+    std::lock_guard lock(creds_mu_);
+    session_creds_.erase(session_id);
+  }
   std::lock_guard lock(mu_);
   const auto now = std::chrono::steady_clock::now();
   for (auto it = entries_.begin(); it != entries_.end();) {

@@ -16,6 +16,7 @@
 
 #include "arch/capabilities.h"
 #include "arch/perf_event.h"
+#include "daemon/authz.h"
 #include "daemon/engine/constraints.h"
 #include "daemon/event_hub.h"
 #include "daemon/peers.h"
@@ -82,6 +83,10 @@ class ReservationManager {
   std::optional<Refused> Authorize(const Peer& caller, const TargetSpec& target,
                                    const WatchSpec& watch) const;
   v1::Refusal FromEngine(const engine::Refusal& r) const;
+  // The caller's credentials as its first call of the session found them:
+  // ids from SO_PEERCRED, capabilities from /proc (a session keeps the
+  // privileges it connected with, as SO_PEERCRED keeps its ids).
+  ProcCreds SessionCreds(const Peer& caller) const;
   // Closes the entry's events and gives back its slots and quota; tells
   // its streams why. Needs mu_.
   void Disarm(Entry& e, const char* why);
@@ -96,6 +101,9 @@ class ReservationManager {
   std::unordered_map<uint64_t, std::unique_ptr<Entry>> entries_;
   std::unordered_map<uid_t, unsigned> held_by_uid_;
   uint64_t refusals_ = 0;
+
+  mutable std::mutex creds_mu_;  // guards session_creds_
+  mutable std::unordered_map<uint64_t, ProcCreds> session_creds_;
 
   std::mutex gone_mu_;  // guards gone_ (filled on the reader's thread)
   std::vector<uint64_t> gone_;

@@ -72,6 +72,7 @@ v1::ReserveRequest WatchRequest(pid_t tid, unsigned word) {
   w->set_length(8);
   w->set_access(v1::ACCESS_WRITE);
   r.set_backend(v1::BACKEND_PERF);
+  if (getenv("HWWATCH_BENCH_COUNT")) r.set_delivery(v1::DELIVERY_COUNT);
   return r;
 }
 
