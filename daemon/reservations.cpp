@@ -6,6 +6,8 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 
 #include "daemon/authz.h"
 
@@ -72,6 +74,21 @@ ProcCreds CallerCreds(const Peer& caller) {
   return c;
 }
 
+// The threads of process `pid`, sorted (empty when it is gone).
+std::vector<pid_t> ListThreads(pid_t pid) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& d :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    const std::string name = d.path().filename().string();
+    char* end = nullptr;
+    const long tid = std::strtol(name.c_str(), &end, 10);
+    if (*end == '\0' && tid > 0) out.push_back(static_cast<pid_t>(tid));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 }  // namespace
 
 struct ReservationManager::Entry {
@@ -79,13 +96,15 @@ struct ReservationManager::Entry {
   uint64_t session = 0;
   uid_t uid = 0;
   unsigned weight = 0;
-  engine::ReservationId engine_id = 0;
-  // Counting and stop deliveries: the events alone.
-  std::vector<arch::PerfBreakpoint> events;
-  // Sample delivery: events with their rings, shared with the reader.
-  std::vector<std::shared_ptr<SampledEvent>> sampled;
+  // One per watched thread (a process target has one per thread; thread
+  // and CPU targets exactly one).
+  std::vector<Arm> arms;
   TargetSpec target;
   arch::PerfOptions options;  // how its events were opened
+  bool capture = false;       // hits carry the watched bytes
+  arch::SlotType type = arch::SlotType::kData;
+  arch::Region region;
+  arch::Cover cover;
   // How long it outlives its session, and (while orphaned) until when.
   std::chrono::nanoseconds lease{0};
   std::optional<std::chrono::steady_clock::time_point> orphaned_until;
@@ -106,7 +125,7 @@ ReservationManager::ReservationManager(arch::HostCapabilities caps, engine::Lock
           },
           [this](const SampledEvent& e) {
             std::lock_guard lock(gone_mu_);
-            gone_.push_back(e.reservation);
+            gone_.emplace_back(e.reservation, e.pid);
           }}) {}
 
 ReservationManager::~ReservationManager() = default;
@@ -184,6 +203,90 @@ std::optional<Refused> ReservationManager::Authorize(const Peer& caller, const T
                  r};
 }
 
+std::variant<ReservationManager::Arm, Refused> ReservationManager::ArmThread(
+    const TargetSpec& t, const WatchSpec& watch, arch::SlotType type, arch::PerfOptions opts,
+    uint64_t reservation, bool capture) {
+  const unsigned weight = watch.weight();
+  engine::Admission a = engine_.Reserve({ToEngine(t), type, weight});
+  if (!a) {
+    v1::Refusal r = FromEngine(a.refusal());
+    return Refused{{Code::kResourceExhausted, r.explanation()}, r};
+  }
+  if (reservation == 0) reservation = a.id();
+  opts.sig_data = reservation;
+  Arm arm;
+  arm.tid = t.is_task() ? t.tid : -1;
+  arm.engine_id = a.id();
+  arch::Error err;
+  bool failed = false;
+  for (unsigned i = 0; i < watch.cover.needed() && !failed; ++i) {
+    auto bp = arch::PerfBreakpoint::Open(watch.cover.Spec(caps_.arch, i), ToPerf(t), opts);
+    if (!bp) {
+      err = bp.error();
+      failed = true;
+    } else if (!opts.sampling) {
+      arm.events.push_back(std::move(bp.value()));
+    } else if (!arm.sampled.empty()) {
+      // Further registers of the region write into the first one's ring.
+      if (Status out = bp->SetOutput(arm.sampled.front()->event); out.ok()) {
+        arm.events.push_back(std::move(bp.value()));
+      } else {
+        err = out.error();
+        failed = true;
+      }
+    } else if (auto ring = arch::PerfRingBuffer::Map(
+                   bp->fd(), kRingPages, arch::BuildBreakpointAttr(bp->spec(), opts).sample_type)) {
+      auto se = std::make_shared<SampledEvent>(SampledEvent{
+          std::move(bp.value()), std::move(ring.value()), reservation, arm.tid, 0, 0, {}});
+      if (capture) {
+        se->capture_address = watch.region.address;
+        se->capture_length =
+            static_cast<uint32_t>(std::min<uint64_t>(watch.region.length, kMaxCapture));
+      }
+      for (const auto& reg : watch.cover.registers) se->registers.push_back(reg.address);
+      arm.sampled.push_back(std::move(se));
+    } else {
+      err = ring.error();
+      failed = true;
+    }
+  }
+  if (!failed) {
+    for (const auto& se : arm.sampled) {
+      if (std::string why = reader_.Add(se); !why.empty()) {
+        err = arch::Error{EIO, "cannot follow the samples: " + why};
+        failed = true;
+      }
+    }
+  }
+  if (!failed) return arm;
+  // Roll back: close what was armed, give the engine its slots back.
+  DisarmOne(arm);
+  if (err.Is(ENOSPC)) {
+    v1::Refusal r;
+    r.set_reason(v1::Refusal::HELD_OUTSIDE);
+    r.set_weight(weight);
+    if (t.is_task()) r.set_tid(t.tid);
+    std::string m =
+        "the kernel has no free slot although hwwatchd's accounting had room: the registers are "
+        "held outside hwwatchd (a debugger, perf, another tracer)";
+    r.set_explanation(m);
+    return Refused{{Code::kResourceExhausted, m}, r};
+  }
+  if (err.Is(ESRCH)) return Refused{{Code::kNotFound, "the target went away: " + err.message}, {}};
+  if (err.Is(EINVAL)) {
+    return Refused{{Code::kInvalidArgument, "the kernel refused: " + err.message}, {}};
+  }
+  return Refused{{Code::kInternal, "arming failed: " + err.message}, {}};
+}
+
+void ReservationManager::DisarmOne(Arm& arm) {
+  for (const auto& se : arm.sampled) reader_.Remove(*se);
+  arm.sampled.clear();  // closing the perf events frees the kernel's slots
+  arm.events.clear();
+  if (arm.engine_id != 0) engine_.Release(arm.engine_id);
+  arm.engine_id = 0;
+}
+
 Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
                                                    const v1::ReserveRequest& req) {
   if (req.has_reclaim()) return Reclaim(caller, req.reclaim());
@@ -195,11 +298,6 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   }
   auto target = CheckTarget(req.target(), caps_.cpus);
   if (!target) return Fail(target.problem().code, target.problem().message);
-  if (target->kind == TargetSpec::Kind::kProcess) {
-    return Fail(Code::kUnimplemented,
-                "process targets (every thread, including later ones) are not built yet; "
-                "watch one thread with tid");
-  }
   if (req.backend() == v1::BACKEND_PTRACE || req.has_slot()) {
     return Fail(Code::kUnimplemented, "the ptrace backend is not served by hwwatchd yet; use perf");
   }
@@ -262,75 +360,44 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
     std::lock_guard lock(mu_);
     held_by_uid_[caller.creds.uid] -= weight;
   };
-  engine::Admission a = engine_.Reserve({ToEngine(*target), type, weight});
-  if (!a) {
-    unquota();
-    v1::Refusal r = FromEngine(a.refusal());
-    return Fail(Code::kResourceExhausted, r.explanation(), r);
-  }
   auto entry = std::make_unique<Entry>();
   arch::PerfOptions opts;
   opts.exclude_kernel = target->is_task();
   opts.sampling = delivery == v1::DELIVERY_SAMPLES;
   opts.sigtrap = delivery == v1::DELIVERY_STOP;
-  opts.sig_data = a.id();
-  for (unsigned i = 0; i < watch->cover.needed(); ++i) {
-    auto bp = arch::PerfBreakpoint::Open(watch->cover.Spec(caps_.arch, i), ToPerf(*target), opts);
-    if (bp && !opts.sampling) {
-      entry->events.push_back(std::move(bp.value()));
-      continue;
+  entry->capture = req.capture_value() && target->is_task();
+  // A process: every thread it has now (later ones are found by Reap()).
+  std::vector<TargetSpec> threads;
+  if (target->kind == TargetSpec::Kind::kProcess) {
+    for (pid_t tid : ListThreads(target->tid))
+      threads.push_back({TargetSpec::Kind::kThread, tid, 0});
+    if (threads.empty()) {
+      unquota();
+      return Fail(Code::kNotFound, "no process " + std::to_string(target->tid));
     }
-    arch::Error err = bp ? arch::Error{} : bp.error();
-    if (bp && !entry->sampled.empty()) {
-      // Further registers of the region write into the first one's ring.
-      Status out = bp->SetOutput(entry->sampled.front()->event);
-      if (out.ok()) {
-        entry->events.push_back(std::move(bp.value()));
-        continue;
-      }
-      err = out.error();
-    } else if (bp) {
-      auto ring = arch::PerfRingBuffer::Map(
-          bp->fd(), kRingPages, arch::BuildBreakpointAttr(bp->spec(), opts).sample_type);
-      if (ring) {
-        auto se = std::make_shared<SampledEvent>(SampledEvent{std::move(bp.value()),
-                                                              std::move(ring.value()),
-                                                              a.id(),
-                                                              target->is_task() ? target->tid : -1,
-                                                              0,
-                                                              0,
-                                                              {}});
-        if (req.capture_value() && target->is_task()) {
-          se->capture_address = watch->region.address;
-          se->capture_length =
-              static_cast<uint32_t>(std::min<uint64_t>(watch->region.length, kMaxCapture));
-        }
-        for (const auto& reg : watch->cover.registers) se->registers.push_back(reg.address);
-        entry->sampled.push_back(std::move(se));
-        continue;
-      }
-      err = ring.error();
-    }
-    // Roll back: close what was armed, give the engine its slots back.
-    entry->events.clear();
-    entry->sampled.clear();
-    engine_.Release(a.id());
-    unquota();
-    if (err.Is(ENOSPC)) {
-      v1::Refusal r;
-      r.set_reason(v1::Refusal::HELD_OUTSIDE);
-      r.set_weight(weight);
-      return Fail(Code::kResourceExhausted,
-                  "the kernel has no free slot although hwwatchd's accounting had room: the "
-                  "registers are held outside hwwatchd (a debugger, perf, another tracer)",
-                  r);
-    }
-    if (err.Is(ESRCH)) return Fail(Code::kNotFound, "the target went away: " + err.message);
-    if (err.Is(EINVAL)) return Fail(Code::kInvalidArgument, "the kernel refused: " + err.message);
-    return Fail(Code::kInternal, "arming failed: " + err.message);
+  } else {
+    threads.push_back(*target);
   }
+  uint64_t id = 0;
+  for (const TargetSpec& t : threads) {
+    auto arm = ArmThread(t, *watch, type, opts, id, entry->capture);
+    if (auto* refused = std::get_if<Refused>(&arm)) {
+      for (Arm& done : entry->arms) DisarmOne(done);
+      if (id != 0) events_.Forget(id);
+      unquota();
+      std::lock_guard lock(mu_);
+      ++refusals_;
+      return std::move(*refused);
+    }
+    entry->arms.push_back(std::get<Arm>(std::move(arm)));
+    if (id == 0) {
+      id = entry->arms.front().engine_id;
+      events_.SetOwner(id, caller.session_id);
+    }
+  }
+  opts.sig_data = id;
   v1::Reservation& p = entry->proto;
-  p.set_id(a.id());
+  p.set_id(id);
   *p.mutable_target() = req.target();
   *p.mutable_watch() = req.watch();
   p.set_backend(v1::BACKEND_PERF);
@@ -358,22 +425,12 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   entry->options = opts;
   entry->uid = caller.creds.uid;
   entry->weight = weight;
-  entry->engine_id = a.id();
+  entry->type = type;
+  entry->region = watch->region;
+  entry->cover = watch->cover;
   v1::Reservation out = p;
   std::lock_guard lock(mu_);
-  events_.SetOwner(a.id(), caller.session_id);
-  for (const auto& se : entry->sampled) {
-    if (std::string err = reader_.Add(se); !err.empty()) {
-      for (const auto& added : entry->sampled) reader_.Remove(*added);
-      events_.Forget(a.id());
-      entry->sampled.clear();
-      engine_.Release(a.id());
-      held_by_uid_[caller.creds.uid] -= weight;
-      ++refusals_;
-      return Refused{{Code::kInternal, "cannot follow the samples: " + err}, {}};
-    }
-  }
-  entries_.emplace(a.id(), std::move(entry));
+  entries_.emplace(id, std::move(entry));
   return out;
 }
 
@@ -403,10 +460,8 @@ void ReservationManager::OnHit(const SampledEvent& e, const arch::PerfSample& s)
 }
 
 void ReservationManager::Disarm(Entry& e, const char* why) {
-  for (const auto& se : e.sampled) reader_.Remove(*se);
-  e.sampled.clear();  // closing the perf events frees the kernel's slots
-  e.events.clear();
-  engine_.Release(e.engine_id);
+  for (Arm& arm : e.arms) DisarmOne(arm);
+  e.arms.clear();
   held_by_uid_[e.uid] -= e.weight;
   v1::Event ev;
   *ev.mutable_time() = Now();
@@ -425,6 +480,13 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
     return Refused{{Code::kNotFound, "you hold no reservation " + std::to_string(req.id())}, {}};
   }
   Entry& e = *it->second;
+  if (e.target.kind == TargetSpec::Kind::kProcess) {
+    ++refusals_;
+    return Refused{{Code::kUnimplemented,
+                    "modify of a process-wide watch is not built yet; release and reserve again"},
+                   {}};
+  }
+  Arm& arm = e.arms.front();
   auto refuse = [this](Code code, std::string m, std::optional<v1::Refusal> r = {}) {
     ++refusals_;
     if (r && r->explanation().empty()) r->set_explanation(m);
@@ -457,7 +519,7 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
                   r);
   }
   // Admitted as the kernel would: as if the old watch were released.
-  if (auto no = engine_.Modify(e.engine_id, {ToEngine(e.target), type, weight})) {
+  if (auto no = engine_.Modify(arm.engine_id, {ToEngine(e.target), type, weight})) {
     v1::Refusal r = FromEngine(*no);
     return refuse(Code::kResourceExhausted, r.explanation(), r);
   }
@@ -465,8 +527,8 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
   // Any failure puts every moved register back and the engine too, so the
   // caller sees the new watch or the old one, never a mix.
   std::vector<arch::PerfBreakpoint*> events;
-  for (auto& se : e.sampled) events.push_back(&se->event);
-  for (auto& ev : e.events) events.push_back(&ev);
+  for (auto& se : arm.sampled) events.push_back(&se->event);
+  for (auto& ev : arm.events) events.push_back(&ev);
   std::vector<arch::BreakpointSpec> old_specs;
   for (auto* ev : events) old_specs.push_back(ev->spec());
   std::vector<arch::PerfBreakpoint> added;
@@ -483,8 +545,8 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
   for (size_t i = events.size(); !failed && i < weight; ++i) {
     auto bp = arch::PerfBreakpoint::Open(watch->cover.Spec(caps_.arch, static_cast<unsigned>(i)),
                                          ToPerf(e.target), e.options);
-    if (bp && !e.sampled.empty()) {
-      if (Status st = bp->SetOutput(e.sampled.front()->event); !st.ok()) bp = st.error();
+    if (bp && !arm.sampled.empty()) {
+      if (Status st = bp->SetOutput(arm.sampled.front()->event); !st.ok()) bp = st.error();
     }
     if (!bp) {
       failure = bp.error();
@@ -496,7 +558,7 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
   if (failed) {
     added.clear();
     for (size_t i = 0; i < moved; ++i) (void)events[i]->Modify(old_specs[i]);
-    if (engine_.Modify(e.engine_id, {ToEngine(e.target), old_type, e.weight})) {
+    if (engine_.Modify(arm.engine_id, {ToEngine(e.target), old_type, e.weight})) {
       spdlog::error("reservation {}: the engine refused to restore it after a failed modify",
                     e.proto.id());
     }
@@ -514,11 +576,12 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
   }
   // Done: drop registers the new watch does not need, adopt new ones.
   if (events.size() > weight) {
-    const size_t keep_events = weight - std::min<size_t>(weight, e.sampled.size());
-    e.events.erase(e.events.begin() + static_cast<std::ptrdiff_t>(keep_events), e.events.end());
+    const size_t keep_events = weight - std::min<size_t>(weight, arm.sampled.size());
+    arm.events.erase(arm.events.begin() + static_cast<std::ptrdiff_t>(keep_events),
+                     arm.events.end());
   }
-  for (auto& bp : added) e.events.push_back(std::move(bp));
-  for (auto& se : e.sampled) {
+  for (auto& bp : added) arm.events.push_back(std::move(bp));
+  for (auto& se : arm.sampled) {
     std::vector<uint64_t> regs;
     for (const auto& reg : watch->cover.registers) regs.push_back(reg.address);
     const uint64_t capture_address = se->capture_length > 0 ? watch->region.address : 0;
@@ -571,11 +634,13 @@ std::vector<v1::Reservation> ReservationManager::List(const Peer& caller, bool a
     if (e->uid != caller.creds.uid && !(all && caller.creds.uid == 0)) continue;
     v1::Reservation r = e->proto;
     uint64_t hits = 0;
-    for (const auto& ev : e->events) {
-      if (auto n = ev.ReadCount()) hits += *n;
-    }
-    for (const auto& se : e->sampled) {
-      if (auto n = se->event.ReadCount()) hits += *n;
+    for (const Arm& arm : e->arms) {
+      for (const auto& ev : arm.events) {
+        if (auto n = ev.ReadCount()) hits += *n;
+      }
+      for (const auto& se : arm.sampled) {
+        if (auto n = se->event.ReadCount()) hits += *n;
+      }
     }
     r.set_hits(hits);
     out.push_back(std::move(r));
@@ -686,26 +751,81 @@ void ReservationManager::SessionEnded(uint64_t session_id) {
 }
 
 void ReservationManager::Reap() {
-  std::vector<uint64_t> gone;
+  std::vector<std::pair<uint64_t, pid_t>> gone;
   {
     std::lock_guard lock(gone_mu_);
     gone.swap(gone_);
   }
   std::lock_guard lock(mu_);
-  for (uint64_t id : gone) {
+  for (auto [id, tid] : gone) {
     auto it = entries_.find(id);
     if (it == entries_.end()) continue;
-    Disarm(*it->second, "target exited");
-    entries_.erase(it);
+    if (it->second->target.kind == TargetSpec::Kind::kProcess) {
+      DropThread(*it->second, tid);  // released below when none is left
+    } else {
+      Disarm(*it->second, "target exited");
+      entries_.erase(it);
+    }
   }
   const auto now = std::chrono::steady_clock::now();
   for (auto it = entries_.begin(); it != entries_.end();) {
-    if (it->second->orphaned_until && *it->second->orphaned_until <= now) {
-      Disarm(*it->second, "lease expired");
+    Entry& e = *it->second;
+    if (e.target.kind == TargetSpec::Kind::kProcess) FollowThreads(e);
+    if (e.arms.empty()) {
+      Disarm(e, "target exited");
+      it = entries_.erase(it);
+    } else if (e.orphaned_until && *e.orphaned_until <= now) {
+      Disarm(e, "lease expired");
       it = entries_.erase(it);
     } else {
       ++it;
     }
+  }
+}
+
+void ReservationManager::DropThread(Entry& e, pid_t tid) {
+  for (auto a = e.arms.begin(); a != e.arms.end(); ++a) {
+    if (a->tid != tid) continue;
+    DisarmOne(*a);
+    e.arms.erase(a);
+    v1::Event ev;
+    *ev.mutable_time() = Now();
+    ev.mutable_exited()->set_reservation_id(e.proto.id());
+    ev.mutable_exited()->set_tid(tid);
+    events_.Publish(e.proto.id(), ev, true);
+    return;
+  }
+}
+
+void ReservationManager::FollowThreads(Entry& e) {
+  const std::vector<pid_t> now = ListThreads(e.target.tid);
+  std::vector<pid_t> gone;
+  for (const Arm& a : e.arms) {
+    if (!std::binary_search(now.begin(), now.end(), a.tid)) gone.push_back(a.tid);
+  }
+  for (pid_t tid : gone) DropThread(e, tid);
+  if (now.empty()) return;  // the process is gone
+  WatchSpec watch{e.region, arch::CoverMode::kExact, e.cover};
+  for (pid_t tid : now) {
+    bool known = false;
+    for (const Arm& a : e.arms) known = known || a.tid == tid;
+    if (known) continue;
+    auto arm = ArmThread({TargetSpec::Kind::kThread, tid, 0}, watch, e.type, e.options,
+                         e.proto.id(), e.capture);
+    v1::Event ev;
+    *ev.mutable_time() = Now();
+    if (auto* refused = std::get_if<Refused>(&arm)) {
+      // The thread runs unwatched; say so rather than hide it.
+      spdlog::warn("reservation {}: new thread {} of process {} not watched: {}", e.proto.id(), tid,
+                   e.target.tid, refused->problem.message);
+      ++refusals_;
+      continue;
+    }
+    e.arms.push_back(std::get<Arm>(std::move(arm)));
+    ev.mutable_thread_added()->set_reservation_id(e.proto.id());
+    ev.mutable_thread_added()->set_pid(e.target.tid);
+    ev.mutable_thread_added()->set_tid(tid);
+    events_.Publish(e.proto.id(), ev, true);
   }
 }
 

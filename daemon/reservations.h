@@ -77,8 +77,30 @@ class ReservationManager {
 
  private:
   struct Entry;
+  // What is armed on one thread (or one CPU) for a reservation.
+  struct Arm {
+    pid_t tid = -1;  // -1: a CPU target
+    engine::ReservationId engine_id = 0;
+    // Counting and stop deliveries; with samples, the region's registers
+    // after the first (they write into its ring).
+    std::vector<arch::PerfBreakpoint> events;
+    // Sample delivery: the first register with the ring, shared with the
+    // reader.
+    std::vector<std::shared_ptr<SampledEvent>> sampled;
+  };
 
   Refused Fail(Code code, std::string message, std::optional<v1::Refusal> refusal = {});
+  // Admits `t` (a thread or CPU) in the engine and arms the watch there;
+  // everything rolled back on failure. `reservation` 0: the arm's engine
+  // id becomes the reservation's id.
+  std::variant<Arm, Refused> ArmThread(const TargetSpec& t, const WatchSpec& watch,
+                                       arch::SlotType type, arch::PerfOptions opts,
+                                       uint64_t reservation, bool capture);
+  void DisarmOne(Arm& arm);
+  // Process targets (need mu_): drop a thread that exited; arm threads the
+  // process started since the last look and drop those gone.
+  void DropThread(Entry& e, pid_t tid);
+  void FollowThreads(Entry& e);
   Reply<v1::Reservation> Reclaim(const Peer& caller, uint64_t id);
   std::optional<Refused> Authorize(const Peer& caller, const TargetSpec& target,
                                    const WatchSpec& watch) const;
@@ -105,8 +127,8 @@ class ReservationManager {
   mutable std::mutex creds_mu_;  // guards session_creds_
   mutable std::unordered_map<uint64_t, ProcCreds> session_creds_;
 
-  std::mutex gone_mu_;  // guards gone_ (filled on the reader's thread)
-  std::vector<uint64_t> gone_;
+  std::mutex gone_mu_;                            // guards gone_ (filled on the reader's thread)
+  std::vector<std::pair<uint64_t, pid_t>> gone_;  // (reservation, thread)
 
   // Last: its thread calls back into the members above until destroyed.
   SampleReader reader_;

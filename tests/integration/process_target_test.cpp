@@ -1,0 +1,177 @@
+// Process targets through the real daemon: every thread of the process is
+// armed in the kernel, threads it starts later are armed too (ThreadAdded),
+// threads that end are dropped (TargetExited), and Release gives all back.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <future>
+#include <string>
+
+#include "arch/perf_event.h"
+#include "client/client.h"
+#include "tests/support/process.h"
+
+namespace hwwatch {
+namespace {
+
+using client::Client;
+namespace v1 = ::hwwatch::v1;
+
+// tests/integration/threads_target.cpp, driven through its stdin/stdout.
+class ThreadsTarget {
+ public:
+  ThreadsTarget() {
+    int in[2], out[2];
+    if (pipe(in) != 0 || pipe(out) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(in[0], 0);
+      dup2(out[1], 1);
+      const std::string bin = std::string(getenv("HWWATCH_BIN_DIR")) + "/../tests/threads_target";
+      execl(bin.c_str(), bin.c_str(), nullptr);
+      _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    to_ = in[1];
+    from_ = fdopen(out[0], "r");
+  }
+  ~ThreadsTarget() {
+    if (to_ >= 0) close(to_);
+    if (from_) fclose(from_);
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  // Sends a command and returns the line it answers.
+  std::string Ask(char c) {
+    (void)!write(to_, &c, 1);
+    return Line();
+  }
+  std::string Line() {
+    char buf[128];
+    return from_ && std::fgets(buf, sizeof buf, from_) ? std::string(buf) : std::string();
+  }
+  std::vector<pid_t> Threads() const {
+    std::vector<pid_t> out;
+    for (const auto& d :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/task")) {
+      out.push_back(std::stoi(d.path().filename().string()));
+    }
+    return out;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int to_ = -1;
+  FILE* from_ = nullptr;
+};
+
+unsigned KernelFreeOnThread(pid_t tid) {
+  static volatile uint64_t word;
+  std::vector<arch::PerfBreakpoint> held;
+  for (int i = 0; i < 16; ++i) {
+    auto bp =
+        arch::PerfBreakpoint::Open({reinterpret_cast<uint64_t>(&word), 8, arch::Access::kWrite},
+                                   arch::PerfTarget::Thread(tid));
+    if (!bp) break;
+    held.push_back(std::move(bp.value()));
+  }
+  return static_cast<unsigned>(held.size());
+}
+
+// The next event other than a hit within 10 s (cancels the stream if none).
+std::optional<v1::Event> NextLifecycle(client::EventStream& s) {
+  auto got = std::async(std::launch::async, [&s] {
+    v1::Event e;
+    while (s.Next(&e)) {
+      if (!e.has_hit()) return std::optional<v1::Event>(e);
+    }
+    return std::optional<v1::Event>();
+  });
+  if (got.wait_for(std::chrono::seconds(10)) != std::future_status::ready) s.Cancel();
+  return got.get();
+}
+
+TEST(ProcessTarget, EveryThreadNowAndLaterIsArmedAndExitsAreDropped) {
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  ThreadsTarget target;
+  ASSERT_EQ(target.Line(), "ready\n");
+  const std::vector<pid_t> threads = target.Threads();
+  ASSERT_EQ(threads.size(), 3u);
+  for (pid_t tid : threads) ASSERT_EQ(KernelFreeOnThread(tid), 4u) << "slots held outside";
+
+  auto c = Client::Connect(d.socket());
+  ASSERT_TRUE(c) << c.error().ToString();
+  v1::ReserveRequest req;
+  req.mutable_target()->set_pid(target.pid());
+  req.mutable_watch()->set_address(0x10000);
+  req.mutable_watch()->set_length(8);
+  req.mutable_watch()->set_access(v1::ACCESS_WRITE);
+  auto r = c.value()->Reserve(req);
+  ASSERT_TRUE(r) << r.error().ToString();
+  for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 3u) << "thread " << tid;
+
+  auto stream = c.value()->Follow({r->id()}, true);
+  int added = 0;
+  ASSERT_EQ(std::sscanf(target.Ask('n').c_str(), "tid %d", &added), 1);
+  auto e = NextLifecycle(*stream);
+  ASSERT_TRUE(e.has_value()) << "no ThreadAdded within 10 s";
+  ASSERT_TRUE(e->has_thread_added()) << e->DebugString();
+  EXPECT_EQ(e->thread_added().tid(), added);
+  EXPECT_EQ(e->thread_added().pid(), target.pid());
+  EXPECT_EQ(e->thread_added().reservation_id(), r->id());
+  EXPECT_EQ(KernelFreeOnThread(added), 3u) << "the new thread is armed";
+
+  int exited = 0;
+  ASSERT_EQ(std::sscanf(target.Ask('x').c_str(), "exited %d", &exited), 1);
+  EXPECT_EQ(exited, added);
+  e = NextLifecycle(*stream);
+  ASSERT_TRUE(e.has_value()) << "no TargetExited within 10 s";
+  ASSERT_TRUE(e->has_exited()) << e->DebugString();
+  EXPECT_EQ(e->exited().tid(), exited);
+
+  ASSERT_TRUE(c.value()->Release(r->id()));
+  for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 4u) << "thread " << tid;
+  stream->Cancel();
+}
+
+TEST(ProcessTarget, AFullThreadRefusesTheWholeProcessAndLeavesNothingArmed) {
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  ThreadsTarget target;
+  ASSERT_EQ(target.Line(), "ready\n");
+  const std::vector<pid_t> threads = target.Threads();
+  ASSERT_EQ(threads.size(), 3u);
+  auto c = Client::Connect(d.socket());
+  ASSERT_TRUE(c);
+  // Fill the last thread through the daemon.
+  v1::ReserveRequest one;
+  one.mutable_target()->set_tid(threads.back());
+  one.mutable_watch()->set_address(0x20000);
+  one.mutable_watch()->set_length(32);
+  one.mutable_watch()->set_access(v1::ACCESS_WRITE);
+  ASSERT_TRUE(c.value()->Reserve(one));
+  v1::ReserveRequest all = one;
+  all.mutable_target()->set_pid(target.pid());
+  all.mutable_watch()->set_length(8);
+  auto r = c.value()->Reserve(all);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(r.error().refusal.has_value());
+  EXPECT_EQ(r.error().refusal->reason(), v1::Refusal::TASK_FULL);
+  EXPECT_EQ(r.error().refusal->tid(), threads.back());
+  // The threads armed before the full one were rolled back.
+  for (size_t i = 0; i + 1 < threads.size(); ++i) EXPECT_EQ(KernelFreeOnThread(threads[i]), 4u);
+}
+
+}  // namespace
+}  // namespace hwwatch
