@@ -97,6 +97,31 @@ void EventHub::Publish(uint64_t reservation, const v1::Event& e, bool lifecycle)
   }
 }
 
+void EventHub::SetMembers(uint64_t group, std::vector<uint64_t> members) {
+  std::lock_guard lock(mu_);
+  if (members.empty()) {
+    members_.erase(group);
+  } else {
+    members_[group] = std::move(members);
+  }
+}
+
+void EventHub::PublishGroup(uint64_t group, const v1::Event& e, bool lifecycle) {
+  std::vector<uint64_t> members;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = members_.find(group); it != members_.end()) members = it->second;
+  }
+  if (members.empty()) return Publish(group, e, lifecycle);
+  for (uint64_t m : members) {
+    v1::Event copy = e;
+    if (copy.has_hit()) copy.mutable_hit()->set_reservation_id(m);
+    if (copy.has_thread_added()) copy.mutable_thread_added()->set_reservation_id(m);
+    if (copy.has_exited()) copy.mutable_exited()->set_reservation_id(m);
+    Publish(m, copy, lifecycle);
+  }
+}
+
 uint64_t EventHub::sent() const {
   std::lock_guard lock(mu_);
   return sent_;

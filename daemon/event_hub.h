@@ -97,14 +97,20 @@ class EventHub {
   // following it. Never blocks on a consumer.
   void Publish(uint64_t reservation, const v1::Event& e, bool lifecycle);
 
+  // Reservations sharing registers: events of the registers (published for
+  // `group`) reach every member, each under its own reservation id.
+  void SetMembers(uint64_t group, std::vector<uint64_t> members);
+  void PublishGroup(uint64_t group, const v1::Event& e, bool lifecycle);
+
   uint64_t sent() const;  // events queued to some stream
   uint64_t lost() const;  // events dropped on full queues
   size_t streams() const;
 
  private:
   const size_t capacity_;
-  mutable std::mutex mu_;                         // guards the members below
-  std::unordered_map<uint64_t, uint64_t> owner_;  // reservation -> session
+  mutable std::mutex mu_;                                        // guards the members below
+  std::unordered_map<uint64_t, uint64_t> owner_;                 // reservation -> session
+  std::unordered_map<uint64_t, std::vector<uint64_t>> members_;  // group -> ids
   std::vector<std::shared_ptr<EventStream>> streams_;
   uint64_t sent_ = 0;
   uint64_t lost_ = 0;

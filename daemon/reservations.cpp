@@ -96,9 +96,9 @@ struct ReservationManager::Entry {
   uint64_t session = 0;
   uid_t uid = 0;
   unsigned weight = 0;
-  // One per watched thread (a process target has one per thread; thread
-  // and CPU targets exactly one).
-  std::vector<Arm> arms;
+  // Its registers: one Arm per watched thread (a process target has one per
+  // thread; thread and CPU targets exactly one), maybe shared.
+  std::shared_ptr<Group> group;
   TargetSpec target;
   arch::PerfOptions options;  // how its events were opened
   bool capture = false;       // hits carry the watched bytes
@@ -121,7 +121,7 @@ ReservationManager::ReservationManager(arch::HostCapabilities caps, engine::Lock
             v1::Event ev;
             *ev.mutable_time() = Now();
             ev.mutable_lost()->set_count(count);
-            events_.Publish(e.reservation, ev, false);
+            events_.PublishGroup(e.reservation, ev, false);
           },
           [this](const SampledEvent& e) {
             std::lock_guard lock(gone_mu_);
@@ -361,6 +361,26 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
     held_by_uid_[caller.creds.uid] -= weight;
   };
   auto entry = std::make_unique<Entry>();
+  entry->group = std::make_shared<Group>();
+  Group& g = *entry->group;
+  // The same watch on the same target shares the registers (not stops:
+  // their si_perf_data must carry the caller's own id).
+  if (delivery != v1::DELIVERY_STOP) {
+    g.key = req.target().SerializeAsString() + "/" + req.watch().SerializeAsString() + "/" +
+            std::to_string(delivery) + (req.capture_value() ? "/v" : "/");
+  }
+  std::shared_ptr<Group> joined;
+  uint64_t id = 0;
+  if (!g.key.empty()) {
+    std::lock_guard lock(mu_);
+    if (auto it = groups_.find(g.key); it != groups_.end()) {
+      joined = it->second;
+      id = next_shared_id_++;
+      joined->members.push_back(id);
+      events_.SetOwner(id, caller.session_id);
+      events_.SetMembers(joined->id, joined->members);
+    }
+  }
   arch::PerfOptions opts;
   opts.exclude_kernel = target->is_task();
   opts.sampling = delivery == v1::DELIVERY_SAMPLES;
@@ -378,24 +398,31 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   } else {
     threads.push_back(*target);
   }
-  uint64_t id = 0;
   for (const TargetSpec& t : threads) {
+    if (joined) break;
     auto arm = ArmThread(t, *watch, type, opts, id, entry->capture);
     if (auto* refused = std::get_if<Refused>(&arm)) {
-      for (Arm& done : entry->arms) DisarmOne(done);
+      for (Arm& done : g.arms) DisarmOne(done);
       if (id != 0) events_.Forget(id);
       unquota();
       std::lock_guard lock(mu_);
       ++refusals_;
       return std::move(*refused);
     }
-    entry->arms.push_back(std::get<Arm>(std::move(arm)));
+    g.arms.push_back(std::get<Arm>(std::move(arm)));
     if (id == 0) {
-      id = entry->arms.front().engine_id;
+      id = g.arms.front().engine_id;
       events_.SetOwner(id, caller.session_id);
     }
   }
   opts.sig_data = id;
+  if (joined) {
+    opts.sig_data = joined->id;
+    entry->group = joined;
+  } else {
+    g.id = id;
+    g.members.push_back(id);
+  }
   v1::Reservation& p = entry->proto;
   p.set_id(id);
   *p.mutable_target() = req.target();
@@ -430,8 +457,20 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   entry->cover = watch->cover;
   v1::Reservation out = p;
   std::lock_guard lock(mu_);
+  Group& mine = *entry->group;
+  if (!joined && !mine.key.empty()) groups_.emplace(mine.key, entry->group);  // first one wins
   entries_.emplace(id, std::move(entry));
+  UpdateSharers(mine);
+  out.set_sharers(static_cast<uint32_t>(mine.members.size()));
   return out;
+}
+
+void ReservationManager::UpdateSharers(const Group& g) {
+  for (uint64_t m : g.members) {
+    if (auto it = entries_.find(m); it != entries_.end()) {
+      it->second->proto.set_sharers(static_cast<uint32_t>(g.members.size()));
+    }
+  }
 }
 
 void ReservationManager::OnHit(const SampledEvent& e, const arch::PerfSample& s) {
@@ -456,12 +495,23 @@ void ReservationManager::OnHit(const SampledEvent& e, const arch::PerfSample& s)
       h->set_value(std::move(value));
     }
   }
-  events_.Publish(e.reservation, ev, false);
+  events_.PublishGroup(e.reservation, ev, false);
 }
 
 void ReservationManager::Disarm(Entry& e, const char* why) {
-  for (Arm& arm : e.arms) DisarmOne(arm);
-  e.arms.clear();
+  Group& g = *e.group;
+  std::erase(g.members, e.proto.id());
+  if (g.members.empty()) {
+    // The last sharer: the registers go.
+    for (Arm& arm : g.arms) DisarmOne(arm);
+    g.arms.clear();
+    if (auto it = groups_.find(g.key); it != groups_.end() && it->second == e.group) {
+      groups_.erase(it);
+    }
+  } else {
+    UpdateSharers(g);
+  }
+  events_.SetMembers(g.id, g.members);
   held_by_uid_[e.uid] -= e.weight;
   v1::Event ev;
   *ev.mutable_time() = Now();
@@ -486,7 +536,15 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
                     "modify of a process-wide watch is not built yet; release and reserve again"},
                    {}};
   }
-  Arm& arm = e.arms.front();
+  if (e.group->members.size() > 1) {
+    ++refusals_;
+    return Refused{{Code::kFailedPrecondition,
+                    "reservation " + std::to_string(req.id()) + " shares its registers with " +
+                        std::to_string(e.group->members.size() - 1) +
+                        " other reservation(s); release it and reserve the new watch instead"},
+                   {}};
+  }
+  Arm& arm = e.group->arms.front();
   auto refuse = [this](Code code, std::string m, std::optional<v1::Refusal> r = {}) {
     ++refusals_;
     if (r && r->explanation().empty()) r->set_explanation(m);
@@ -597,6 +655,16 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
   }
   held = held - e.weight + weight;
   e.weight = weight;
+  // Now a different watch: shareable under its new key.
+  Group& g = *e.group;
+  if (!g.key.empty()) {
+    if (auto old = groups_.find(g.key); old != groups_.end() && old->second == e.group) {
+      groups_.erase(old);
+    }
+    g.key = e.proto.target().SerializeAsString() + "/" + req.watch().SerializeAsString() + "/" +
+            std::to_string(e.proto.delivery()) + (e.capture ? "/v" : "/");
+    groups_.emplace(g.key, e.group);
+  }
   v1::Reservation& p = e.proto;
   *p.mutable_watch() = req.watch();
   p.set_weight(weight);
@@ -634,7 +702,7 @@ std::vector<v1::Reservation> ReservationManager::List(const Peer& caller, bool a
     if (e->uid != caller.creds.uid && !(all && caller.creds.uid == 0)) continue;
     v1::Reservation r = e->proto;
     uint64_t hits = 0;
-    for (const Arm& arm : e->arms) {
+    for (const Arm& arm : e->group->arms) {
       for (const auto& ev : arm.events) {
         if (auto n = ev.ReadCount()) hits += *n;
       }
@@ -751,27 +819,35 @@ void ReservationManager::SessionEnded(uint64_t session_id) {
 }
 
 void ReservationManager::Reap() {
-  std::vector<std::pair<uint64_t, pid_t>> gone;
+  std::vector<std::pair<uint64_t, pid_t>> gone;  // (group id, thread)
   {
     std::lock_guard lock(gone_mu_);
     gone.swap(gone_);
   }
   std::lock_guard lock(mu_);
-  for (auto [id, tid] : gone) {
-    auto it = entries_.find(id);
-    if (it == entries_.end()) continue;
-    if (it->second->target.kind == TargetSpec::Kind::kProcess) {
-      DropThread(*it->second, tid);  // released below when none is left
-    } else {
-      Disarm(*it->second, "target exited");
-      entries_.erase(it);
+  for (auto [gid, tid] : gone) {
+    for (auto& [id, e] : entries_) {
+      if (e->group->id != gid) continue;
+      if (e->target.kind == TargetSpec::Kind::kProcess) {
+        DropThread(*e, *e->group, tid);  // released below when none is left
+      } else {
+        for (Arm& arm : e->group->arms) DisarmOne(arm);
+        e->group->arms.clear();  // the thread is gone: every sharer is released below
+      }
+      break;
     }
   }
   const auto now = std::chrono::steady_clock::now();
+  std::vector<const Group*> followed;
   for (auto it = entries_.begin(); it != entries_.end();) {
     Entry& e = *it->second;
-    if (e.target.kind == TargetSpec::Kind::kProcess) FollowThreads(e);
-    if (e.arms.empty()) {
+    Group& g = *e.group;
+    if (e.target.kind == TargetSpec::Kind::kProcess &&
+        std::find(followed.begin(), followed.end(), &g) == followed.end()) {
+      FollowThreads(e, g);
+      followed.push_back(&g);
+    }
+    if (g.arms.empty()) {
       Disarm(e, "target exited");
       it = entries_.erase(it);
     } else if (e.orphaned_until && *e.orphaned_until <= now) {
@@ -783,49 +859,50 @@ void ReservationManager::Reap() {
   }
 }
 
-void ReservationManager::DropThread(Entry& e, pid_t tid) {
-  for (auto a = e.arms.begin(); a != e.arms.end(); ++a) {
+void ReservationManager::DropThread(const Entry& e, Group& g, pid_t tid) {
+  for (auto a = g.arms.begin(); a != g.arms.end(); ++a) {
     if (a->tid != tid) continue;
     DisarmOne(*a);
-    e.arms.erase(a);
+    g.arms.erase(a);
     v1::Event ev;
     *ev.mutable_time() = Now();
-    ev.mutable_exited()->set_reservation_id(e.proto.id());
+    ev.mutable_exited()->set_reservation_id(g.id);
     ev.mutable_exited()->set_tid(tid);
-    events_.Publish(e.proto.id(), ev, true);
+    events_.PublishGroup(g.id, ev, true);
+    (void)e;
     return;
   }
 }
 
-void ReservationManager::FollowThreads(Entry& e) {
+void ReservationManager::FollowThreads(const Entry& e, Group& g) {
   const std::vector<pid_t> now = ListThreads(e.target.tid);
   std::vector<pid_t> gone;
-  for (const Arm& a : e.arms) {
+  for (const Arm& a : g.arms) {
     if (!std::binary_search(now.begin(), now.end(), a.tid)) gone.push_back(a.tid);
   }
-  for (pid_t tid : gone) DropThread(e, tid);
+  for (pid_t tid : gone) DropThread(e, g, tid);
   if (now.empty()) return;  // the process is gone
   WatchSpec watch{e.region, arch::CoverMode::kExact, e.cover};
   for (pid_t tid : now) {
     bool known = false;
-    for (const Arm& a : e.arms) known = known || a.tid == tid;
+    for (const Arm& a : g.arms) known = known || a.tid == tid;
     if (known) continue;
-    auto arm = ArmThread({TargetSpec::Kind::kThread, tid, 0}, watch, e.type, e.options,
-                         e.proto.id(), e.capture);
-    v1::Event ev;
-    *ev.mutable_time() = Now();
+    auto arm =
+        ArmThread({TargetSpec::Kind::kThread, tid, 0}, watch, e.type, e.options, g.id, e.capture);
     if (auto* refused = std::get_if<Refused>(&arm)) {
       // The thread runs unwatched; say so rather than hide it.
-      spdlog::warn("reservation {}: new thread {} of process {} not watched: {}", e.proto.id(), tid,
+      spdlog::warn("reservation {}: new thread {} of process {} not watched: {}", g.id, tid,
                    e.target.tid, refused->problem.message);
       ++refusals_;
       continue;
     }
-    e.arms.push_back(std::get<Arm>(std::move(arm)));
-    ev.mutable_thread_added()->set_reservation_id(e.proto.id());
+    g.arms.push_back(std::get<Arm>(std::move(arm)));
+    v1::Event ev;
+    *ev.mutable_time() = Now();
+    ev.mutable_thread_added()->set_reservation_id(g.id);
     ev.mutable_thread_added()->set_pid(e.target.tid);
     ev.mutable_thread_added()->set_tid(tid);
-    events_.Publish(e.proto.id(), ev, true);
+    events_.PublishGroup(g.id, ev, true);
   }
 }
 

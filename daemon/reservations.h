@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -99,8 +100,18 @@ class ReservationManager {
   void DisarmOne(Arm& arm);
   // Process targets (need mu_): drop a thread that exited; arm threads the
   // process started since the last look and drop those gone.
-  void DropThread(Entry& e, pid_t tid);
-  void FollowThreads(Entry& e);
+  // Registers armed once and shared by every reservation of the same watch
+  // on the same target (reference-counted by `members`).
+  struct Group {
+    uint64_t id = 0;  // the first member's id: samples and si_perf_data carry it
+    std::string key;  // empty: never shared (stop delivery: the id matters)
+    std::vector<Arm> arms;
+    std::vector<uint64_t> members;
+  };
+  void DropThread(const Entry& e, Group& g, pid_t tid);
+  void FollowThreads(const Entry& e, Group& g);
+  // Needs mu_: sets Reservation.sharers on every member of `g`.
+  void UpdateSharers(const Group& g);
   Reply<v1::Reservation> Reclaim(const Peer& caller, uint64_t id);
   std::optional<Refused> Authorize(const Peer& caller, const TargetSpec& target,
                                    const WatchSpec& watch) const;
@@ -123,6 +134,9 @@ class ReservationManager {
   std::unordered_map<uint64_t, std::unique_ptr<Entry>> entries_;
   std::unordered_map<uid_t, unsigned> held_by_uid_;
   uint64_t refusals_ = 0;
+
+  std::unordered_map<std::string, std::shared_ptr<Group>> groups_;  // by key, mu_
+  uint64_t next_shared_id_ = uint64_t{1} << 40;                     // mu_
 
   mutable std::mutex creds_mu_;  // guards session_creds_
   mutable std::unordered_map<uint64_t, ProcCreds> session_creds_;

@@ -377,11 +377,14 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
         const uint64_t id = r->id();
         auto stream = c->Follow({id}, true);
         if (!g.json) {
+          const std::string shared =
+              r->sharers() > 1 ? ", shared with " + std::to_string(r->sharers() - 1) + " other"
+                               : "";
           std::fprintf(stderr,
                        "watching %s %s+%" PRIu64 " (reservation %" PRIu64
-                       ", %u register(s)); Ctrl-C to stop\n",
+                       ", %u register(s)%s); Ctrl-C to stop\n",
                        TargetText(r->target()).c_str(), Hex(r->watch().address()).c_str(),
-                       r->watch().length(), id, r->weight());
+                       r->watch().length(), id, r->weight(), shared.c_str());
         }
         // Ctrl-C, SIGTERM or --timeout end the stream from this thread.
         std::atomic<bool> done{false};

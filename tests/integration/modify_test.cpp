@@ -139,3 +139,46 @@ TEST_F(Modify, ARefusedModifyLeavesTheOldWatchArmed) {
 
 }  // namespace
 }  // namespace hwwatch
+
+namespace hwwatch {
+namespace {
+
+// Sharing: the same watch on the same target from two sessions takes the
+// registers once; each session keeps its own reservation.
+TEST_F(Modify, TheSameWatchFromTwoSessionsSharesItsRegisters) {
+  auto other = Client::Connect(d_.socket());
+  ASSERT_TRUE(other);
+  auto a = c_->Reserve(On(target_.pid(), W(0x10000, 16)));  // 2 registers
+  ASSERT_TRUE(a) << a.error().ToString();
+  auto b = other.value()->Reserve(On(target_.pid(), W(0x10000, 16)));
+  ASSERT_TRUE(b) << b.error().ToString();
+  EXPECT_NE(a->id(), b->id());
+  EXPECT_EQ(b->sharers(), 2u);
+  EXPECT_EQ(KernelFreeOnThread(target_.pid()), 2u) << "armed once for both";
+  auto l = c_->List();
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->reservations_size(), 2);  // both are this uid's
+  for (const auto& r : l->reservations()) EXPECT_EQ(r.sharers(), 2u);
+  // A shared watch cannot be moved under the other session's feet.
+  auto moved = c_->Modify(a->id(), W(0x30000, 8));
+  ASSERT_FALSE(moved);
+  EXPECT_EQ(moved.error().code, grpc::StatusCode::FAILED_PRECONDITION);
+  // The registers stay until the last sharer goes.
+  ASSERT_TRUE(c_->Release(a->id()));
+  EXPECT_EQ(KernelFreeOnThread(target_.pid()), 2u);
+  auto alone = other.value()->List();
+  ASSERT_TRUE(alone);
+  ASSERT_EQ(alone->reservations_size(), 1);
+  EXPECT_EQ(alone->reservations(0).sharers(), 1u);
+  ASSERT_TRUE(other.value()->Release(b->id()));
+  EXPECT_EQ(KernelFreeOnThread(target_.pid()), 4u);
+  // A different watch is not shared.
+  auto c1 = c_->Reserve(On(target_.pid(), W(0x10000, 8)));
+  auto c2 = other.value()->Reserve(On(target_.pid(), W(0x10008, 8)));
+  ASSERT_TRUE(c1 && c2);
+  EXPECT_EQ(c2->sharers(), 1u);
+  EXPECT_EQ(KernelFreeOnThread(target_.pid()), 2u);
+}
+
+}  // namespace
+}  // namespace hwwatch

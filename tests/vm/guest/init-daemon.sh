@@ -24,10 +24,16 @@ while [ ! -S /tmp/h.sock ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i + 1)); done
 counter=$!
 sleep 0.5
 read -r pid addr </tmp/counter.out
-hwwatch --socket /tmp/h.sock watch --tid "$pid" "$addr" --len 4 --count 3 --timeout 60 \
+# A second session watching the same bytes shares the registers and gets
+# its own hits.
+hwwatch --socket /tmp/h.sock watch --pid "$pid" "$addr" --len 4 --count 40 --timeout 60 \
+  >/tmp/watch2.out 2>/tmp/watch2.err &
+second=$!
+sleep 0.5
+hwwatch --socket /tmp/h.sock watch --pid "$pid" "$addr" --len 4 --count 3 --timeout 60 \
   >/tmp/watch.out 2>/tmp/watch.err
 rc=$?
-echo "--- hwwatch watch --tid $pid $addr --len 4 --count 3 (exit $rc)"
+echo "--- hwwatch watch --pid $pid $addr --len 4 --count 3 (exit $rc)"
 cat /tmp/watch.err /tmp/watch.out
 echo "---"
 # Each hit: the ip is just after the store in count_up() (x86 reports data
@@ -54,6 +60,16 @@ if [ "$rc" = 0 ] && [ "$1" = 3 ] && [ "$2" = 0 ] && [ "$3" = 0 ] && [ "$4" = 0 ]
   echo "CASE $arch daemon_watch PASS: 3 hits in count_up() on the counter, the 2nd and 3rd old -> old+1"
 else
   echo "CASE $arch daemon_watch FAIL: exit $rc, hits $1, wrong ip $2, wrong address $3, wrong value $4"
+fi
+wait $second
+rc2=$?
+hits2=$(grep -c ' -> ' /tmp/watch2.out)
+shared=$(grep -c 'shared with 1 other' /tmp/watch.err)
+cat /tmp/watch2.err
+if [ "$rc2" = 0 ] && [ "$hits2" = 40 ] && [ "$shared" = 1 ]; then
+  echo "CASE $arch daemon_watch_shared PASS: the later session shared the register of one running 40 hits; each got all its hits"
+else
+  echo "CASE $arch daemon_watch_shared FAIL: exit $rc2, hits $hits2, shared $shared"
 fi
 kill $counter 2>/dev/null
 
