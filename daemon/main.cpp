@@ -1,5 +1,7 @@
 // hwwatchd: arbitrates the host's hardware debug registers over gRPC.
 #include <spdlog/cfg/helpers.h>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
@@ -19,6 +21,34 @@ void RaiseFileLimit() {
     lim.rlim_cur = lim.rlim_max;
     setrlimit(RLIMIT_NOFILE, &lim);
   }
+}
+
+// "<N>": the syslog priority of a message, which journald reads from the
+// start of each line of a service's stderr (SyslogLevelPrefix=yes).
+class SyslogPriority final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    static constexpr const char* kPrefix[] = {"<7>", "<7>", "<6>", "<4>", "<3>", "<2>", "<6>"};
+    const auto level = static_cast<size_t>(msg.level);
+    const std::string_view p = kPrefix[level < 7 ? level : 6];
+    dest.append(p.data(), p.data() + p.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<SyslogPriority>();
+  }
+};
+
+// Under systemd (JOURNAL_STREAM names our stderr) log plain lines with
+// their priority to stderr, and let the journal add time and name.
+void LogToJournalWhenThere() {
+  if (getenv("JOURNAL_STREAM") == nullptr) return;
+  auto logger = std::make_shared<spdlog::logger>("hwwatchd",
+                                                 std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<SyslogPriority>('*').set_pattern("%*%v");
+  logger->set_formatter(std::move(formatter));
+  spdlog::set_default_logger(std::move(logger));
 }
 
 }  // namespace
@@ -59,6 +89,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.socket_mode = static_cast<mode_t>(mode);
+  LogToJournalWhenThere();
   spdlog::set_level(spdlog::level::from_str(log_level));
 
   // systemd socket activation hands over one listening socket.

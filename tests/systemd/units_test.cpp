@@ -76,6 +76,33 @@ TEST(SystemdUnits, ServiceKeepsOnlyThePrivilegesItNeeds) {
   EXPECT_NE(s.find("Restart=on-failure"), std::string::npos);
 }
 
+// Under systemd, journald reads each stderr line's "<N>" syslog priority.
+TEST(Journal, UnderSystemdEveryLogLineStartsWithItsPriority) {
+  testing::TempDir dir;
+  auto r =
+      testing::RunCommand({"/usr/bin/timeout", "-s", "TERM", "2", testing::BinDir() + "/hwwatchd",
+                           "--socket", dir.File("d.sock"), "--log-level", "debug"},
+                          std::chrono::seconds(20), {"JOURNAL_STREAM=8:1234"});
+  ASSERT_FALSE(r.timed_out);
+  std::istringstream lines(r.err);
+  std::string line;
+  int info = 0, debug = 0, other = 0;
+  while (std::getline(lines, line)) {
+    if (line.rfind("<6>", 0) == 0) {
+      ++info;
+    } else if (line.rfind("<7>", 0) == 0) {
+      ++debug;
+    } else {
+      ++other;
+      ADD_FAILURE() << "a line without a priority: " << line;
+    }
+  }
+  EXPECT_GT(info, 0) << r.err;
+  EXPECT_GT(debug, 0) << r.err;
+  EXPECT_NE(r.err.find("<6>listening on"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
 TEST(SocketActivation, DaemonServesAnInheritedSocket) {
   // systemd-socket-activate listens, then starts hwwatchd on the first
   // connection with LISTEN_FDS=1, as the .socket unit would.
