@@ -49,6 +49,9 @@ std::optional<ProcCreds> ParseProcStatus(const std::string& status) {
       c.ppid = std::stoi(value);
     } else if (key == "TracerPid") {
       c.tracer_pid = std::stoi(value);
+    } else if (key == "Groups") {
+      std::istringstream ids(value);
+      for (unsigned g; ids >> g;) c.groups.push_back(g);
     } else if (key == "CapPrm") {
       c.cap_prm = std::stoull(value, nullptr, 16);
     } else if (key == "CapEff") {

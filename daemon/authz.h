@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "daemon/problem.h"
 
@@ -28,6 +29,7 @@ struct ProcCreds {
   gid_t rgid = 0, egid = 0, sgid = 0;
   uint64_t cap_prm = 0;
   uint64_t cap_eff = 0;
+  std::vector<gid_t> groups;  // supplementary groups
   // get_dumpable() == SUID_DUMP_USER. The kernel makes the files under
   // /proc/PID owned by root when a process is not dumpable; that is how it
   // is read here (so it is only visible for targets whose euid is not 0).

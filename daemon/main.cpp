@@ -1,4 +1,5 @@
 // hwwatchd: arbitrates the host's hardware debug registers over gRPC.
+#include <grp.h>
 #include <spdlog/cfg/helpers.h>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -78,7 +79,20 @@ int main(int argc, char** argv) {
   app.add_option("--quota-slots", options.limits.slots_per_uid,
                  "Registers one non-root uid may hold at once")
       ->capture_default_str();
+  std::string cpu_group;
+  app.add_option("--cpu-group", cpu_group,
+                 "Group (name or gid) whose members may also watch CPUs and kernel addresses");
   CLI11_PARSE(app, argc, argv);
+  if (!cpu_group.empty()) {
+    if (const group* g = getgrnam(cpu_group.c_str())) {
+      options.limits.cpu_group = g->gr_gid;
+    } else if (cpu_group.find_first_not_of("0123456789") == std::string::npos) {
+      options.limits.cpu_group = static_cast<gid_t>(std::stoul(cpu_group));
+    } else {
+      std::fprintf(stderr, "hwwatchd: --cpu-group: no group '%s'\n", cpu_group.c_str());
+      return 2;
+    }
+  }
   options.lock = *hwwatch::engine::ParseLockMode(lock);
 
   char* end = nullptr;

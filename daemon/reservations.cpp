@@ -70,6 +70,7 @@ ProcCreds CallerCreds(const Peer& caller) {
     c.cap_prm = p->cap_prm;
     c.cap_eff = p->cap_eff;
     c.tgid = p->tgid;
+    c.groups = p->groups;
   }
   return c;
 }
@@ -171,13 +172,20 @@ ProcCreds ReservationManager::SessionCreds(const Peer& caller) const {
   return c;
 }
 
+bool ReservationManager::InCpuGroup(const Peer& caller, const ProcCreds& me) const {
+  const gid_t g = limits_.cpu_group;
+  if (g == static_cast<gid_t>(-1)) return false;
+  return caller.creds.gid == g ||
+         std::find(me.groups.begin(), me.groups.end(), g) != me.groups.end();
+}
+
 std::optional<Refused> ReservationManager::Authorize(const Peer& caller, const TargetSpec& target,
                                                      const WatchSpec& watch) const {
   const ProcCreds me = SessionCreds(caller);
   const bool kernel_address = watch.region.address >= UserAddressLimit(caps_.arch);
   if (!target.is_task() || kernel_address) {
     const bool allowed = caller.creds.uid == 0 || me.HasCap(kCapPerfmon) ||
-                         me.HasCap(kCapSysAdmin) || caller.creds.gid == limits_.cpu_group;
+                         me.HasCap(kCapSysAdmin) || InCpuGroup(caller, me);
     if (!allowed) {
       v1::Refusal r;
       r.set_reason(v1::Refusal::NOT_PERMITTED);

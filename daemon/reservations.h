@@ -120,6 +120,8 @@ class ReservationManager {
   // ids from SO_PEERCRED, capabilities from /proc (a session keeps the
   // privileges it connected with, as SO_PEERCRED keeps its ids).
   ProcCreds SessionCreds(const Peer& caller) const;
+  // A member (primary or supplementary) of the configured CPU group.
+  bool InCpuGroup(const Peer& caller, const ProcCreds& me) const;
   // Closes the entry's events and gives back its slots and quota; tells
   // its streams why. Needs mu_.
   void Disarm(Entry& e, const char* why);

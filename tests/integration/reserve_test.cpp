@@ -259,6 +259,38 @@ TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
   EXPECT_TRUE(found);
 }
 
+TEST(Authorization, MembersOfTheCpuGroupMayWatchCpus) {
+  ASSERT_EQ(geteuid(), 0u);
+  const passwd* nobody = getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  // nobody's own group is the CPU group here.
+  testing::DaemonProcess d({"--cpu-group", std::to_string(nobody->pw_gid)});
+  ASSERT_TRUE(d.running()) << d.Log();
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    int res = -1;
+    if (setgroups(0, nullptr) == 0 &&
+        setresgid(nobody->pw_gid, nobody->pw_gid, nobody->pw_gid) == 0 &&
+        setresuid(nobody->pw_uid, nobody->pw_uid, nobody->pw_uid) == 0) {
+      if (auto c = Client::Connect(d.socket())) {
+        auto r = c.value()->Reserve(OnCpu(0, 0xc0000));
+        res = r ? 0 : static_cast<int>(r.error().code);
+        if (r) (void)c.value()->Release(r->id());
+      }
+    }
+    (void)!write(p[1], &res, sizeof res);
+    _exit(0);
+  }
+  int res = -1;
+  ASSERT_EQ(read(p[0], &res, sizeof res), static_cast<ssize_t>(sizeof res));
+  waitpid(child, nullptr, 0);
+  close(p[0]);
+  close(p[1]);
+  EXPECT_EQ(res, 0) << "a member of --cpu-group may watch a CPU";
+}
+
 TEST(Quota, ANonRootUidHoldsAtMostItsQuota) {
   ASSERT_EQ(geteuid(), 0u);
   const passwd* nobody = getpwnam("nobody");
