@@ -24,6 +24,7 @@
 
 #include "arch/perf_event.h"
 #include "client/client.h"
+#include "tests/bench/process_bench.h"
 #include "tests/bench/spawned_daemon.h"
 
 namespace hwwatch::bench {
@@ -40,6 +41,7 @@ struct Params {
   std::vector<unsigned> clients = {1, 8, 64};
   unsigned ops = 2000;
   unsigned p7_threads = 250;
+  unsigned p9_threads = 200;
   unsigned repeat = 3;
   bool json = false;
   bool suite = false;
@@ -49,6 +51,7 @@ struct Params {
 constexpr unsigned kSuiteIterations = 10000;
 constexpr unsigned kSuiteOps = 10000;
 constexpr unsigned kSuiteP7Threads = 2500;
+constexpr unsigned kSuiteP9Threads = 1000;
 constexpr unsigned kSuiteRepeat = 5;
 
 // Four distinct 8-aligned words of this process: one thread may hold a
@@ -442,8 +445,57 @@ std::vector<Throughput> MeasureThroughputs(const Params& p, const std::string& s
   return out;
 }
 
+// A JSON string literal.
+std::string JsonString(const std::string& in) {
+  std::string out = "\"";
+  for (unsigned char c : in) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+// A positive figure, or null when it was not measured.
+std::string JsonNumber(double v, const char* format) {
+  if (!(v > 0)) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+double Ratio(double a, double b) { return a > 0 && b > 0 ? a / b : 0; }
+
+// The "p9" object: numbers are null when not measured, and the reason is
+// given ("refused", "ptrace_not_measured", "error").
+std::string P9Json(const ProcessTargetFigures& x) {
+  std::string j =
+      "{\"threads\":" + std::to_string(x.threads) + ",\"tasks\":" + std::to_string(x.tasks) +
+      ",\"daemon_count_us\":" + JsonNumber(x.daemon_count_us, "%.1f") +
+      ",\"daemon_samples_us\":" + JsonNumber(x.daemon_samples_us, "%.1f") +
+      ",\"direct_us\":" + JsonNumber(x.direct_us, "%.1f") +
+      ",\"ratio_count\":" + JsonNumber(Ratio(x.daemon_count_us, x.direct_us), "%.4f") +
+      ",\"ratio_samples\":" + JsonNumber(Ratio(x.daemon_samples_us, x.direct_us), "%.4f") +
+      ",\"ptrace_us\":" + JsonNumber(x.ptrace_us, "%.1f") +
+      ",\"ptrace_ratio\":" + JsonNumber(Ratio(x.ptrace_us, x.direct_us), "%.4f") +
+      ",\"refusals\":" + std::to_string(x.refusals);
+  if (!x.refused.empty()) j += ",\"refused\":" + JsonString(x.refused);
+  if (!x.ptrace_not_measured.empty()) {
+    j += ",\"ptrace_not_measured\":" + JsonString(x.ptrace_not_measured);
+  }
+  if (!x.error.empty()) j += ",\"error\":" + JsonString(x.error);
+  return j + "}";
+}
+
 void Print(const Params& p, const std::string& daemon, const Latency& l, const Footprint& f,
-           const std::vector<Throughput>& t) {
+           const std::vector<Throughput>& t, const ProcessTargetFigures& x) {
   const double p5 = l.reserve_release_us / l.empty_us;
   const double p6 = l.reserve_release_us / l.direct_us;
   // A Reserve+Release pair is two round trips against one on the other side
@@ -469,11 +521,12 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
         "\"ratio\":%.4f,\"ratio_vs_two_rpcs\":%.4f,\"direct_refused\":%llu},"
         "\"p7\":{\"threads\":%u,\"reservations\":%u,\"refused\":%u,\"errors\":%u,"
         "\"rss_mib\":%.2f,\"baseline_rss_mib\":%.2f},"
-        "\"throughput\":[%s]}\n",
+        "\"throughput\":[%s],\"p9\":%s}\n",
         l.empty_rpc.c_str(), p.iterations, p.repeat, l.reserve_release_us, l.empty_us, p5,
         p5_per_rpc, static_cast<unsigned long long>(l.reserve_refused), l.reserve_release_us,
         l.direct_us, p6, p6_two, static_cast<unsigned long long>(l.direct_refused), f.threads,
-        f.reservations, f.refused, f.errors, f.rss_mib, f.baseline_rss_mib, tp.c_str());
+        f.reservations, f.refused, f.errors, f.rss_mib, f.baseline_rss_mib, tp.c_str(),
+        P9Json(x).c_str());
     return;
   }
   std::printf("hwwatchd %s; empty RPC %s; median of %u runs of %u iterations\n", daemon.c_str(),
@@ -501,6 +554,23 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
       "<= 64");
   std::printf("   baseline RSS %.2f MiB; %u threads, %u refused, %u errors\n", f.baseline_rss_mib,
               f.threads, f.refused, f.errors);
+  row("P9 pid watch, " + std::to_string(x.tasks) + " threads: pair " + us(x.daemon_count_us) +
+          " / direct " + us(x.direct_us),
+      Ratio(x.daemon_count_us, x.direct_us), "<= 1.5");
+  row("   samples delivery " + us(x.daemon_samples_us) + " / direct",
+      Ratio(x.daemon_samples_us, x.direct_us), "");
+  if (x.ptrace_not_measured.empty()) {
+    row("   ptrace per thread, as a debugger " + us(x.ptrace_us) + " / direct",
+        Ratio(x.ptrace_us, x.direct_us), "");
+  } else {
+    std::printf("   ptrace figure not measured: %s\n", x.ptrace_not_measured.c_str());
+  }
+  if (x.refusals || !x.refused.empty()) {
+    std::printf("   slots held elsewhere: %llu refusals retried%s%s\n",
+                static_cast<unsigned long long>(x.refusals), x.refused.empty() ? "" : "; ",
+                x.refused.c_str());
+  }
+  if (!x.error.empty()) std::printf("   P9 failed: %s\n", x.error.c_str());
   std::printf("throughput, reserve+release pairs/s (%u pairs per run):\n", p.ops);
   for (const auto& x : t) {
     std::printf("   %3u client(s)  %10.1f   (%llu failed)\n", x.clients, x.ops_per_s,
@@ -513,6 +583,7 @@ int Run(Params p, const CLI::App& cmd) {
     if (!cmd.count("--iterations")) p.iterations = kSuiteIterations;
     if (!cmd.count("--ops")) p.ops = kSuiteOps;
     if (!cmd.count("--p7-threads")) p.p7_threads = kSuiteP7Threads;
+    if (!cmd.count("--p9-threads")) p.p9_threads = kSuiteP9Threads;
     if (!cmd.count("--repeat")) p.repeat = kSuiteRepeat;
   }
   p.repeat = std::max(1u, p.repeat);
@@ -527,10 +598,13 @@ int Run(Params p, const CLI::App& cmd) {
   Latency l;
   Footprint f;
   std::vector<Throughput> t;
+  ProcessTargetFigures x;
   try {
     l = MeasureLatency(p, d->socket());
     t = MeasureThroughputs(p, d->socket());
     f = MeasureFootprint(p, *d);
+    // Reports its own failures: P5-P7 stand without it.
+    x = MeasureProcessTarget(d->socket(), p.p9_threads, p.repeat);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "hwwatch-bench rpc: %s\n", e.what());
     const std::string ended = d->Exited();
@@ -538,8 +612,13 @@ int Run(Params p, const CLI::App& cmd) {
     d->Stop();
     return 1;
   }
+  if (!x.error.empty()) {
+    std::fprintf(stderr, "hwwatch-bench rpc: P9: %s\n", x.error.c_str());
+    const std::string ended = d->Exited();
+    if (!ended.empty()) std::fprintf(stderr, "hwwatch-bench rpc: %s\n", ended.c_str());
+  }
   d->Stop();
-  Print(p, daemon, l, f, t);
+  Print(p, daemon, l, f, t, x);
   return 0;
 }
 
@@ -554,7 +633,11 @@ void AddRpcCommand(CLI::App& app, std::function<int()>* run) {
       "the empty RPC (grpc.health.v1.Health/Check), same connection. P6: the same pair / direct "
       "perf_event_open+close on the same thread and address plus one empty RPC. P7: the daemon's "
       "RSS while holding 4 watches on each of --p7-threads threads. Throughput: Reserve+Release "
-      "pairs per second with each of --threads concurrent clients, --ops pairs each run.");
+      "pairs per second with each of --threads concurrent clients, --ops pairs each run. P9: "
+      "Reserve+Release of one write watch on every thread of a forked process with --p9-threads "
+      "threads (a pid target; count and samples delivery) / perf_event_open on each of its "
+      "threads then close all; also PTRACE_SEIZE+INTERRUPT+DR0/DR7 arm+disarm+DETACH per "
+      "thread, as a debugger does, against the same.");
   cmd->add_option("--daemon", p.daemon, "hwwatchd to start (default: the one beside this program)");
   cmd->add_option("--socket", p.socket,
                   "Socket the started hwwatchd listens on (default: in a fresh temp dir)");
@@ -571,10 +654,14 @@ void AddRpcCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--p7-threads", p.p7_threads, "P7: threads holding 4 watches each")
       ->check(CLI::Range(1u, 20000u))
       ->capture_default_str();
+  cmd->add_option("--p9-threads", p.p9_threads,
+                  "P9: threads of the process a process-wide watch is armed on")
+      ->check(CLI::Range(1u, 10000u))
+      ->capture_default_str();
   cmd->add_option("--repeat", p.repeat, "Runs; the median is reported")->capture_default_str();
   cmd->add_flag("--suite", p.suite,
-                "Full sizes (--iterations 10000 --ops 10000 --p7-threads 2500 --repeat 5) for "
-                "every size not given");
+                "Full sizes (--iterations 10000 --ops 10000 --p7-threads 2500 --p9-threads 1000 "
+                "--repeat 5) for every size not given");
   cmd->add_flag("--json", p.json, "Print one JSON object");
   cmd->footer(
       "Examples:\n  hwwatch-bench rpc --json\n  hwwatch-bench rpc --suite\n"
