@@ -377,18 +377,6 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
     g.key = req.target().SerializeAsString() + "/" + req.watch().SerializeAsString() + "/" +
             std::to_string(delivery) + (req.capture_value() ? "/v" : "/");
   }
-  std::shared_ptr<Group> joined;
-  uint64_t id = 0;
-  if (!g.key.empty()) {
-    std::lock_guard lock(mu_);
-    if (auto it = groups_.find(g.key); it != groups_.end()) {
-      joined = it->second;
-      id = next_shared_id_++;
-      joined->members.push_back(id);
-      events_.SetOwner(id, caller.session_id);
-      events_.SetMembers(joined->id, joined->members);
-    }
-  }
   arch::PerfOptions opts;
   opts.exclude_kernel = target->is_task();
   opts.sampling = delivery == v1::DELIVERY_SAMPLES;
@@ -405,6 +393,18 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
     }
   } else {
     threads.push_back(*target);
+  }
+  std::shared_ptr<Group> joined;
+  uint64_t id = 0;
+  if (!g.key.empty()) {
+    std::lock_guard lock(mu_);
+    if (auto it = groups_.find(g.key); it != groups_.end()) {
+      joined = it->second;
+      id = next_shared_id_++;
+      joined->members.push_back(id);
+      events_.SetOwner(id, caller.session_id);
+      events_.SetMembers(joined->id, joined->members);
+    }
   }
   for (const TargetSpec& t : threads) {
     if (joined) break;
