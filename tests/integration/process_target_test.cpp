@@ -106,7 +106,8 @@ TEST(ProcessTarget, EveryThreadNowAndLaterIsArmedAndExitsAreDropped) {
   ThreadsTarget target;
   ASSERT_EQ(target.Line(), "ready\n");
   const std::vector<pid_t> threads = target.Threads();
-  ASSERT_EQ(threads.size(), 3u);
+  // Main and two workers (a sanitizer runtime may add its own thread).
+  ASSERT_GE(threads.size(), 3u);
   for (pid_t tid : threads) ASSERT_EQ(KernelFreeOnThread(tid), 4u) << "slots held outside";
 
   auto c = Client::Connect(d.socket());
@@ -150,7 +151,8 @@ TEST(ProcessTarget, AFullThreadRefusesTheWholeProcessAndLeavesNothingArmed) {
   ThreadsTarget target;
   ASSERT_EQ(target.Line(), "ready\n");
   const std::vector<pid_t> threads = target.Threads();
-  ASSERT_EQ(threads.size(), 3u);
+  // Main and two workers (a sanitizer runtime may add its own thread).
+  ASSERT_GE(threads.size(), 3u);
   auto c = Client::Connect(d.socket());
   ASSERT_TRUE(c);
   // Fill the last thread through the daemon.
