@@ -18,9 +18,12 @@
 #include "client/client.h"
 #include "daemon/daemon.h"
 #include "tests/support/process.h"
+#include "tests/support/targets.h"
 
 namespace hwwatch::daemon {
 namespace {
+
+using testing::Sleeper;
 
 class InProcessDaemon {
  public:
@@ -60,24 +63,6 @@ TEST(Service, ModifyOfAnUnknownReservationIsNotFound) {
   EXPECT_EQ(r.error().code, grpc::StatusCode::NOT_FOUND);
   EXPECT_NE(r.error().message.find("424242"), std::string::npos) << r.error().message;
 }
-
-// A process that sleeps until killed: something to watch.
-class Sleeper {
- public:
-  Sleeper() : pid_(fork()) {
-    if (pid_ == 0) {
-      for (;;) pause();
-    }
-  }
-  ~Sleeper() {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_;
-};
 
 // Several clients at once each follow their own reservation and see its
 // release, and only that (the sanitizer builds run this over the hub, the

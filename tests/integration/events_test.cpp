@@ -14,33 +14,15 @@
 
 #include "client/client.h"
 #include "tests/support/process.h"
+#include "tests/support/targets.h"
 
 namespace hwwatch {
 namespace {
 
+using testing::Sleeper;
+
 using client::Client;
 namespace v1 = ::hwwatch::v1;
-
-class Sleeper {
- public:
-  Sleeper() {
-    pid_ = fork();
-    if (pid_ == 0) {
-      for (;;) pause();
-    }
-  }
-  ~Sleeper() { Kill(); }
-  void Kill() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, __WALL);
-    pid_ = -1;
-  }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_;
-};
 
 v1::ReserveRequest Watch(pid_t tid, v1::Delivery delivery = v1::DELIVERY_DEFAULT) {
   v1::ReserveRequest r;

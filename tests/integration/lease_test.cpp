@@ -12,29 +12,16 @@
 #include "arch/perf_event.h"
 #include "client/client.h"
 #include "tests/support/process.h"
+#include "tests/support/targets.h"
 
 namespace hwwatch {
 namespace {
 
+using testing::KernelFreeOnThread;
+using testing::Sleeper;
+
 using client::Client;
 namespace v1 = ::hwwatch::v1;
-
-class Sleeper {
- public:
-  Sleeper() : pid_(fork()) {
-    if (pid_ == 0) {
-      for (;;) pause();
-    }
-  }
-  ~Sleeper() {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_;
-};
 
 v1::ReserveRequest Leased(pid_t tid, int64_t seconds) {
   v1::ReserveRequest r;
@@ -44,20 +31,6 @@ v1::ReserveRequest Leased(pid_t tid, int64_t seconds) {
   r.mutable_watch()->set_access(v1::ACCESS_WRITE);
   r.mutable_lease()->set_seconds(seconds);
   return r;
-}
-
-// Slots the kernel still gives on thread `tid` (opens and closes them).
-unsigned KernelFreeOnThread(pid_t tid) {
-  static volatile uint64_t word;
-  std::vector<arch::PerfBreakpoint> held;
-  for (int i = 0; i < 16; ++i) {
-    auto bp =
-        arch::PerfBreakpoint::Open({reinterpret_cast<uint64_t>(&word), 8, arch::Access::kWrite},
-                                   arch::PerfTarget::Thread(tid));
-    if (!bp) break;
-    held.push_back(std::move(bp.value()));
-  }
-  return static_cast<unsigned>(held.size());
 }
 
 // Polls List (every reservation, root) for up to 5 s until `pred` holds.

@@ -9,29 +9,16 @@
 #include "arch/perf_event.h"
 #include "client/client.h"
 #include "tests/support/process.h"
+#include "tests/support/targets.h"
 
 namespace hwwatch {
 namespace {
 
+using testing::KernelFreeOnThread;
+using testing::Sleeper;
+
 using client::Client;
 namespace v1 = ::hwwatch::v1;
-
-class Sleeper {
- public:
-  Sleeper() : pid_(fork()) {
-    if (pid_ == 0) {
-      for (;;) pause();
-    }
-  }
-  ~Sleeper() {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_;
-};
 
 v1::Watch W(uint64_t address, uint64_t length) {
   v1::Watch w;
@@ -46,19 +33,6 @@ v1::ReserveRequest On(pid_t tid, const v1::Watch& w) {
   r.mutable_target()->set_tid(tid);
   *r.mutable_watch() = w;
   return r;
-}
-
-unsigned KernelFreeOnThread(pid_t tid) {
-  static volatile uint64_t word;
-  std::vector<arch::PerfBreakpoint> held;
-  for (int i = 0; i < 16; ++i) {
-    auto bp =
-        arch::PerfBreakpoint::Open({reinterpret_cast<uint64_t>(&word), 8, arch::Access::kWrite},
-                                   arch::PerfTarget::Thread(tid));
-    if (!bp) break;
-    held.push_back(std::move(bp.value()));
-  }
-  return static_cast<unsigned>(held.size());
 }
 
 class Modify : public ::testing::Test {

@@ -15,9 +15,12 @@
 #include "arch/perf_event.h"
 #include "client/client.h"
 #include "tests/support/process.h"
+#include "tests/support/targets.h"
 
 namespace hwwatch {
 namespace {
+
+using testing::KernelFreeOnThread;
 
 using client::Client;
 namespace v1 = ::hwwatch::v1;
@@ -73,19 +76,6 @@ class ThreadsTarget {
   int to_ = -1;
   FILE* from_ = nullptr;
 };
-
-unsigned KernelFreeOnThread(pid_t tid) {
-  static volatile uint64_t word;
-  std::vector<arch::PerfBreakpoint> held;
-  for (int i = 0; i < 16; ++i) {
-    auto bp =
-        arch::PerfBreakpoint::Open({reinterpret_cast<uint64_t>(&word), 8, arch::Access::kWrite},
-                                   arch::PerfTarget::Thread(tid));
-    if (!bp) break;
-    held.push_back(std::move(bp.value()));
-  }
-  return static_cast<unsigned>(held.size());
-}
 
 // The next event other than a hit within 10 s (cancels the stream if none).
 std::optional<v1::Event> NextLifecycle(client::EventStream& s) {

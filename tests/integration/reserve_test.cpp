@@ -15,31 +15,16 @@
 #include "arch/perf_event.h"
 #include "client/client.h"
 #include "tests/support/process.h"
+#include "tests/support/targets.h"
 
 namespace hwwatch {
 namespace {
 
+using testing::KernelFreeOnCpu;
+using testing::Sleeper;
+
 using client::Client;
 namespace v1 = ::hwwatch::v1;
-
-// A process that sleeps until killed (the watched target).
-class Sleeper {
- public:
-  Sleeper() {
-    pid_ = fork();
-    if (pid_ == 0) {
-      for (;;) pause();
-    }
-  }
-  ~Sleeper() {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_;
-};
 
 v1::ReserveRequest OnTid(pid_t tid, uint64_t addr, uint64_t len,
                          v1::Access access = v1::ACCESS_WRITE) {
@@ -58,21 +43,6 @@ v1::ReserveRequest OnCpu(unsigned cpu, uint64_t addr) {
   r.mutable_watch()->set_length(8);
   r.mutable_watch()->set_access(v1::ACCESS_READ_WRITE);
   return r;
-}
-
-// How many CPU breakpoints the kernel still accepts on `cpu`: the kernel's
-// own view of the free slots there.
-unsigned KernelFreeOnCpu(unsigned cpu) {
-  static volatile uint64_t word;
-  std::vector<arch::PerfBreakpoint> held;
-  for (int i = 0; i < 16; ++i) {
-    auto bp =
-        arch::PerfBreakpoint::Open({reinterpret_cast<uint64_t>(&word), 8, arch::Access::kReadWrite},
-                                   arch::PerfTarget::Cpu(static_cast<int>(cpu)));
-    if (!bp) break;
-    held.push_back(std::move(bp.value()));
-  }
-  return static_cast<unsigned>(held.size());
 }
 
 std::unique_ptr<Client> Connect(const testing::DaemonProcess& d) {

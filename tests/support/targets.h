@@ -1,0 +1,32 @@
+// Test support: things to watch, and the kernel's own count of free debug
+// register slots (what perf_event_open still accepts), used to check that
+// the daemon armed or freed registers for real.
+#pragma once
+
+#include <sys/types.h>
+
+namespace hwwatch::testing {
+
+// A forked process that sleeps until killed (and is killed and reaped on
+// destruction). Fork it before starting threads of the test's own.
+class Sleeper {
+ public:
+  Sleeper();
+  ~Sleeper() { Kill(); }
+  Sleeper(const Sleeper&) = delete;
+  Sleeper& operator=(const Sleeper&) = delete;
+  pid_t pid() const { return pid_; }
+  // SIGKILL and reap now (idempotent); also works while it is traced.
+  void Kill();
+
+ private:
+  pid_t pid_;
+};
+
+// Write breakpoints the kernel still accepts on thread `tid` (at most 16;
+// every one opened is closed again).
+unsigned KernelFreeOnThread(pid_t tid);
+// Read/write breakpoints the kernel still accepts on CPU `cpu`.
+unsigned KernelFreeOnCpu(unsigned cpu);
+
+}  // namespace hwwatch::testing
