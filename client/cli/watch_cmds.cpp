@@ -368,14 +368,20 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
         int code = kOk;
         auto c = ConnectOrReport(g, &code);
         if (!c) return code;
+        // Follow this connection's reservations first, so that not even the
+        // first hit after arming is missed.
+        auto stream = c->Follow({}, true);
         auto r = c->Reserve(req);
-        if (!r) return ReportError(r.error());
+        if (!r) {
+          stream->Cancel();
+          (void)stream->Finish();
+          return ReportError(r.error());
+        }
         // The value before the first hit, read once the watch is armed (a
         // write racing this read shows as old == new on the first line).
         const pid_t task = req.target().has_tid() ? req.target().tid() : req.target().pid();
         std::string last = task > 0 ? ReadTarget(task, w.Address(), w.len) : "";
         const uint64_t id = r->id();
-        auto stream = c->Follow({id}, true);
         if (!g.json) {
           const std::string shared =
               r->sharers() > 1 ? ", shared with " + std::to_string(r->sharers() - 1) + " other"
@@ -413,6 +419,8 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
                         e.released().why().c_str());
           } else if (e.has_exited()) {
             std::printf("thread %d exited\n", e.exited().tid());
+          } else if (e.has_thread_added()) {
+            std::printf("thread %d started: watched too\n", e.thread_added().tid());
           }
           std::fflush(stdout);
           if (e.has_hit()) ++hits;
