@@ -75,6 +75,30 @@ ProcCreds CallerCreds(const Peer& caller) {
   return c;
 }
 
+// Reservation.registers / Admission.registers from a cover.
+void SetRegisters(const arch::Cover& cover, google::protobuf::RepeatedPtrField<v1::Register>* out) {
+  out->Clear();
+  for (const auto& reg : cover.registers) {
+    v1::Register* r = out->Add();
+    r->set_address(reg.address);
+    r->set_length(static_cast<uint32_t>(reg.length));
+  }
+}
+
+// Reservations with equal keys share their registers; "" never shares (a
+// stop's si_perf_data must carry the caller's own id).
+std::string ShareKey(const v1::Target& target, const v1::Watch& watch, v1::Delivery delivery,
+                     bool capture) {
+  if (delivery == v1::DELIVERY_STOP) return "";
+  return target.SerializeAsString() + "/" + watch.SerializeAsString() + "/" +
+         std::to_string(delivery) + (capture ? "/v" : "/");
+}
+
+// Bytes of a watched region that a hit reports.
+uint32_t CaptureLength(const arch::Region& region) {
+  return static_cast<uint32_t>(std::min<uint64_t>(region.length, kMaxCapture));
+}
+
 // The threads of process `pid`, sorted (empty when it is gone).
 std::vector<pid_t> ListThreads(pid_t pid) {
   std::vector<pid_t> out;
@@ -248,8 +272,7 @@ std::variant<ReservationManager::Arm, Refused> ReservationManager::ArmThread(
           std::move(bp.value()), std::move(ring.value()), reservation, arm.tid, 0, 0, {}});
       if (capture) {
         se->capture_address = watch.region.address;
-        se->capture_length =
-            static_cast<uint32_t>(std::min<uint64_t>(watch.region.length, kMaxCapture));
+        se->capture_length = CaptureLength(watch.region);
       }
       for (const auto& reg : watch.cover.registers) se->registers.push_back(reg.address);
       arm.sampled.push_back(std::move(se));
@@ -371,17 +394,13 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   auto entry = std::make_unique<Entry>();
   entry->group = std::make_shared<Group>();
   Group& g = *entry->group;
-  // The same watch on the same target shares the registers (not stops:
-  // their si_perf_data must carry the caller's own id).
-  if (delivery != v1::DELIVERY_STOP) {
-    g.key = req.target().SerializeAsString() + "/" + req.watch().SerializeAsString() + "/" +
-            std::to_string(delivery) + (req.capture_value() ? "/v" : "/");
-  }
+  entry->capture = req.capture_value() && target->is_task();
+  // The same watch on the same target shares the registers.
+  g.key = ShareKey(req.target(), req.watch(), delivery, entry->capture);
   arch::PerfOptions opts;
   opts.exclude_kernel = target->is_task();
   opts.sampling = delivery == v1::DELIVERY_SAMPLES;
   opts.sigtrap = delivery == v1::DELIVERY_STOP;
-  entry->capture = req.capture_value() && target->is_task();
   // A process: every thread it has now (later ones are found by Reap()).
   std::vector<TargetSpec> threads;
   if (target->kind == TargetSpec::Kind::kProcess) {
@@ -439,11 +458,7 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   p.set_delivery(delivery);
   p.set_slot_type(ToProto(type));
   p.set_weight(weight);
-  for (const auto& reg : watch->cover.registers) {
-    v1::Register* r = p.add_registers();
-    r->set_address(reg.address);
-    r->set_length(static_cast<uint32_t>(reg.length));
-  }
+  SetRegisters(watch->cover, p.mutable_registers());
   v1::Owner* o = p.mutable_owner();
   o->set_uid(caller.creds.uid);
   o->set_gid(caller.creds.gid);
@@ -650,11 +665,8 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
   for (auto& se : arm.sampled) {
     std::vector<uint64_t> regs;
     for (const auto& reg : watch->cover.registers) regs.push_back(reg.address);
-    const uint64_t capture_address = se->capture_length > 0 ? watch->region.address : 0;
-    const uint32_t capture_length =
-        se->capture_length > 0
-            ? static_cast<uint32_t>(std::min<uint64_t>(watch->region.length, kMaxCapture))
-            : 0;
+    const uint64_t capture_address = e.capture ? watch->region.address : 0;
+    const uint32_t capture_length = e.capture ? CaptureLength(watch->region) : 0;
     reader_.Update(*se, [&](SampledEvent& s) {
       s.registers = std::move(regs);
       s.capture_address = capture_address;
@@ -669,20 +681,14 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
     if (auto old = groups_.find(g.key); old != groups_.end() && old->second == e.group) {
       groups_.erase(old);
     }
-    g.key = e.proto.target().SerializeAsString() + "/" + req.watch().SerializeAsString() + "/" +
-            std::to_string(e.proto.delivery()) + (e.capture ? "/v" : "/");
+    g.key = ShareKey(e.proto.target(), req.watch(), e.proto.delivery(), e.capture);
     groups_.emplace(g.key, e.group);
   }
   v1::Reservation& p = e.proto;
   *p.mutable_watch() = req.watch();
   p.set_weight(weight);
   p.set_slot_type(ToProto(type));
-  p.clear_registers();
-  for (const auto& reg : watch->cover.registers) {
-    v1::Register* r = p.add_registers();
-    r->set_address(reg.address);
-    r->set_length(static_cast<uint32_t>(reg.length));
-  }
+  SetRegisters(watch->cover, p.mutable_registers());
   return p;
 }
 
@@ -763,11 +769,7 @@ v1::SlotsResponse ReservationManager::Slots(const v1::SlotsRequest& req) {
       return out;
     }
     a->set_weight(watch->weight());
-    for (const auto& reg : watch->cover.registers) {
-      v1::Register* r = a->add_registers();
-      r->set_address(reg.address);
-      r->set_length(static_cast<uint32_t>(reg.length));
-    }
+    SetRegisters(watch->cover, a->mutable_registers());
     const arch::SlotType type = arch::SlotTypeOf(watch->region.access);
     auto no = engine_.Probe({ToEngine(*target), type, watch->weight()});
     a->set_fits(!no.has_value());
@@ -837,7 +839,7 @@ void ReservationManager::Reap() {
     for (auto& [id, e] : entries_) {
       if (e->group->id != gid) continue;
       if (e->target.kind == TargetSpec::Kind::kProcess) {
-        DropThread(*e, *e->group, tid);  // released below when none is left
+        DropThread(*e->group, tid);  // released below when none is left
       } else {
         for (Arm& arm : e->group->arms) DisarmOne(arm);
         e->group->arms.clear();  // the thread is gone: every sharer is released below
@@ -867,7 +869,7 @@ void ReservationManager::Reap() {
   }
 }
 
-void ReservationManager::DropThread(const Entry& e, Group& g, pid_t tid) {
+void ReservationManager::DropThread(Group& g, pid_t tid) {
   for (auto a = g.arms.begin(); a != g.arms.end(); ++a) {
     if (a->tid != tid) continue;
     DisarmOne(*a);
@@ -877,7 +879,6 @@ void ReservationManager::DropThread(const Entry& e, Group& g, pid_t tid) {
     ev.mutable_exited()->set_reservation_id(g.id);
     ev.mutable_exited()->set_tid(tid);
     events_.PublishGroup(g.id, ev, true);
-    (void)e;
     return;
   }
 }
@@ -888,7 +889,7 @@ void ReservationManager::FollowThreads(const Entry& e, Group& g) {
   for (const Arm& a : g.arms) {
     if (!std::binary_search(now.begin(), now.end(), a.tid)) gone.push_back(a.tid);
   }
-  for (pid_t tid : gone) DropThread(e, g, tid);
+  for (pid_t tid : gone) DropThread(g, tid);
   if (now.empty()) return;  // the process is gone
   WatchSpec watch{e.region, arch::CoverMode::kExact, e.cover};
   for (pid_t tid : now) {

@@ -108,7 +108,7 @@ class ReservationManager {
     std::vector<Arm> arms;
     std::vector<uint64_t> members;
   };
-  void DropThread(const Entry& e, Group& g, pid_t tid);
+  void DropThread(Group& g, pid_t tid);
   void FollowThreads(const Entry& e, Group& g);
   // Needs mu_: sets Reservation.sharers on every member of `g`.
   void UpdateSharers(const Group& g);
