@@ -1,5 +1,7 @@
 #include "daemon/daemon.h"
 
+#include <filesystem>
+
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -44,7 +46,12 @@ std::string Daemon::Start(const DaemonOptions& options) {
   spdlog::debug("self-test took {} ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                             std::chrono::steady_clock::now() - t0)
                                             .count());
-  reservations_ = std::make_unique<ReservationManager>(host, options.lock, options.limits);
+  std::string runtime_dir = options.runtime_dir;
+  if (runtime_dir.empty()) {
+    runtime_dir = std::filesystem::path(options.socket_path).parent_path().string();
+  }
+  reservations_ = std::make_unique<ReservationManager>(
+      host, options.lock, options.limits, runtime_dir.empty() ? "" : runtime_dir + "/ptrace");
   service_ = std::make_unique<WatchpointService>(std::move(caps), peers_, *reservations_);
 
   grpc::EnableDefaultHealthCheckService(true);

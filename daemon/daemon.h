@@ -25,6 +25,9 @@ namespace hwwatch::daemon {
 struct DaemonOptions {
   std::string socket_path = "/run/hwwatchd/hwwatchd.sock";
   mode_t socket_mode = 0666;
+  // Holds the journal of registers armed through ptrace (ptrace/); default:
+  // the socket's directory. Must survive a daemon restart.
+  std::string runtime_dir;
   // A listening socket inherited from systemd (socket activation), or -1.
   int inherited_fd = -1;
   // Handle SIGINT/SIGTERM (off for in-process tests).

@@ -8,6 +8,7 @@
 #include <systemd/sd-daemon.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdlib>
 
 #include "daemon/daemon.h"
@@ -71,6 +72,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--runtime-dir", options.runtime_dir,
+                 "Directory for the journal of registers armed through ptrace, kept across "
+                 "restarts (default: the socket's directory)");
   std::string lock = "sharded";
   app.add_option("--lock", lock,
                  "Constraint-engine locking: sharded (the kernel's scheme) or global (one mutex)")
@@ -109,6 +113,12 @@ int main(int argc, char** argv) {
   // systemd socket activation hands over one listening socket.
   if (sd_listen_fds(1) == 1) options.inherited_fd = SD_LISTEN_FDS_START;
   RaiseFileLimit();
+  // Tracees report to the tracer thread's signalfd: SIGCHLD is blocked in
+  // every thread (all are started after this).
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  pthread_sigmask(SIG_BLOCK, &chld, nullptr);
 
   hwwatch::daemon::Daemon daemon;
   std::string err = daemon.Start(options);

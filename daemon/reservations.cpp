@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "daemon/authz.h"
 
@@ -114,6 +115,16 @@ std::vector<pid_t> ListThreads(pid_t pid) {
   return out;
 }
 
+// The thread exists and has not ended (a zombie leader has).
+bool ThreadAlive(pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(tid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return false;
+  const size_t paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z' &&
+         line[paren + 2] != 'X';
+}
+
 }  // namespace
 
 struct ReservationManager::Entry {
@@ -126,7 +137,8 @@ struct ReservationManager::Entry {
   std::shared_ptr<Group> group;
   TargetSpec target;
   arch::PerfOptions options;  // how its events were opened
-  bool capture = false;       // hits carry the watched bytes
+  ArmHow how;
+  bool capture = false;  // hits carry the watched bytes
   arch::SlotType type = arch::SlotType::kData;
   arch::Region region;
   arch::Cover cover;
@@ -136,10 +148,19 @@ struct ReservationManager::Entry {
 };
 
 ReservationManager::ReservationManager(arch::HostCapabilities caps, engine::LockMode lock,
-                                       ReservationLimits limits)
+                                       ReservationLimits limits, std::string journal_dir)
     : caps_(std::move(caps)),
       limits_(limits),
       engine_(engine::Config{std::max(1u, caps_.cpus), caps_.pools, lock, 0}),
+      tracer_(std::move(journal_dir), Tracer::Sink{[this](const TraceHit& h) { OnTraceHit(h); },
+                                                   [this](uint64_t group, pid_t tid, int) {
+                                                     std::lock_guard lock(gone_mu_);
+                                                     gone_.emplace_back(group, tid);
+                                                   },
+                                                   [this](uint64_t group, pid_t tgid) {
+                                                     std::lock_guard lock(gone_mu_);
+                                                     execed_.emplace_back(group, tgid);
+                                                   }}),
       reader_(SampleReader::Sink{
           [this](const SampledEvent& e, const arch::PerfSample& s) { OnHit(e, s); },
           [this](const SampledEvent& e, uint64_t count) {
@@ -151,9 +172,21 @@ ReservationManager::ReservationManager(arch::HostCapabilities caps, engine::Lock
           [this](const SampledEvent& e) {
             std::lock_guard lock(gone_mu_);
             gone_.emplace_back(e.reservation, e.pid);
-          }}) {}
+          }}) {
+  if (unsigned n = tracer_.leftovers_cleared()) {
+    spdlog::warn("cleared debug registers a previous hwwatchd left armed on {} thread(s)", n);
+  }
+}
 
-ReservationManager::~ReservationManager() = default;
+ReservationManager::~ReservationManager() {
+  // Perf events first, then what the tracer holds: no SIGTRAP may reach a
+  // thread after the daemon stops tracing it.
+  std::lock_guard lock(mu_);
+  for (auto& [id, e] : entries_) {
+    for (Arm& arm : e->group->arms) DisarmOne(arm);
+    e->group->arms.clear();
+  }
+}
 
 Refused ReservationManager::Fail(Code code, std::string message,
                                  std::optional<v1::Refusal> refusal) {
@@ -235,10 +268,50 @@ std::optional<Refused> ReservationManager::Authorize(const Peer& caller, const T
                  r};
 }
 
+TraceUse ReservationManager::UseFor(uint64_t group, const WatchSpec& watch, bool capture,
+                                    const ArmHow& how) const {
+  TraceUse use;
+  use.group = group;
+  if (how.ptrace) {
+    for (unsigned i = 0; i < watch.cover.needed(); ++i) {
+      use.specs.push_back(watch.cover.Spec(caps_.arch, i));
+    }
+  }
+  if (capture) {
+    use.capture_address = watch.region.address;
+    use.capture_length = CaptureLength(watch.region);
+  }
+  return use;
+}
+
 std::variant<ReservationManager::Arm, Refused> ReservationManager::ArmThread(
     const TargetSpec& t, const WatchSpec& watch, arch::SlotType type, arch::PerfOptions opts,
-    uint64_t reservation, bool capture) {
+    uint64_t reservation, bool capture, const ArmHow& how) {
   const unsigned weight = watch.weight();
+  if (how.ptrace) {
+    // Accounted per debug register index (see TakePtraceSlots), armed by
+    // the tracer in exactly those.
+    auto taken = TakePtraceSlots(t.tid, type, weight, how.slot, nullptr);
+    if (auto* no = std::get_if<Refused>(&taken)) return std::move(*no);
+    TraceUse use = UseFor(reservation, watch, capture, how);
+    use.slots = std::get<std::vector<unsigned>>(taken);
+    auto armed = tracer_.Add(t.tid, use);
+    PutPtraceSlots(t.tid, type, use.slots);
+    if (!armed.ok()) return ArmError(armed.error(), t, weight);
+    // The tracer may have armed it already (a followed process's new
+    // thread): account what it used.
+    auto held = TakePtraceSlots(t.tid, type, weight, std::nullopt, &*armed);
+    if (auto* no = std::get_if<Refused>(&held)) {
+      tracer_.Remove(t.tid, reservation);
+      return std::move(*no);
+    }
+    Arm arm;
+    arm.tid = t.tid;
+    arm.traced_group = reservation;
+    arm.slots = *armed;
+    arm.slot_type = type;
+    return arm;
+  }
   engine::Admission a = engine_.Reserve({ToEngine(t), type, weight});
   if (!a) {
     v1::Refusal r = FromEngine(a.refusal());
@@ -251,7 +324,18 @@ std::variant<ReservationManager::Arm, Refused> ReservationManager::ArmThread(
   arm.engine_id = a.id();
   arch::Error err;
   bool failed = false;
-  for (unsigned i = 0; i < watch.cover.needed() && !failed; ++i) {
+  if (how.traced()) {
+    // Traced before any perf stop can fire: the daemon takes its SIGTRAPs.
+    auto slots = tracer_.Add(t.tid, UseFor(reservation, watch, capture, how));
+    if (slots.ok()) {
+      arm.traced_group = reservation;
+      arm.slots = *slots;
+    } else {
+      err = slots.error();
+      failed = true;
+    }
+  }
+  for (unsigned i = 0; i < watch.cover.needed() && !failed && !how.ptrace; ++i) {
     auto bp = arch::PerfBreakpoint::Open(watch.cover.Spec(caps_.arch, i), ToPerf(t), opts);
     if (!bp) {
       err = bp.error();
@@ -292,6 +376,11 @@ std::variant<ReservationManager::Arm, Refused> ReservationManager::ArmThread(
   if (!failed) return arm;
   // Roll back: close what was armed, give the engine its slots back.
   DisarmOne(arm);
+  return ArmError(err, t, weight);
+}
+
+Refused ReservationManager::ArmError(const arch::Error& err, const TargetSpec& t,
+                                     unsigned weight) const {
   if (err.Is(ENOSPC)) {
     v1::Refusal r;
     r.set_reason(v1::Refusal::HELD_OUTSIDE);
@@ -304,16 +393,124 @@ std::variant<ReservationManager::Arm, Refused> ReservationManager::ArmThread(
     return Refused{{Code::kResourceExhausted, m}, r};
   }
   if (err.Is(ESRCH)) return Refused{{Code::kNotFound, "the target went away: " + err.message}, {}};
+  if (err.Is(EPERM)) {
+    return Refused{{Code::kFailedPrecondition,
+                    "thread " + std::to_string(t.tid) +
+                        " is traced by another process, and hwwatchd must be its tracer for "
+                        "this (ptrace backend, or stops on an untraced thread): " +
+                        err.message},
+                   {}};
+  }
+  if (err.Is(EBUSY)) return Refused{{Code::kFailedPrecondition, err.message}, {}};
+  if (err.Is(EAGAIN)) return Refused{{Code::kFailedPrecondition, err.message}, {}};
   if (err.Is(EINVAL)) {
     return Refused{{Code::kInvalidArgument, "the kernel refused: " + err.message}, {}};
   }
   return Refused{{Code::kInternal, "arming failed: " + err.message}, {}};
 }
 
+std::variant<std::vector<unsigned>, Refused> ReservationManager::TakePtraceSlots(
+    pid_t tid, arch::SlotType type, unsigned weight, std::optional<unsigned> first,
+    const std::vector<unsigned>* exact) {
+  const arch::SlotPool* pool = caps_.PoolFor(type);
+  const unsigned count = std::min<unsigned>(pool != nullptr ? pool->slots : 0, 16);
+  if (pool != nullptr && pool->mixed()) type = arch::SlotType::kData;  // one bank (x86)
+  std::lock_guard lock(ptrace_mu_);
+  PtraceBank& bank = ptrace_banks_[{tid, type}];
+  const std::string on = " on thread " + std::to_string(tid);
+  std::vector<unsigned> pick;
+  if (exact != nullptr) {
+    pick = *exact;
+  } else {
+    if (first) {
+      if (*first >= count) {
+        return Refused{
+            {Code::kInvalidArgument, "slot " + std::to_string(*first) +
+                                         " does not exist: this host has " + std::to_string(count)},
+            {}};
+      }
+      pick.push_back(*first);
+    }
+    // Registers the kernel still holds for us first: they cost no new slot.
+    for (bool registered : {true, false}) {
+      for (unsigned s = 0; s < count && pick.size() < weight; ++s) {
+        if (!bank.in_use[s] && (bank.registered[s] != 0) == registered &&
+            std::find(pick.begin(), pick.end(), s) == pick.end()) {
+          pick.push_back(s);
+        }
+      }
+    }
+    if (pick.size() < weight) {
+      v1::Refusal r;
+      r.set_reason(v1::Refusal::TASK_FULL);
+      r.set_tid(tid);
+      r.set_weight(weight);
+      r.set_slots(count);
+      std::string m = "hwwatchd's ptrace watches use every debug register" + on;
+      r.set_explanation(m);
+      return Refused{{Code::kResourceExhausted, m}, r};
+    }
+  }
+  for (unsigned s : pick) {
+    if (s >= count || bank.in_use[s]) {
+      return Refused{{Code::kFailedPrecondition,
+                      "slot " + std::to_string(s) + " is already used by another reservation" + on},
+                     {}};
+    }
+  }
+  std::vector<unsigned> added;
+  for (unsigned s : pick) {
+    if (bank.registered[s] != 0) continue;
+    engine::Admission a = engine_.Reserve({engine::Target::Task(tid), type, 1});
+    if (!a) {
+      for (unsigned undo : added) {
+        engine_.Release(bank.registered[undo]);
+        bank.registered[undo] = 0;
+      }
+      v1::Refusal r = FromEngine(a.refusal());
+      return Refused{{Code::kResourceExhausted, r.explanation()}, r};
+    }
+    bank.registered[s] = a.id();
+    added.push_back(s);
+  }
+  for (unsigned s : pick) bank.in_use[s] = true;
+  return pick;
+}
+
+void ReservationManager::PutPtraceSlots(pid_t tid, arch::SlotType type,
+                                        const std::vector<unsigned>& slots) {
+  if (const arch::SlotPool* pool = caps_.PoolFor(type); pool != nullptr && pool->mixed()) {
+    type = arch::SlotType::kData;
+  }
+  std::lock_guard lock(ptrace_mu_);
+  auto it = ptrace_banks_.find({tid, type});
+  if (it == ptrace_banks_.end()) return;
+  for (unsigned s : slots) {
+    if (s < it->second.in_use.size()) it->second.in_use[s] = false;
+  }
+}
+
+void ReservationManager::ForgetPtraceThread(pid_t tid) {
+  std::lock_guard lock(ptrace_mu_);
+  for (arch::SlotType type : {arch::SlotType::kData, arch::SlotType::kInst}) {
+    auto it = ptrace_banks_.find({tid, type});
+    if (it == ptrace_banks_.end()) continue;
+    for (engine::ReservationId id : it->second.registered) {
+      if (id != 0) engine_.Release(id);
+    }
+    ptrace_banks_.erase(it);
+  }
+}
+
 void ReservationManager::DisarmOne(Arm& arm) {
   for (const auto& se : arm.sampled) reader_.Remove(*se);
   arm.sampled.clear();  // closing the perf events frees the kernel's slots
   arm.events.clear();
+  // Then the tracer clears its registers and lets go.
+  if (arm.traced_group != 0) tracer_.Remove(arm.tid, arm.traced_group);
+  arm.traced_group = 0;
+  if (!arm.slots.empty()) PutPtraceSlots(arm.tid, arm.slot_type, arm.slots);
+  arm.slots.clear();
   if (arm.engine_id != 0) engine_.Release(arm.engine_id);
   arm.engine_id = 0;
 }
@@ -329,14 +526,32 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   }
   auto target = CheckTarget(req.target(), caps_.cpus);
   if (!target) return Fail(target.problem().code, target.problem().message);
-  if (req.backend() == v1::BACKEND_PTRACE || req.has_slot()) {
-    return Fail(Code::kUnimplemented, "the ptrace backend is not served by hwwatchd yet; use perf");
+  if (!v1::Backend_IsValid(req.backend())) {
+    return Fail(Code::kInvalidArgument, "unknown backend " + std::to_string(req.backend()));
   }
-  // perf's default delivery is samples.
-  const v1::Delivery delivery =
-      req.delivery() == v1::DELIVERY_DEFAULT ? v1::DELIVERY_SAMPLES : req.delivery();
-  if (!v1::Delivery_IsValid(delivery)) {
+  if (!v1::Delivery_IsValid(req.delivery())) {
     return Fail(Code::kInvalidArgument, "unknown delivery " + std::to_string(req.delivery()));
+  }
+  ArmHow how;
+  how.ptrace = req.backend() == v1::BACKEND_PTRACE || req.has_slot();
+  if (req.has_slot()) how.slot = req.slot();
+  if (how.ptrace && req.backend() == v1::BACKEND_PERF) {
+    return Fail(Code::kInvalidArgument, "a chosen slot needs the ptrace backend, not perf");
+  }
+  if (how.ptrace &&
+      (target->kind == TargetSpec::Kind::kCpu || target->kind == TargetSpec::Kind::kThreadOnCpu)) {
+    return Fail(Code::kInvalidArgument,
+                "the ptrace backend watches threads and processes; CPUs need perf");
+  }
+  // perf's default delivery is samples; ptrace always stops the thread
+  // (the daemon takes the trap and reports the hit).
+  const v1::Delivery delivery = how.ptrace || req.delivery() == v1::DELIVERY_DEFAULT
+                                    ? (how.ptrace ? v1::DELIVERY_STOP : v1::DELIVERY_SAMPLES)
+                                    : req.delivery();
+  if (how.ptrace && req.delivery() != v1::DELIVERY_DEFAULT && req.delivery() != v1::DELIVERY_STOP) {
+    return Fail(Code::kInvalidArgument,
+                "the ptrace backend delivers hits as stops that hwwatchd takes; samples and "
+                "counts need perf");
   }
   auto watch = CheckWatch(req.watch(), *target, caps_);
   if (!watch) {
@@ -353,18 +568,15 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   if (auto denied = Authorize(caller, *target, *watch)) {
     return Fail(denied->problem.code, denied->problem.message, denied->refusal);
   }
-  if (delivery == v1::DELIVERY_STOP) {
-    // A SIGTRAP nobody waits for kills the target.
+  if (delivery == v1::DELIVERY_STOP && !how.ptrace) {
+    // A SIGTRAP nobody waits for kills the target: the caller's debugger
+    // takes it, or else hwwatchd traces the thread and takes it itself.
     if (!target->is_task()) {
       return Fail(Code::kInvalidArgument, "stop delivery needs a thread target, not a CPU");
     }
     auto t = ReadProcCreds(target->tid);
     if (!t) return Fail(Code::kNotFound, "no thread " + std::to_string(target->tid));
-    if (t->tracer_pid == 0) {
-      return Fail(Code::kFailedPrecondition,
-                  "nobody traces thread " + std::to_string(target->tid) +
-                      ": a stop would kill it; attach a debugger first or use samples");
-    }
+    how.daemon_stops = t->tracer_pid == 0 || tracer_.Traces(target->tid);
   }
   const unsigned weight = watch->weight();
   const arch::SlotType type = arch::SlotTypeOf(watch->region.access);
@@ -396,11 +608,14 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   Group& g = *entry->group;
   entry->capture = req.capture_value() && target->is_task();
   // The same watch on the same target shares the registers.
-  g.key = ShareKey(req.target(), req.watch(), delivery, entry->capture);
+  // ptrace: the daemon takes the stops, so sharers need not be told apart.
+  g.key = ShareKey(req.target(), req.watch(), how.ptrace ? v1::DELIVERY_DEFAULT : delivery,
+                   entry->capture);
+  if (how.ptrace) g.key += "/ptrace" + (how.slot ? std::to_string(*how.slot) : std::string());
   arch::PerfOptions opts;
   opts.exclude_kernel = target->is_task();
   opts.sampling = delivery == v1::DELIVERY_SAMPLES;
-  opts.sigtrap = delivery == v1::DELIVERY_STOP;
+  opts.sigtrap = delivery == v1::DELIVERY_STOP && !how.ptrace;
   // A process: every thread it has now (later ones are found by Reap()).
   std::vector<TargetSpec> threads;
   if (target->kind == TargetSpec::Kind::kProcess) {
@@ -425,10 +640,18 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
       events_.SetMembers(joined->id, joined->members);
     }
   }
+  if (!joined && how.ptrace) {
+    // No engine admission of its own names it (slots are per index).
+    id = next_ptrace_id_++;
+    events_.SetOwner(id, caller.session_id);
+  }
   for (const TargetSpec& t : threads) {
     if (joined) break;
-    auto arm = ArmThread(t, *watch, type, opts, id, entry->capture);
+    auto arm = ArmThread(t, *watch, type, opts, id, entry->capture, how);
     if (auto* refused = std::get_if<Refused>(&arm)) {
+      if (target->kind == TargetSpec::Kind::kProcess && refused->problem.code == Code::kNotFound) {
+        continue;  // a thread that ended meanwhile
+      }
       for (Arm& done : g.arms) DisarmOne(done);
       if (id != 0) events_.Forget(id);
       unquota();
@@ -442,6 +665,19 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
       events_.SetOwner(id, caller.session_id);
     }
   }
+  if (!joined && g.arms.empty()) {
+    if (id != 0) events_.Forget(id);
+    unquota();
+    return Fail(Code::kNotFound, "process " + std::to_string(target->tid) + " ended");
+  }
+  if (!joined && how.traced() && target->kind == TargetSpec::Kind::kProcess) {
+    // Threads it starts from now on are armed (ptrace) or held (stops)
+    // before they run; Reap() accounts them.
+    TraceUse use = UseFor(id, *watch, entry->capture, how);
+    use.slots = g.arms.front().slots;  // a new thread has every index free
+    tracer_.Follow(target->tid, use);
+    g.followed_tgid = target->tid;
+  }
   opts.sig_data = id;
   if (joined) {
     opts.sig_data = joined->id;
@@ -454,11 +690,12 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   p.set_id(id);
   *p.mutable_target() = req.target();
   *p.mutable_watch() = req.watch();
-  p.set_backend(v1::BACKEND_PERF);
+  p.set_backend(how.ptrace ? v1::BACKEND_PTRACE : v1::BACKEND_PERF);
   p.set_delivery(delivery);
   p.set_slot_type(ToProto(type));
   p.set_weight(weight);
   SetRegisters(watch->cover, p.mutable_registers());
+
   v1::Owner* o = p.mutable_owner();
   o->set_uid(caller.creds.uid);
   o->set_gid(caller.creds.gid);
@@ -473,14 +710,22 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   entry->session = caller.session_id;
   entry->target = *target;
   entry->options = opts;
+  entry->how = how;
   entry->uid = caller.creds.uid;
   entry->weight = weight;
   entry->type = type;
   entry->region = watch->region;
   entry->cover = watch->cover;
-  v1::Reservation out = p;
   std::lock_guard lock(mu_);
   Group& mine = *entry->group;
+  if (how.ptrace && target->kind == TargetSpec::Kind::kThread && !mine.arms.empty()) {
+    // The debug register index of each register.
+    const auto& slots = mine.arms.front().slots;
+    for (int i = 0; i < p.registers_size() && i < static_cast<int>(slots.size()); ++i) {
+      p.mutable_registers(i)->set_slot(slots[static_cast<size_t>(i)]);
+    }
+  }
+  v1::Reservation out = p;
   if (!joined && !mine.key.empty()) groups_.emplace(mine.key, entry->group);  // first one wins
   entries_.emplace(id, std::move(entry));
   UpdateSharers(mine);
@@ -521,11 +766,26 @@ void ReservationManager::OnHit(const SampledEvent& e, const arch::PerfSample& s)
   events_.PublishGroup(e.reservation, ev, false);
 }
 
+void ReservationManager::OnTraceHit(const TraceHit& h) {
+  v1::Event ev;
+  *ev.mutable_time() = Now();
+  v1::Hit* hit = ev.mutable_hit();
+  hit->set_reservation_id(h.group);
+  hit->set_tid(h.tid);
+  hit->set_ip(h.ip);
+  hit->set_address(h.address);
+  if (h.slot) hit->set_slot(*h.slot);
+  if (h.value) hit->set_value(*h.value);
+  events_.PublishGroup(h.group, ev, false);
+}
+
 void ReservationManager::Disarm(Entry& e, const char* why) {
   Group& g = *e.group;
   std::erase(g.members, e.proto.id());
   if (g.members.empty()) {
     // The last sharer: the registers go.
+    if (g.followed_tgid != 0) tracer_.Unfollow(g.followed_tgid, g.id);
+    g.followed_tgid = 0;
     for (Arm& arm : g.arms) DisarmOne(arm);
     g.arms.clear();
     if (auto it = groups_.find(g.key); it != groups_.end() && it->second == e.group) {
@@ -553,6 +813,12 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
     return Refused{{Code::kNotFound, "you hold no reservation " + std::to_string(req.id())}, {}};
   }
   Entry& e = *it->second;
+  if (e.how.ptrace) {
+    ++refusals_;
+    return Refused{{Code::kUnimplemented,
+                    "modify of a ptrace-backed watch is not built yet; release and reserve again"},
+                   {}};
+  }
   if (e.target.kind == TargetSpec::Kind::kProcess) {
     ++refusals_;
     return Refused{{Code::kUnimplemented,
@@ -829,12 +1095,58 @@ void ReservationManager::SessionEnded(uint64_t session_id) {
 }
 
 void ReservationManager::Reap() {
-  std::vector<std::pair<uint64_t, pid_t>> gone;  // (group id, thread)
+  std::vector<std::pair<uint64_t, pid_t>> gone;    // (group id, thread)
+  std::vector<std::pair<uint64_t, pid_t>> execed;  // (group id, process)
   {
     std::lock_guard lock(gone_mu_);
     gone.swap(gone_);
+    execed.swap(execed_);
   }
   std::lock_guard lock(mu_);
+  for (auto [gid, tgid] : execed) {
+    for (auto it = entries_.begin(); it != entries_.end();) {
+      if (it->second->group->id != gid) {
+        ++it;
+        continue;
+      }
+      v1::Event ev;
+      *ev.mutable_time() = Now();
+      ev.mutable_execed()->set_reservation_id(it->first);
+      ev.mutable_execed()->set_pid(tgid);
+      events_.Publish(it->first, ev, true);
+      Disarm(*it->second, "target exec'd");
+      it = entries_.erase(it);
+    }
+    ForgetPtraceThread(tgid);  // exec flushed its registers
+  }
+  for (const auto& [gid, tid] : gone) ForgetPtraceThread(tid);
+  {
+    // Threads the tracer let go of still hold registered slots until they
+    // end: looked up in /proc.
+    std::vector<pid_t> ended;
+    {
+      std::lock_guard plock(ptrace_mu_);
+      for (const auto& [key, bank] : ptrace_banks_) {
+        if (std::none_of(bank.in_use.begin(), bank.in_use.end(), [](bool b) { return b; }) &&
+            !ThreadAlive(key.first)) {
+          ended.push_back(key.first);
+        }
+      }
+    }
+    for (pid_t tid : ended) ForgetPtraceThread(tid);
+  }
+  // Threads whose end nothing reports (counting events, a debugger's
+  // stops): looked up in /proc.
+  for (auto& [id, e] : entries_) {
+    if (e->target.kind == TargetSpec::Kind::kCpu || e->target.kind == TargetSpec::Kind::kProcess) {
+      continue;
+    }
+    for (const Arm& arm : e->group->arms) {
+      if (arm.sampled.empty() && arm.traced_group == 0 && !ThreadAlive(arm.tid)) {
+        gone.emplace_back(e->group->id, arm.tid);
+      }
+    }
+  }
   for (auto [gid, tid] : gone) {
     for (auto& [id, e] : entries_) {
       if (e->group->id != gid) continue;
@@ -896,9 +1208,11 @@ void ReservationManager::FollowThreads(const Entry& e, Group& g) {
     bool known = false;
     for (const Arm& a : g.arms) known = known || a.tid == tid;
     if (known) continue;
-    auto arm =
-        ArmThread({TargetSpec::Kind::kThread, tid, 0}, watch, e.type, e.options, g.id, e.capture);
+    auto arm = ArmThread({TargetSpec::Kind::kThread, tid, 0}, watch, e.type, e.options, g.id,
+                         e.capture, e.how);
     if (auto* refused = std::get_if<Refused>(&arm)) {
+      // The tracer may have armed it when it started: not accounted, so not kept.
+      if (e.how.traced()) tracer_.Remove(tid, g.id);
       // The thread runs unwatched; say so rather than hide it.
       spdlog::warn("reservation {}: new thread {} of process {} not watched: {}", g.id, tid,
                    e.target.tid, refused->problem.message);

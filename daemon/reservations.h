@@ -6,8 +6,11 @@
 
 #include <sys/types.h>
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,6 +27,7 @@
 #include "daemon/problem.h"
 #include "daemon/request_check.h"
 #include "daemon/sample_reader.h"
+#include "daemon/tracer.h"
 #include "hwwatch/v1/hwwatch.pb.h"
 
 namespace hwwatch::daemon {
@@ -47,7 +51,10 @@ using Reply = std::variant<T, Refused>;
 
 class ReservationManager {
  public:
-  ReservationManager(arch::HostCapabilities caps, engine::LockMode lock, ReservationLimits limits);
+  // `journal_dir`: where the tracer records registers it writes through
+  // ptrace ("" for none); leftovers of a previous daemon there are cleared.
+  ReservationManager(arch::HostCapabilities caps, engine::LockMode lock, ReservationLimits limits,
+                     std::string journal_dir = "");
   ~ReservationManager();
 
   Reply<v1::Reservation> Reserve(const Peer& caller, const v1::ReserveRequest& req);
@@ -78,10 +85,26 @@ class ReservationManager {
 
  private:
   struct Entry;
+  // How a reservation reaches the registers beyond perf's defaults.
+  struct ArmHow {
+    // The ptrace backend: the daemon traces the thread and writes its
+    // registers, in `slot` (first register) or free ones.
+    bool ptrace = false;
+    std::optional<unsigned> slot;
+    // Perf stop delivery on threads nobody else traces: the daemon traces
+    // them and takes the SIGTRAPs.
+    bool daemon_stops = false;
+    bool traced() const { return ptrace || daemon_stops; }
+  };
   // What is armed on one thread (or one CPU) for a reservation.
   struct Arm {
     pid_t tid = -1;  // -1: a CPU target
     engine::ReservationId engine_id = 0;
+    // The tracer holds the thread for group `traced_group` (0: not traced);
+    // ptrace backend: the debug register index of each register.
+    uint64_t traced_group = 0;
+    std::vector<unsigned> slots;
+    arch::SlotType slot_type = arch::SlotType::kData;
     // Counting and stop deliveries; with samples, the region's registers
     // after the first (they write into its ring).
     std::vector<arch::PerfBreakpoint> events;
@@ -96,7 +119,23 @@ class ReservationManager {
   // id becomes the reservation's id.
   std::variant<Arm, Refused> ArmThread(const TargetSpec& t, const WatchSpec& watch,
                                        arch::SlotType type, arch::PerfOptions opts,
-                                       uint64_t reservation, bool capture);
+                                       uint64_t reservation, bool capture, const ArmHow& how);
+  TraceUse UseFor(uint64_t group, const WatchSpec& watch, bool capture, const ArmHow& how) const;
+  Refused ArmError(const arch::Error& err, const TargetSpec& t, unsigned weight) const;
+  // The ptrace backend's slots of one thread, accounted per debug register
+  // index: the kernel keeps a register written through ptrace registered
+  // (disabled) after it is cleared, until the thread execs or ends, so the
+  // engine keeps it too, and later ptrace watches reuse it first. Picks
+  // `weight` free indices (`first` first, or exactly `exact`), admitting in
+  // the engine those not registered yet.
+  std::variant<std::vector<unsigned>, Refused> TakePtraceSlots(pid_t tid, arch::SlotType type,
+                                                               unsigned weight,
+                                                               std::optional<unsigned> first,
+                                                               const std::vector<unsigned>* exact);
+  // No longer in use (still registered in the kernel).
+  void PutPtraceSlots(pid_t tid, arch::SlotType type, const std::vector<unsigned>& slots);
+  // The thread ended or exec'd: the kernel freed its registers.
+  void ForgetPtraceThread(pid_t tid);
   void DisarmOne(Arm& arm);
   // Process targets (need mu_): drop a thread that exited; arm threads the
   // process started since the last look and drop those gone.
@@ -107,6 +146,8 @@ class ReservationManager {
     std::string key;  // empty: never shared (stop delivery: the id matters)
     std::vector<Arm> arms;
     std::vector<uint64_t> members;
+    // The tracer arms new threads of this process for the group (0: no).
+    pid_t followed_tgid = 0;
   };
   void DropThread(Group& g, pid_t tid);
   void FollowThreads(const Entry& e, Group& g);
@@ -126,6 +167,7 @@ class ReservationManager {
   // its streams why. Needs mu_.
   void Disarm(Entry& e, const char* why);
   void OnHit(const SampledEvent& e, const arch::PerfSample& s);
+  void OnTraceHit(const TraceHit& h);
 
   const arch::HostCapabilities caps_;
   const ReservationLimits limits_;
@@ -143,8 +185,21 @@ class ReservationManager {
   mutable std::mutex creds_mu_;  // guards session_creds_
   mutable std::unordered_map<uint64_t, ProcCreds> session_creds_;
 
-  std::mutex gone_mu_;                            // guards gone_ (filled on the reader's thread)
-  std::vector<std::pair<uint64_t, pid_t>> gone_;  // (reservation, thread)
+  // Filled on the reader's and the tracer's threads, emptied by Reap().
+  std::mutex gone_mu_;                              // guards gone_, execed_
+  std::vector<std::pair<uint64_t, pid_t>> gone_;    // (group, thread)
+  std::vector<std::pair<uint64_t, pid_t>> execed_;  // (group, process)
+
+  struct PtraceBank {
+    std::array<engine::ReservationId, 16> registered{};  // 0: never written
+    std::array<bool, 16> in_use{};
+  };
+  std::mutex ptrace_mu_;  // guards ptrace_banks_
+  std::map<std::pair<pid_t, arch::SlotType>, PtraceBank> ptrace_banks_;
+  std::atomic<uint64_t> next_ptrace_id_{uint64_t{1} << 41};
+
+  // Calls back into events_ and gone_ (never mu_) until destroyed.
+  Tracer tracer_;
 
   // Last: its thread calls back into the members above until destroyed.
   SampleReader reader_;

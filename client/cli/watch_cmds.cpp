@@ -75,6 +75,33 @@ struct WatchFlags {
   }
 };
 
+// How a reservation reaches the registers: --backend, --slot, --stop.
+struct BackendFlags {
+  std::string backend = "auto";
+  int64_t slot = -1;
+  bool stop = false;
+
+  void Add(CLI::App* cmd) {
+    cmd->add_option("--backend", backend,
+                    "auto, perf or ptrace (hwwatchd traces the target and writes its registers)")
+        ->check(CLI::IsMember({"auto", "perf", "ptrace"}))
+        ->capture_default_str();
+    cmd->add_option("--slot", slot, "The debug register to use (implies --backend ptrace)")
+        ->check(CLI::Range(0, 15));
+    cmd->add_flag("--stop", stop,
+                  "Perf: stop the thread at each hit (hwwatchd takes the trap unless a "
+                  "debugger traces the thread)");
+  }
+
+  void Fill(v1::ReserveRequest& req) const {
+    req.set_backend(backend == "perf"     ? v1::BACKEND_PERF
+                    : backend == "ptrace" ? v1::BACKEND_PTRACE
+                                          : v1::BACKEND_AUTO);
+    if (slot >= 0) req.set_slot(static_cast<uint32_t>(slot));
+    if (stop) req.set_delivery(v1::DELIVERY_STOP);
+  }
+};
+
 std::string Hex(uint64_t v) {
   char b[24];
   std::snprintf(b, sizeof b, "%#" PRIx64, v);
@@ -190,15 +217,14 @@ std::string ClockText(const google::protobuf::Timestamp& t) {
 void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) {
   {
     static WatchFlags w;
-    static std::string backend = "auto", label;
+    static BackendFlags b;
+    static std::string label;
     static double hold = -1;
     static uint32_t lease = 0;
     CLI::App* cmd = app.add_subcommand(
         "reserve", "Reserve a watch and hold it until Ctrl-C or --hold runs out");
     w.Add(cmd, true);
-    cmd->add_option("--backend", backend, "auto, perf or ptrace")
-        ->check(CLI::IsMember({"auto", "perf", "ptrace"}))
-        ->capture_default_str();
+    b.Add(cmd);
     cmd->add_option("--hold", hold, "Seconds to hold it (default: until Ctrl-C)");
     cmd->add_option("--label", label, "Free text shown by list");
     cmd->add_option("--lease", lease,
@@ -213,9 +239,7 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
           std::fprintf(stderr, "hwwatch: %s\n", err.c_str());
           return static_cast<int>(kUsage);
         }
-        req.set_backend(backend == "perf"     ? v1::BACKEND_PERF
-                        : backend == "ptrace" ? v1::BACKEND_PTRACE
-                                              : v1::BACKEND_AUTO);
+        b.Fill(req);
         req.set_label(label);
         req.mutable_lease()->set_seconds(lease);
         BlockTermSignals();
@@ -343,11 +367,13 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
   }
   {
     static WatchFlags w;
+    static BackendFlags b;
     static uint64_t count = 0;
     static double timeout = -1;
     CLI::App* cmd = app.add_subcommand(
         "watch", "Watch memory and print every hit (who, where, old -> new) as it happens");
     w.Add(cmd, true);
+    b.Add(cmd);
     cmd->add_option("--count", count, "Stop after N hits (default: no limit)");
     cmd->add_option("--timeout", timeout, "Stop after S seconds (default: until Ctrl-C)");
     cmd->footer(
@@ -363,6 +389,10 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
           return static_cast<int>(kUsage);
         }
         req.set_delivery(v1::DELIVERY_SAMPLES);
+        b.Fill(req);
+        if (req.backend() == v1::BACKEND_PTRACE || req.has_slot()) {
+          req.set_delivery(v1::DELIVERY_DEFAULT);
+        }
         req.set_capture_value(true);
         BlockTermSignals();
         int code = kOk;

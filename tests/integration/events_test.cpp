@@ -1,7 +1,7 @@
 // StreamEvents through the real daemon: lifecycle events of a reservation
 // (released by its owner, its target exits), the stop delivery's tracer
-// requirement. Hits themselves need debug exceptions, which this host may
-// not deliver: they are checked in the emulated machines (label vm).
+// destination (a debugger, else the daemon). Hits themselves need debug exceptions, which this host
+// may not deliver: they are checked in the emulated machines (label vm).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/ptrace.h>
@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -43,6 +44,20 @@ std::optional<v1::Event> NextWithin10s(client::EventStream& s) {
   });
   if (got.wait_for(std::chrono::seconds(10)) != std::future_status::ready) s.Cancel();
   return got.get();
+}
+
+std::string StatusField(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(key + ":", 0) == 0) return line.substr(key.size() + 1);
+  }
+  return "-1";
+}
+
+// The process whose thread traces `pid` (TracerPid names the thread), or 0.
+pid_t TracerOf(pid_t pid) {
+  const pid_t tracer = static_cast<pid_t>(std::stol(StatusField(pid, "TracerPid")));
+  return tracer == 0 ? 0 : static_cast<pid_t>(std::stol(StatusField(tracer, "Tgid")));
 }
 
 TEST(Events, ReleaseIsReportedToTheStreamThatFollowsIt) {
@@ -106,23 +121,27 @@ TEST(Events, FollowingAnUnknownReservationIsNotFound) {
   EXPECT_NE(st.error_message().find("123456789"), std::string::npos) << st.error_message();
 }
 
-TEST(Events, StopDeliveryNeedsATracerAndCarriesTheIdForIt) {
+TEST(Events, StopDeliveryGoesToTheTracerOrToTheDaemon) {
   testing::DaemonProcess d;
   ASSERT_TRUE(d.running()) << d.Log();
   Sleeper target;
   auto c = Client::Connect(d.socket());
   ASSERT_TRUE(c);
-  // Nobody traces it: a SIGTRAP would kill it.
+  // Nobody traces it: a SIGTRAP would kill it, so the daemon traces it and
+  // takes the traps itself.
   auto untraced = c.value()->Reserve(Watch(target.pid(), v1::DELIVERY_STOP));
-  ASSERT_FALSE(untraced);
-  EXPECT_EQ(untraced.error().code, grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_NE(untraced.error().message.find("nobody traces"), std::string::npos)
-      << untraced.error().message;
-  // This test becomes its debugger: now the daemon arms it.
+  ASSERT_TRUE(untraced) << untraced.error().ToString();
+  EXPECT_EQ(untraced->delivery(), v1::DELIVERY_STOP);
+  EXPECT_EQ(untraced->backend(), v1::BACKEND_PERF);
+  EXPECT_EQ(TracerOf(target.pid()), d.pid());
+  ASSERT_TRUE(c.value()->Release(untraced->id()));
+  EXPECT_EQ(TracerOf(target.pid()), 0) << "the daemon lets go with the reservation";
+  // This test becomes its debugger: the daemon arms it and stays out.
   ASSERT_EQ(ptrace(PTRACE_SEIZE, target.pid(), nullptr, nullptr), 0);
   auto traced = c.value()->Reserve(Watch(target.pid(), v1::DELIVERY_STOP));
   ASSERT_TRUE(traced) << traced.error().ToString();
   EXPECT_EQ(traced->delivery(), v1::DELIVERY_STOP);
+  EXPECT_EQ(TracerOf(target.pid()), getpid());
   ASSERT_TRUE(c.value()->Release(traced->id()));
   // CPU targets have no tracer.
   v1::ReserveRequest cpu = Watch(0, v1::DELIVERY_STOP);

@@ -167,6 +167,13 @@ int DaemonProcess::Terminate() {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+void DaemonProcess::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
 DaemonProcess::~DaemonProcess() { Terminate(); }
 
 std::string DaemonProcess::Log() const {

@@ -59,6 +59,8 @@ class DaemonProcess {
   pid_t pid() const { return pid_; }
   // Sends SIGTERM and waits; returns the exit status (or -1).
   int Terminate();
+  // SIGKILL and reap: a daemon crash.
+  void Kill();
   std::string Log() const;
 
  private:

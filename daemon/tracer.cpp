@@ -1,0 +1,652 @@
+#include "daemon/tracer.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/ptrace.h>
+#include <sys/signalfd.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <sstream>
+
+#include "arch/perf_event.h"
+
+#if defined(__aarch64__)
+#include <asm/ptrace.h>
+#include <elf.h>
+#endif
+
+#ifndef TRAP_HWBKPT
+#define TRAP_HWBKPT 4
+#endif
+
+namespace hwwatch::daemon {
+
+namespace {
+
+using arch::ErrnoError;
+using arch::Error;
+using arch::Result;
+
+constexpr long kOptions = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC;
+// How long a thread may take to reach the stop PTRACE_INTERRUPT asks for.
+constexpr std::chrono::milliseconds kStopTimeout{2000};
+// Poll period for tracee state changes when SIGCHLD may not reach us (a
+// process that does not block SIGCHLD everywhere, such as a test).
+constexpr int kPollMs = 50;
+
+bool IsJobControlStop(int sig) {
+  return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
+}
+
+// Field 22 of /proc/TID/stat: when the thread started (ticks since boot);
+// with the tid it names one thread for the life of the system.
+std::optional<uint64_t> StartTime(pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(tid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  const size_t paren = line.rfind(')');
+  if (paren == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(paren + 2));
+  std::string field;
+  // Fields 3.. follow the comm; the start time is field 22.
+  for (int i = 3; i <= 22; ++i) {
+    if (!(rest >> field)) return std::nullopt;
+  }
+  return std::stoull(field);
+}
+
+std::optional<pid_t> Tgid(pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(tid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Tgid:", 0) == 0) return static_cast<pid_t>(std::stol(line.substr(5)));
+  }
+  return std::nullopt;
+}
+
+// The stopped tracee's instruction pointer.
+uint64_t ReadIp(pid_t tid) {
+#if defined(__x86_64__)
+  user_regs_struct regs{};
+  if (ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return 0;
+  return regs.rip;
+#elif defined(__aarch64__)
+  user_pt_regs regs{};
+  iovec iov{&regs, sizeof regs};
+  if (ptrace(PTRACE_GETREGSET, tid, reinterpret_cast<void*>(uintptr_t{NT_PRSTATUS}), &iov) != 0) {
+    return 0;
+  }
+  return regs.pc;
+#else
+  (void)tid;
+  return 0;
+#endif
+}
+
+std::optional<std::string> ReadBytes(pid_t tid, uint64_t address, uint32_t length) {
+  if (length == 0) return std::nullopt;
+  std::string value(length, '\0');
+  iovec local{value.data(), value.size()};
+  iovec remote{reinterpret_cast<void*>(address), value.size()};
+  if (process_vm_readv(tid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(value.size())) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+}  // namespace
+
+struct Tracer::Tracee {
+  explicit Tracee(pid_t t) : tid(t), regs(t) {}
+  pid_t tid;
+  pid_t tgid = 0;
+  uint64_t start_time = 0;
+  // Attached by the kernel at clone and not yet stopped once: the
+  // process's follows are armed at its first stop, before it runs.
+  bool fresh = false;
+  // Traced only to clear registers a previous daemon left: its hardware
+  // traps are swallowed.
+  bool leftover = false;
+  arch::PtraceDebugRegs regs;
+  struct Held {
+    TraceUse use;
+    std::vector<unsigned> slots;
+  };
+  std::vector<Held> uses;
+};
+
+Tracer::Tracer(std::string journal_dir, Sink sink)
+    : journal_dir_(std::move(journal_dir)), sink_(std::move(sink)) {
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  std::promise<void> ready;
+  thread_ = std::thread([this, &ready] {
+    // SIGCHLD to a signalfd: blocked here (the daemon blocks it in every
+    // thread; elsewhere the poll period covers a signal taken by another).
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    signal_fd_ = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    ClearLeftovers();
+    ready.set_value();
+    Loop();
+  });
+  ready.get_future().wait();
+}
+
+Tracer::~Tracer() {
+  Run([this] {
+    while (!tracees_.empty()) Release(*tracees_.begin()->second);
+    follows_.clear();
+  });
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  Wake();
+  thread_.join();
+  if (signal_fd_ >= 0) close(signal_fd_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void Tracer::Wake() {
+  const uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof one);
+}
+
+void Tracer::Run(std::function<void()> fn) {
+  if (std::this_thread::get_id() == thread_.get_id()) {
+    fn();
+    return;
+  }
+  std::promise<void> done;
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back([&] {
+      fn();
+      done.set_value();
+    });
+  }
+  Wake();
+  done.get_future().wait();
+}
+
+void Tracer::Loop() {
+  for (;;) {
+    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {signal_fd_, POLLIN, 0}};
+    (void)poll(fds, 2, tracees_.empty() ? -1 : kPollMs);
+    uint64_t n;
+    (void)!read(wake_fd_, &n, sizeof n);
+    signalfd_siginfo si;
+    while (read(signal_fd_, &si, sizeof si) == sizeof si) {
+    }
+    std::deque<std::function<void()>> work;
+    bool stop;
+    {
+      std::lock_guard lock(mu_);
+      work.swap(queue_);
+      stop = stop_;
+    }
+    for (auto& fn : work) fn();
+    if (stop) return;
+    // Every state change of every tracee; threads found on the way (clone
+    // events) are looked at in the next round.
+    for (bool changed = true; changed;) {
+      changed = false;
+      std::vector<pid_t> tids;
+      for (const auto& [tid, t] : tracees_) tids.push_back(tid);
+      for (pid_t tid : tids) {
+        int status = 0;
+        const pid_t r = waitpid(tid, &status, WNOHANG | __WALL);
+        if (r == tid) {
+          HandleStop(tid, status);
+          changed = true;
+        } else if (r < 0 && errno == ECHILD) {
+          ThreadGone(tid, 0);  // no longer ours (reaped elsewhere)
+        }
+      }
+    }
+  }
+}
+
+Tracer::Tracee* Tracer::Find(pid_t tid) {
+  auto it = tracees_.find(tid);
+  return it == tracees_.end() ? nullptr : it->second.get();
+}
+
+Tracer::Tracee* Tracer::Attach(pid_t tid, bool seize) {
+  auto t = std::make_unique<Tracee>(tid);
+  t->tgid = Tgid(tid).value_or(tid);
+  t->start_time = StartTime(tid).value_or(0);
+  if (seize && ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(kOptions)) != 0) {
+    return nullptr;
+  }
+  t->fresh = !seize;
+  Tracee* raw = t.get();
+  tracees_[tid] = std::move(t);
+  return raw;
+}
+
+bool Tracer::InStop(Tracee& t, const std::function<void()>& fn) {
+  const pid_t tid = t.tid;
+  if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
+    ThreadGone(tid, 0);
+    return false;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
+  auto pause = std::chrono::microseconds(20);
+  for (;;) {
+    int status = 0;
+    const pid_t r = waitpid(tid, &status, WNOHANG | __WALL);
+    if (r == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        spdlog::warn("thread {} did not stop within {} ms", tid, kStopTimeout.count());
+        return false;  // the interrupt stays pending; Loop() resumes it later
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(2000));
+      continue;
+    }
+    if (r < 0 || !WIFSTOPPED(status)) {
+      ThreadGone(tid, r < 0 ? 0 : status);
+      return false;
+    }
+    fn();
+    if (status >> 16 == PTRACE_EVENT_STOP) {
+      Resume(t, status, 0);
+    } else {
+      // Some other stop came first (a signal, a clone): handled as usual;
+      // the interrupt's own stop follows and is resumed by Loop().
+      HandleStop(tid, status);
+    }
+    return true;
+  }
+}
+
+void Tracer::Resume(Tracee& t, int status, int deliver) {
+  const int sig = WSTOPSIG(status);
+  if (status >> 16 == PTRACE_EVENT_STOP && IsJobControlStop(sig)) {
+    // A group stop: stay stopped (job control works) but keep reporting.
+    (void)ptrace(PTRACE_LISTEN, t.tid, nullptr, nullptr);
+    return;
+  }
+  (void)ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<long>(deliver)));
+}
+
+void Tracer::HandleStop(pid_t tid, int status) {
+  if (WIFEXITED(status) || WIFSIGNALED(status)) {
+    ThreadGone(tid, status);
+    return;
+  }
+  Tracee* t = Find(tid);
+  if (t == nullptr) t = Attach(tid, false);  // a new thread, before its parent's clone event
+  if (t == nullptr) return;
+  if (t->fresh) {
+    t->fresh = false;
+    if (auto f = follows_.find(t->tgid); f != follows_.end()) {
+      for (const TraceUse& use : f->second) {
+        auto slots = ArmUse(*t, use);
+        if (!slots.ok()) {
+          spdlog::warn("new thread {} of process {}: cannot arm reservation {}: {}", tid, t->tgid,
+                       use.group, slots.error().message);
+          continue;
+        }
+        t->uses.push_back({use, *slots});
+      }
+      Journal(*t);
+    }
+  }
+  const int sig = WSTOPSIG(status);
+  switch (status >> 16) {
+    case PTRACE_EVENT_CLONE: {
+      unsigned long child = 0;
+      if (ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child) == 0 &&
+          Find(static_cast<pid_t>(child)) == nullptr) {
+        Attach(static_cast<pid_t>(child), false);
+      }
+      Resume(*t, status, 0);
+      return;
+    }
+    case PTRACE_EVENT_EXEC:
+      Exec(tid);
+      return;
+    case 0:
+      break;  // a signal for the tracee
+    default:
+      Resume(*t, status, 0);
+      return;
+  }
+  if (sig != SIGTRAP) {
+    Resume(*t, status, sig);  // the target's own signal, unchanged
+    return;
+  }
+  siginfo_t si{};
+  if (ptrace(PTRACE_GETSIGINFO, tid, nullptr, &si) != 0) {
+    Resume(*t, status, sig);
+    return;
+  }
+  TraceHit hit;
+  hit.tid = tid;
+  const Tracee::Held* held = nullptr;
+  int deliver = 0;
+  if (si.si_code == arch::kTrapPerf) {
+    const uint64_t group = arch::PerfSigData(si);
+    for (const auto& h : t->uses) {
+      if (h.use.group == group && h.use.specs.empty()) held = &h;
+    }
+    hit.address = reinterpret_cast<uint64_t>(si.si_addr);
+  } else if (si.si_code == TRAP_HWBKPT) {
+    auto taken = t->regs.TakeHit(si);
+    if (taken.ok() && taken->has_value()) {
+      const arch::PtraceHit& ph = **taken;
+      for (const auto& h : t->uses) {
+        for (size_t i = 0; i < h.slots.size(); ++i) {
+          if (h.slots[i] == ph.slot && SlotTypeOf(h.use.specs[i].access) == ph.type) {
+            held = &h;
+            hit.slot = static_cast<unsigned>(i);
+          }
+        }
+      }
+      hit.address = ph.address;
+      hit.ip = ReadIp(tid);
+      // arm64 traps before the access: step over it (x86: nothing to do).
+      auto pending = t->regs.StepOver(ph);
+      if (pending.ok()) deliver = *pending;
+    }
+  }
+  if (held == nullptr) {
+    const bool stray = t->leftover && si.si_code == TRAP_HWBKPT;
+    Resume(*t, status, stray ? 0 : sig);  // not ours: the target's own SIGTRAP
+    return;
+  }
+  hit.group = held->use.group;
+  if (hit.ip == 0) hit.ip = ReadIp(tid);
+  hit.value = ReadBytes(tid, held->use.capture_address, held->use.capture_length);
+  if (sink_.hit) sink_.hit(hit);
+  Resume(*t, status, deliver);
+}
+
+Result<std::vector<unsigned>> Tracer::ArmUse(Tracee& t, const TraceUse& use) {
+  std::vector<unsigned> armed;
+  const auto undo = [&] {
+    for (size_t i = 0; i < armed.size(); ++i) {
+      (void)t.regs.Disarm(armed[i], SlotTypeOf(use.specs[i].access));
+    }
+  };
+  for (size_t i = 0; i < use.specs.size(); ++i) {
+    const arch::SlotType type = SlotTypeOf(use.specs[i].access);
+    const unsigned slot = i < use.slots.size() ? use.slots[i] : 0;
+    if (i >= use.slots.size() || t.regs.armed(slot, type)) {
+      undo();
+      return Error{EBUSY, "slot " + std::to_string(slot) + " is already armed on thread " +
+                              std::to_string(t.tid)};
+    }
+    if (arch::Status st = t.regs.Arm(slot, use.specs[i]); !st.ok()) {
+      undo();
+      return st.error();
+    }
+    armed.push_back(slot);
+  }
+  return armed;
+}
+
+void Tracer::DisarmUse(Tracee& t, const TraceUse& use) {
+  for (const auto& h : t.uses) {
+    if (h.use.group != use.group) continue;
+    for (size_t i = 0; i < h.slots.size() && i < h.use.specs.size(); ++i) {
+      (void)t.regs.Disarm(h.slots[i], SlotTypeOf(h.use.specs[i].access));
+    }
+  }
+}
+
+Result<std::vector<unsigned>> Tracer::Add(pid_t tid, const TraceUse& use) {
+  Result<std::vector<unsigned>> out = Error{ESRCH, "no thread " + std::to_string(tid)};
+  Run([&] {
+    Tracee* t = Find(tid);
+    if (t != nullptr) {
+      for (const auto& h : t->uses) {
+        if (h.use.group == use.group) {
+          out = h.slots;
+          return;
+        }
+      }
+    } else if ((t = Attach(tid, true)) == nullptr) {
+      const int err = errno;
+      out = ErrnoError("PTRACE_SEIZE thread " + std::to_string(tid), err);
+      return;
+    }
+    if (use.specs.empty()) {
+      t->uses.push_back({use, {}});
+      out = std::vector<unsigned>{};
+      return;
+    }
+    Result<std::vector<unsigned>> slots = Error{ESRCH, "thread " + std::to_string(tid) + " ended"};
+    const bool stopped = InStop(*t, [&] { slots = ArmUse(*t, use); });
+    t = Find(tid);  // gone if it ended while stopping
+    if (stopped && t != nullptr && slots.ok()) {
+      t->uses.push_back({use, *slots});
+      Journal(*t);
+    } else if (stopped && t != nullptr && t->uses.empty()) {
+      Release(*t);
+    }
+    if (!stopped && slots.ok())
+      slots = Error{EAGAIN, "thread " + std::to_string(tid) + " did not stop to be programmed"};
+    out = std::move(slots);
+  });
+  return out;
+}
+
+void Tracer::Remove(pid_t tid, uint64_t group) {
+  Run([&] {
+    Tracee* t = Find(tid);
+    if (t == nullptr) return;
+    auto it = std::find_if(t->uses.begin(), t->uses.end(),
+                           [&](const Tracee::Held& h) { return h.use.group == group; });
+    if (it == t->uses.end()) return;
+    if (t->uses.size() == 1) {
+      Release(*t);  // clears everything, detaches
+      return;
+    }
+    if (!it->slots.empty()) {
+      const TraceUse use = it->use;
+      if (!InStop(*t, [&] { DisarmUse(*t, use); })) return;
+      if ((t = Find(tid)) == nullptr) return;
+      it = std::find_if(t->uses.begin(), t->uses.end(),
+                        [&](const Tracee::Held& h) { return h.use.group == group; });
+    }
+    t->uses.erase(it);
+    Journal(*t);
+  });
+}
+
+void Tracer::Follow(pid_t tgid, const TraceUse& use) {
+  Run([&] { follows_[tgid].push_back(use); });
+}
+
+void Tracer::Unfollow(pid_t tgid, uint64_t group) {
+  Run([&] {
+    auto it = follows_.find(tgid);
+    if (it == follows_.end()) return;
+    std::erase_if(it->second, [&](const TraceUse& u) { return u.group == group; });
+    if (it->second.empty()) follows_.erase(it);
+  });
+}
+
+bool Tracer::Traces(pid_t tid) {
+  bool out = false;
+  Run([&] { out = Find(tid) != nullptr; });
+  return out;
+}
+
+void Tracer::Release(Tracee& t) {
+  const pid_t tid = t.tid;
+  const auto detach = [&](int deliver) {
+    (void)t.regs.DisarmAll();
+    (void)ptrace(PTRACE_DETACH, tid, nullptr, reinterpret_cast<void*>(static_cast<long>(deliver)));
+  };
+  if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0) {
+    const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
+    for (;;) {
+      int status = 0;
+      const pid_t r = waitpid(tid, &status, WNOHANG | __WALL);
+      if (r == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        continue;
+      }
+      if (r != tid || !WIFSTOPPED(status)) {
+        if (r == 0) spdlog::error("thread {} did not stop to be detached", tid);
+        break;
+      }
+      const int sig = WSTOPSIG(status);
+      if (status >> 16 == 0 && sig == SIGTRAP) {
+        // A trap of ours (a hit not yet taken) must not reach the target.
+        siginfo_t si{};
+        (void)ptrace(PTRACE_GETSIGINFO, tid, nullptr, &si);
+        if (si.si_code == arch::kTrapPerf || si.si_code == TRAP_HWBKPT) {
+          (void)ptrace(PTRACE_CONT, tid, nullptr, nullptr);  // on to the interrupt's stop
+          continue;
+        }
+      }
+      detach(status >> 16 == 0 ? sig : 0);
+      break;
+    }
+  }
+  if (!journal_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(journal_dir_ + "/" + std::to_string(tid), ec);
+  }
+  tracees_.erase(tid);
+}
+
+void Tracer::ThreadGone(pid_t tid, int status) {
+  auto it = tracees_.find(tid);
+  if (it == tracees_.end()) return;
+  std::unique_ptr<Tracee> t = std::move(it->second);
+  tracees_.erase(it);
+  if (!journal_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(journal_dir_ + "/" + std::to_string(tid), ec);
+  }
+  if (sink_.exited) {
+    for (const auto& h : t->uses) sink_.exited(h.use.group, tid, status);
+  }
+}
+
+void Tracer::Exec(pid_t tid) {
+  Tracee* t = Find(tid);
+  const pid_t tgid = t != nullptr ? t->tgid : tid;
+  // The new image has none of our registers (the kernel flushed them) and
+  // none of the old addresses: every watch of the process ends.
+  std::vector<uint64_t> groups;
+  std::vector<pid_t> threads;
+  for (const auto& [id, other] : tracees_) {
+    if (other->tgid != tgid) continue;
+    threads.push_back(id);
+    for (const auto& h : other->uses) {
+      if (std::find(groups.begin(), groups.end(), h.use.group) == groups.end()) {
+        groups.push_back(h.use.group);
+      }
+    }
+  }
+  follows_.erase(tgid);
+  for (pid_t id : threads) {
+    tracees_.erase(id);
+    if (!journal_dir_.empty()) {
+      std::error_code ec;
+      std::filesystem::remove(journal_dir_ + "/" + std::to_string(id), ec);
+    }
+  }
+  (void)ptrace(PTRACE_DETACH, tid, nullptr, nullptr);
+  if (sink_.execed) {
+    for (uint64_t g : groups) sink_.execed(g, tgid);
+  }
+}
+
+void Tracer::Journal(const Tracee& t) {
+  if (journal_dir_.empty()) return;
+  const std::string path = journal_dir_ + "/" + std::to_string(t.tid);
+  std::ostringstream text;
+  text << t.tid << ' ' << t.tgid << ' ' << t.start_time << '\n';
+  bool any = false;
+  for (arch::SlotType type : {arch::SlotType::kData, arch::SlotType::kInst}) {
+    // x86 has one bank, serving both types.
+    if (arch::kHostArch == arch::Arch::kX86_64 && type == arch::SlotType::kInst) break;
+    for (unsigned s = 0; s < 16; ++s) {
+      if (!t.regs.armed(s, type)) continue;
+      text << s << ' ' << (type == arch::SlotType::kData ? "data" : "inst") << '\n';
+      any = true;
+    }
+  }
+  std::error_code ec;
+  if (!any) {
+    std::filesystem::remove(path, ec);
+    return;
+  }
+  const std::string tmp = path + ".new";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text.str();
+    if (!out) {
+      spdlog::error("cannot write the ptrace journal {}", tmp);
+      return;
+    }
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) spdlog::error("cannot write the ptrace journal {}: {}", path, ec.message());
+}
+
+void Tracer::ClearLeftovers() {
+  if (journal_dir_.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(journal_dir_, ec);
+  std::filesystem::permissions(journal_dir_, std::filesystem::perms::owner_all, ec);
+  std::vector<std::filesystem::path> files;
+  for (const auto& d : std::filesystem::directory_iterator(journal_dir_, ec)) {
+    files.push_back(d.path());
+  }
+  for (const auto& path : files) {
+    std::ifstream in(path);
+    pid_t tid = 0, tgid = 0;
+    uint64_t start = 0;
+    std::vector<std::pair<unsigned, arch::SlotType>> slots;
+    if (in >> tid >> tgid >> start) {
+      unsigned s;
+      std::string type;
+      while (in >> s >> type) {
+        slots.emplace_back(s, type == "inst" ? arch::SlotType::kInst : arch::SlotType::kData);
+      }
+    }
+    std::filesystem::remove(path, ec);
+    if (tid <= 0 || slots.empty() || StartTime(tid) != start) continue;  // gone or recycled
+    Tracee* t = Attach(tid, true);
+    if (t == nullptr) {
+      spdlog::warn("thread {} has registers left by a previous hwwatchd but cannot be traced: {}",
+                   tid, std::strerror(errno));
+      continue;
+    }
+    // A trap the leftovers raise before they are cleared must not kill it.
+    t->leftover = true;
+    (void)InStop(*t, [&] {
+      for (const auto& [s, type] : slots) (void)t->regs.Disarm(s, type);
+    });
+    if (Find(tid) != nullptr) Release(*t);
+    ++leftovers_cleared_;
+    spdlog::info("cleared {} debug register(s) a previous hwwatchd left on thread {} (pid {})",
+                 slots.size(), tid, tgid);
+  }
+}
+
+}  // namespace hwwatch::daemon

@@ -1,0 +1,142 @@
+// The tracer: one thread that owns every ptrace call of the daemon.
+//
+// It traces a thread when a reservation needs it: the ptrace backend (the
+// daemon writes the debug registers itself, in a slot it or the client
+// chooses), or a perf stop delivery on a thread nobody else traces (the
+// daemon takes the SIGTRAP instead of letting it kill the target). Traced
+// threads run freely: the tracer attaches with PTRACE_SEIZE, stops a thread
+// with PTRACE_INTERRUPT only to program it, delivers the target's own
+// signals unchanged, lets job-control stops stay stopped (PTRACE_LISTEN),
+// and answers its own SIGTRAPs with a hit and a silent continue.
+//
+// Threads a traced process starts are attached by the kernel (clone
+// option) and armed with the process's ptrace watches before they run. An
+// exec flushes the registers; the tracer reports it and lets go.
+//
+// Registers written through ptrace outlive the tracer: every detach clears
+// them first, and a journal (one file per armed thread under the runtime
+// directory) lets the next daemon clear what a crashed one left behind.
+//
+// Never calls into its users while they may wait on it: callbacks run on
+// the tracer thread and must not block on the callers of Arm/Hold/....
+#pragma once
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "arch/arch.h"
+#include "arch/ptrace_debugreg.h"
+#include "arch/result.h"
+
+namespace hwwatch::daemon {
+
+// What a traced thread does for one reservation group.
+struct TraceUse {
+  uint64_t group = 0;
+  // ptrace backend: one spec per register; empty for a perf stop (the
+  // group's perf events send SIGTRAP with si_perf_data = group).
+  std::vector<arch::BreakpointSpec> specs;
+  // ptrace backend: the debug register index for each spec.
+  std::vector<unsigned> slots;
+  // Bytes read from the target at each hit (Hit.value), 0: none.
+  uint64_t capture_address = 0;
+  uint32_t capture_length = 0;
+};
+
+// A hit seen by the tracer, the target stopped right after it.
+struct TraceHit {
+  uint64_t group = 0;
+  pid_t tid = 0;
+  uint64_t ip = 0;
+  uint64_t address = 0;
+  std::optional<unsigned> slot;
+  std::optional<std::string> value;
+};
+
+class Tracer {
+ public:
+  struct Sink {
+    std::function<void(const TraceHit&)> hit;
+    // A traced thread ended (its groups lose it); status as waitpid says.
+    std::function<void(uint64_t group, pid_t tid, int status)> exited;
+    // The process exec'd: the group's watches there are gone.
+    std::function<void(uint64_t group, pid_t tgid)> execed;
+  };
+
+  // `journal_dir`: where armed registers are recorded ("" for none); what a
+  // previous daemon left there is cleared before the tracer serves.
+  Tracer(std::string journal_dir, Sink sink);
+  // Clears every register it armed and detaches from everything.
+  ~Tracer();
+  Tracer(const Tracer&) = delete;
+  Tracer& operator=(const Tracer&) = delete;
+
+  // Traces `tid` (if not yet) and adds `use`: the ptrace backend programs
+  // its specs (returns the slots used, in order); a perf stop returns none.
+  // Idempotent per (tid, group): a second call returns the slots in use
+  // (those it armed when the thread started, for a followed process).
+  // Errors: EPERM when another tracer has it, ESRCH when it is gone,
+  // EBUSY when a slot is armed already, ENOSPC/EINVAL from the kernel.
+  arch::Result<std::vector<unsigned>> Add(pid_t tid, const TraceUse& use);
+  // Removes the group's use of `tid` (clearing its registers); detaches
+  // when nothing is left.
+  void Remove(pid_t tid, uint64_t group);
+  // New threads of `tgid` get `use` (armed before they first run).
+  void Follow(pid_t tgid, const TraceUse& use);
+  void Unfollow(pid_t tgid, uint64_t group);
+  // True when this daemon traces `tid`.
+  bool Traces(pid_t tid);
+
+  // How many threads the last start found registers left on, and cleared.
+  unsigned leftovers_cleared() const { return leftovers_cleared_; }
+
+ private:
+  struct Tracee;
+  // Runs `fn` on the tracer thread and waits for it.
+  void Run(std::function<void()> fn);
+  void Loop();
+  void Wake();
+  // Stops `t` (PTRACE_INTERRUPT), runs fn in that stop, resumes it;
+  // false when the thread is gone.
+  bool InStop(Tracee& t, const std::function<void()>& fn);
+  void HandleStop(pid_t tid, int status);
+  void Resume(Tracee& t, int status, int deliver);
+  arch::Result<std::vector<unsigned>> ArmUse(Tracee& t, const TraceUse& use);
+  void DisarmUse(Tracee& t, const TraceUse& use);
+  void ThreadGone(pid_t tid, int status);
+  void Exec(pid_t tid);
+  // Clears everything and detaches `t` (in a stop of our own).
+  void Release(Tracee& t);
+  void Journal(const Tracee& t);
+  void ClearLeftovers();
+  Tracee* Find(pid_t tid);
+  Tracee* Attach(pid_t tid, bool seize);
+
+  const std::string journal_dir_;
+  const Sink sink_;
+  unsigned leftovers_cleared_ = 0;
+
+  // Tracer thread only.
+  std::map<pid_t, std::unique_ptr<Tracee>> tracees_;
+  std::map<pid_t, std::vector<TraceUse>> follows_;  // by tgid
+
+  std::mutex mu_;  // guards queue_, stop_
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  int wake_fd_ = -1;    // eventfd: work queued
+  int signal_fd_ = -1;  // SIGCHLD: a tracee changed state
+  std::thread thread_;
+};
+
+}  // namespace hwwatch::daemon

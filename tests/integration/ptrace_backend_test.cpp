@@ -1,0 +1,377 @@
+// The ptrace backend through the real daemon, checked against the kernel
+// and the target's own debug registers (read back by this test as a tracer
+// of its own, after the daemon let go): a chosen slot, slots accounted by
+// the kernel, registers cleared on release, on shutdown and after a crash
+// (the journal), the target's signals delivered unchanged, exec ending the
+// watch. Hits need debug exceptions, which this host may not deliver: they
+// are checked in the emulated machines (label vm).
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "arch/child_process.h"
+#include "arch/ptrace_debugreg.h"
+#include "client/client.h"
+#include "tests/support/process.h"
+#include "tests/support/targets.h"
+
+namespace hwwatch {
+namespace {
+
+using testing::KernelFreeOnThread;
+using testing::Sleeper;
+
+using client::Client;
+namespace v1 = ::hwwatch::v1;
+
+v1::ReserveRequest Ptrace(pid_t tid, uint64_t address, std::optional<uint32_t> slot = {}) {
+  v1::ReserveRequest r;
+  r.mutable_target()->set_tid(tid);
+  r.mutable_watch()->set_address(address);
+  r.mutable_watch()->set_length(4);
+  r.mutable_watch()->set_access(v1::ACCESS_WRITE);
+  r.set_backend(v1::BACKEND_PTRACE);
+  if (slot) r.set_slot(*slot);
+  return r;
+}
+
+std::string StatusField(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(key + ":", 0) == 0) {
+      const size_t v = line.find_first_not_of(" \t", key.size() + 1);
+      return v == std::string::npos ? "" : line.substr(v);
+    }
+  }
+  return "";
+}
+
+// The process whose thread traces `pid` (TracerPid names the thread), or 0.
+pid_t TracerOf(pid_t pid) {
+  const pid_t tracer = static_cast<pid_t>(std::stol(StatusField(pid, "TracerPid")));
+  return tracer == 0 ? 0 : static_cast<pid_t>(std::stol(StatusField(tracer, "Tgid")));
+}
+
+// The state letter of /proc/PID/stat: S, R, t (traced and stopped), T, ...
+char State(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  const size_t p = line.rfind(')');
+  return p == std::string::npos || p + 2 >= line.size() ? '?' : line[p + 2];
+}
+
+// Polls `pred` every 10 ms for up to 5 s.
+template <class F>
+bool Eventually(F pred) {
+  for (int i = 0; i < 500; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+// What data slot `slot` of `tid` holds, read by this process as a tracer
+// of its own (seize, stop, read, detach: nothing is changed).
+std::optional<arch::RawSlot> ReadSlotAsTracer(pid_t tid, unsigned slot) {
+  if (ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) return std::nullopt;
+  std::optional<arch::RawSlot> out;
+  if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0 &&
+      arch::WaitForStateChange(tid, std::chrono::seconds(2)).ok()) {
+    auto raw = arch::PtraceDebugRegs(tid).ReadSlot(slot, arch::SlotType::kData);
+    if (raw.ok()) out = *raw;
+  }
+  ptrace(PTRACE_DETACH, tid, nullptr, nullptr);
+  return out;
+}
+
+// A child that answers SIGUSR1 with a byte on a pipe, else sleeps.
+int g_signal_pipe = -1;
+class SignalEcho {
+ public:
+  SignalEcho() {
+    int p[2];
+    if (pipe(p) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      close(p[0]);
+      g_signal_pipe = p[1];
+      struct sigaction sa {};
+      sa.sa_handler = [](int) { (void)!write(g_signal_pipe, "u", 1); };
+      sigaction(SIGUSR1, &sa, nullptr);
+      for (;;) pause();
+    }
+    close(p[1]);
+    from_ = p[0];
+  }
+  ~SignalEcho() {
+    close(from_);
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, __WALL);
+  }
+  pid_t pid() const { return pid_; }
+  // True when the handler ran (a byte arrived) within 5 s.
+  bool Echoed() {
+    pollfd fd{from_, POLLIN, 0};
+    char c;
+    return poll(&fd, 1, 5000) == 1 && read(from_, &c, 1) == 1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int from_ = -1;
+};
+
+class PtraceBackend : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(d_.running()) << d_.Log();
+    auto c = Client::Connect(d_.socket());
+    ASSERT_TRUE(c) << c.error().ToString();
+    c_ = std::move(c.value());
+    ASSERT_EQ(KernelFreeOnThread(target_.pid()), 4u)
+        << "something outside this test holds debug registers";
+  }
+  Sleeper target_;
+  testing::DaemonProcess d_;
+  std::unique_ptr<Client> c_;
+};
+
+TEST_F(PtraceBackend, ArmsTheChosenSlotAndClearsItOnRelease) {
+  const pid_t tid = target_.pid();
+  auto r = c_->Reserve(Ptrace(tid, 0x10000, 2));
+  ASSERT_TRUE(r) << r.error().ToString();
+  EXPECT_EQ(r->backend(), v1::BACKEND_PTRACE);
+  EXPECT_EQ(r->delivery(), v1::DELIVERY_STOP);
+  ASSERT_EQ(r->registers_size(), 1);
+  ASSERT_TRUE(r->registers(0).has_slot());
+  EXPECT_EQ(r->registers(0).slot(), 2u);
+  EXPECT_EQ(TracerOf(tid), d_.pid()) << "the daemon traces the target";
+  EXPECT_EQ(State(tid), 'S') << "the target runs on (it sleeps in pause), not stopped";
+  EXPECT_EQ(KernelFreeOnThread(tid), 3u) << "the kernel accounts the register";
+
+  // The same slot again is taken; any slot is the first free one.
+  auto again = c_->Reserve(Ptrace(tid, 0x20000, 2));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(again.error().message.find("slot 2"), std::string::npos) << again.error().message;
+  auto any = c_->Reserve(Ptrace(tid, 0x20000));
+  ASSERT_TRUE(any) << any.error().ToString();
+  EXPECT_EQ(any->registers(0).slot(), 0u);
+  EXPECT_EQ(KernelFreeOnThread(tid), 2u);
+
+  ASSERT_TRUE(c_->Release(r->id()));
+  EXPECT_EQ(TracerOf(tid), d_.pid()) << "still traced for the other reservation";
+  ASSERT_TRUE(c_->Release(any->id()));
+  EXPECT_EQ(TracerOf(tid), 0) << "detached once nothing is left";
+  EXPECT_EQ(State(tid), 'S');
+  for (unsigned slot : {0u, 2u}) {
+    auto raw = ReadSlotAsTracer(tid, slot);
+    ASSERT_TRUE(raw.has_value());
+    EXPECT_FALSE(raw->enabled) << "slot " << slot << " was left armed after detaching";
+  }
+}
+
+// The kernel keeps a register written through ptrace registered (disabled)
+// until the thread execs or ends; the daemon's accounting must agree.
+TEST_F(PtraceBackend, ClearedRegistersStayAccountedUntilTheThreadEnds) {
+  const pid_t tid = target_.pid();
+  auto r = c_->Reserve(Ptrace(tid, 0x10000, 2));
+  ASSERT_TRUE(r) << r.error().ToString();
+  ASSERT_TRUE(c_->Release(r->id()));
+  EXPECT_EQ(KernelFreeOnThread(tid), 3u) << "the kernel let the cleared register go";
+  auto held_by = [&] {
+    auto slots = c_->Slots();
+    unsigned n = 0;
+    for (const auto& t : slots->tasks()) {
+      if (t.tid() == tid) n += t.all_cpus();
+    }
+    return n;
+  };
+  EXPECT_EQ(held_by(), 1u) << "the engine must count what the kernel still holds";
+  // A later ptrace watch reuses it first: no new kernel slot.
+  auto again = c_->Reserve(Ptrace(tid, 0x20000));
+  ASSERT_TRUE(again) << again.error().ToString();
+  EXPECT_EQ(again->registers(0).slot(), 2u);
+  EXPECT_EQ(KernelFreeOnThread(tid), 3u);
+  ASSERT_TRUE(c_->Release(again->id()));
+  // Four perf registers no longer fit; the engine says so, not the kernel.
+  v1::ReserveRequest four = Ptrace(tid, 0x30000);
+  four.set_backend(v1::BACKEND_PERF);
+  four.mutable_watch()->set_length(32);
+  auto full = c_->Reserve(four);
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(full.error().refusal.has_value());
+  EXPECT_EQ(full.error().refusal->reason(), v1::Refusal::TASK_FULL) << full.error().message;
+  // The thread ends: the kernel frees the register, the daemon follows.
+  target_.Kill();
+  EXPECT_TRUE(Eventually([&] { return held_by() == 0; }));
+}
+
+TEST_F(PtraceBackend, RefusesBadCombinations) {
+  auto slot_with_perf = Ptrace(target_.pid(), 0x10000, 1);
+  slot_with_perf.set_backend(v1::BACKEND_PERF);
+  auto a = c_->Reserve(slot_with_perf);
+  ASSERT_FALSE(a);
+  EXPECT_EQ(a.error().code, grpc::StatusCode::INVALID_ARGUMENT);
+  auto on_cpu = Ptrace(0, 0x10000);
+  on_cpu.mutable_target()->set_cpu(0);
+  auto b = c_->Reserve(on_cpu);
+  ASSERT_FALSE(b);
+  EXPECT_EQ(b.error().code, grpc::StatusCode::INVALID_ARGUMENT);
+  auto samples = Ptrace(target_.pid(), 0x10000);
+  samples.set_delivery(v1::DELIVERY_SAMPLES);
+  auto c = c_->Reserve(samples);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, grpc::StatusCode::INVALID_ARGUMENT);
+  auto no_slot = c_->Reserve(Ptrace(target_.pid(), 0x10000, 9));
+  ASSERT_FALSE(no_slot);
+  EXPECT_EQ(no_slot.error().code, grpc::StatusCode::INVALID_ARGUMENT) << no_slot.error().ToString();
+  EXPECT_EQ(TracerOf(target_.pid()), 0) << "a refused reservation leaves no tracer behind";
+  EXPECT_EQ(KernelFreeOnThread(target_.pid()), 4u);
+}
+
+TEST_F(PtraceBackend, RefusesAThreadAnotherTracerHas) {
+  ASSERT_EQ(ptrace(PTRACE_SEIZE, target_.pid(), nullptr, nullptr), 0);
+  auto r = c_->Reserve(Ptrace(target_.pid(), 0x10000));
+  ptrace(PTRACE_DETACH, target_.pid(), nullptr, nullptr);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(r.error().message.find("traced by another"), std::string::npos) << r.error().message;
+  EXPECT_EQ(KernelFreeOnThread(target_.pid()), 4u) << "the engine gave the slot back";
+}
+
+TEST(PtraceSignals, TheTargetsOwnSignalsArriveUnchanged) {
+  SignalEcho target;
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  auto c = Client::Connect(d.socket());
+  ASSERT_TRUE(c);
+  auto r = c.value()->Reserve(Ptrace(target.pid(), 0x10000));
+  ASSERT_TRUE(r) << r.error().ToString();
+  ASSERT_EQ(TracerOf(target.pid()), d.pid());
+  kill(target.pid(), SIGUSR1);
+  EXPECT_TRUE(target.Echoed()) << "SIGUSR1 did not reach the traced target's handler";
+  // Job control still works: stopped by SIGSTOP, running again after SIGCONT.
+  kill(target.pid(), SIGSTOP);
+  EXPECT_TRUE(Eventually([&] { return State(target.pid()) == 't' || State(target.pid()) == 'T'; }))
+      << "state " << State(target.pid());
+  kill(target.pid(), SIGCONT);
+  EXPECT_TRUE(Eventually([&] { return State(target.pid()) == 'S'; }))
+      << "left stopped after SIGCONT: state " << State(target.pid());
+  kill(target.pid(), SIGUSR1);
+  EXPECT_TRUE(target.Echoed()) << "SIGUSR1 after SIGCONT did not arrive";
+  ASSERT_TRUE(c.value()->Release(r->id()));
+  EXPECT_EQ(TracerOf(target.pid()), 0);
+}
+
+TEST(PtraceExec, ExecEndsTheWatchWithAnEvent) {
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  const pid_t child = fork();
+  if (child == 0) {
+    char c;
+    close(go[1]);
+    (void)!read(go[0], &c, 1);
+    execl("/bin/sleep", "sleep", "30", nullptr);
+    _exit(127);
+  }
+  close(go[0]);
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  auto c = Client::Connect(d.socket());
+  ASSERT_TRUE(c);
+  auto stream = c.value()->Follow({}, true);
+  auto r = c.value()->Reserve(Ptrace(child, 0x10000));
+  ASSERT_TRUE(r) << r.error().ToString();
+  (void)!write(go[1], "x", 1);
+  close(go[1]);
+  bool execed = false, released = false;
+  auto events = std::async(std::launch::async, [&] {
+    v1::Event e;
+    while ((!execed || !released) && stream->Next(&e)) {
+      if (e.has_execed()) {
+        execed = e.execed().reservation_id() == r->id() && e.execed().pid() == child;
+      }
+      if (e.has_released()) released = e.released().why() == "target exec'd";
+    }
+  });
+  if (events.wait_for(std::chrono::seconds(10)) != std::future_status::ready) stream->Cancel();
+  events.get();
+  EXPECT_TRUE(execed) << "no TargetExeced event";
+  EXPECT_TRUE(released) << "no ReservationReleased(target exec'd)";
+  auto l = c.value()->List();
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->reservations_size(), 0);
+  EXPECT_TRUE(Eventually([&] { return TracerOf(child) == 0; })) << "still traced after exec";
+  EXPECT_EQ(State(child), 'S') << "the new image runs (sleep)";
+  stream->Cancel();
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+}
+
+// Registers written through ptrace outlive the tracer; the journal lets
+// the next daemon clear them.
+TEST(PtraceJournal, ARestartedDaemonClearsWhatACrashedOneLeft) {
+  Sleeper target;
+  testing::TempDir runtime;
+  const std::string journal = runtime.File("ptrace/" + std::to_string(target.pid()));
+  {
+    testing::DaemonProcess d({"--runtime-dir", runtime.path()});
+    ASSERT_TRUE(d.running()) << d.Log();
+    auto c = Client::Connect(d.socket());
+    ASSERT_TRUE(c);
+    auto r = c.value()->Reserve(Ptrace(target.pid(), 0x10000, 1));
+    ASSERT_TRUE(r) << r.error().ToString();
+    EXPECT_TRUE(std::filesystem::exists(journal)) << "no journal entry for the armed thread";
+    d.Kill();
+  }
+  ASSERT_TRUE(Eventually([&] { return TracerOf(target.pid()) == 0; }));
+  auto left = ReadSlotAsTracer(target.pid(), 1);
+  ASSERT_TRUE(left.has_value());
+  EXPECT_TRUE(left->enabled) << "the kernel cleared the register itself: nothing to prove here";
+  EXPECT_EQ(left->address, 0x10000u);
+  {
+    testing::DaemonProcess d({"--runtime-dir", runtime.path()});
+    ASSERT_TRUE(d.running()) << d.Log();
+    // Cleared before the daemon answers its socket.
+    auto cleared = ReadSlotAsTracer(target.pid(), 1);
+    ASSERT_TRUE(cleared.has_value());
+    EXPECT_FALSE(cleared->enabled) << d.Log();
+    EXPECT_FALSE(std::filesystem::exists(journal));
+    EXPECT_NE(d.Log().find("cleared 1 debug register"), std::string::npos) << d.Log();
+  }
+}
+
+TEST(PtraceJournal, ShutdownClearsAndDetaches) {
+  Sleeper target;
+  testing::TempDir runtime;
+  testing::DaemonProcess d({"--runtime-dir", runtime.path()});
+  ASSERT_TRUE(d.running()) << d.Log();
+  auto c = Client::Connect(d.socket());
+  ASSERT_TRUE(c);
+  auto r = c.value()->Reserve(Ptrace(target.pid(), 0x10000, 3));
+  ASSERT_TRUE(r) << r.error().ToString();
+  // The session is still open: the daemon's shutdown must let go.
+  EXPECT_EQ(d.Terminate(), 0) << d.Log();
+  EXPECT_EQ(TracerOf(target.pid()), 0);
+  auto raw = ReadSlotAsTracer(target.pid(), 3);
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_FALSE(raw->enabled);
+  EXPECT_TRUE(std::filesystem::is_empty(runtime.File("ptrace")));
+}
+
+}  // namespace
+}  // namespace hwwatch
