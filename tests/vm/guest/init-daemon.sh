@@ -41,7 +41,9 @@ echo "---"
 # up by one (the first hit's old value is read by the CLI just after arming,
 # and a write may race that read: it is not checked).
 fn=$(cat /count_up.addr)
-result=$(awk -v fn=$((fn)) -v addr="$addr" '
+# check_hits FILE: "hits wrong-ip wrong-address wrong-value" of a watch output.
+check_hits() {
+  awk -v fn=$((fn)) -v addr="$addr" '
   / -> / {
     n++
     for (i = 1; i < NF; i++) {
@@ -54,7 +56,9 @@ result=$(awk -v fn=$((fn)) -v addr="$addr" '
     if (a != addr) bad_addr++
     if (n > 1 && $NF != $(NF - 2) + 1) bad_value++
   }
-  END { printf "%d %d %d %d", n, bad_ip, bad_addr, bad_value }' /tmp/watch.out)
+  END { printf "%d %d %d %d", n, bad_ip, bad_addr, bad_value }' "$1"
+}
+result=$(check_hits /tmp/watch.out)
 set -- $result
 if [ "$rc" = 0 ] && [ "$1" = 3 ] && [ "$2" = 0 ] && [ "$3" = 0 ] && [ "$4" = 0 ]; then
   echo "CASE $arch daemon_watch PASS: 3 hits in count_up() on the counter, the 2nd and 3rd old -> old+1"
@@ -71,6 +75,33 @@ if [ "$rc2" = 0 ] && [ "$hits2" = 40 ] && [ "$shared" = 1 ]; then
 else
   echo "CASE $arch daemon_watch_shared FAIL: exit $rc2, hits $hits2, shared $shared"
 fi
+
+# The same through the ptrace backend (hwwatchd traces the counter and
+# writes DR0-DR3 itself), then as perf stops the daemon takes (nobody else
+# traces the counter). Each time the counter must run on afterwards,
+# untraced and not stopped.
+for how in ptrace stop; do
+  case $how in
+    ptrace) flags="--backend ptrace" ;;
+    stop) flags="--stop" ;;
+  esac
+  hwwatch --socket /tmp/h.sock watch --pid "$pid" "$addr" --len 4 --count 3 --timeout 60 $flags \
+    >/tmp/watch-$how.out 2>/tmp/watch-$how.err
+  rc=$?
+  echo "--- hwwatch watch --pid $pid $addr --len 4 --count 3 $flags (exit $rc)"
+  cat /tmp/watch-$how.err /tmp/watch-$how.out
+  echo "---"
+  set -- $(check_hits /tmp/watch-$how.out)
+  sleep 0.3
+  tracer=$(awk '/^TracerPid:/ { print $2 }' /proc/$pid/status 2>/dev/null)
+  state=$(awk '/^State:/ { print $2 }' /proc/$pid/status 2>/dev/null)
+  if [ "$rc" = 0 ] && [ "$1" = 3 ] && [ "$2" = 0 ] && [ "$3" = 0 ] && [ "$4" = 0 ] &&
+    [ "$tracer" = 0 ] && [ "$state" != t ] && [ "$state" != T ]; then
+    echo "CASE $arch daemon_watch_$how PASS: 3 hits in count_up(), old -> old+1; the counter runs on untraced"
+  else
+    echo "CASE $arch daemon_watch_$how FAIL: exit $rc, hits $1, wrong ip $2, wrong address $3, wrong value $4, tracer '$tracer', state '$state'"
+  fi
+done
 kill $counter 2>/dev/null
 
 /vm_debugger /tmp/h.sock
