@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <string>
 
@@ -132,6 +133,67 @@ TEST(ProcessTarget, EveryThreadNowAndLaterIsArmedAndExitsAreDropped) {
 
   ASSERT_TRUE(c.value()->Release(r->id()));
   for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 4u) << "thread " << tid;
+  stream->Cancel();
+}
+
+pid_t TracerOf(pid_t tid) {
+  auto field = [](pid_t pid, const std::string& key) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind(key + ":", 0) == 0) return std::stoi(line.substr(key.size() + 1));
+    }
+    return -1;
+  };
+  const int tracer = field(tid, "TracerPid");
+  return tracer <= 0 ? tracer : field(tracer, "Tgid");
+}
+
+// The ptrace backend: the daemon traces every thread, and the kernel
+// attaches the threads the process starts, so they are armed at their
+// first stop, before they run: no window in which they go unwatched.
+TEST(ProcessTarget, ThePtraceBackendArmsNewThreadsBeforeTheyRun) {
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  ThreadsTarget target;
+  ASSERT_EQ(target.Line(), "ready\n");
+  const std::vector<pid_t> threads = target.Threads();
+  ASSERT_GE(threads.size(), 3u);
+  for (pid_t tid : threads) ASSERT_EQ(KernelFreeOnThread(tid), 4u) << "slots held outside";
+  auto c = Client::Connect(d.socket());
+  ASSERT_TRUE(c);
+  v1::ReserveRequest req;
+  req.mutable_target()->set_pid(target.pid());
+  req.mutable_watch()->set_address(0x10000);
+  req.mutable_watch()->set_length(8);
+  req.mutable_watch()->set_access(v1::ACCESS_WRITE);
+  req.set_backend(v1::BACKEND_PTRACE);
+  auto r = c.value()->Reserve(req);
+  ASSERT_TRUE(r) << r.error().ToString();
+  EXPECT_EQ(r->backend(), v1::BACKEND_PTRACE);
+  for (pid_t tid : threads) {
+    EXPECT_EQ(TracerOf(tid), d.pid()) << "thread " << tid;
+    EXPECT_EQ(KernelFreeOnThread(tid), 3u) << "thread " << tid;
+  }
+  auto stream = c.value()->Follow({r->id()}, true);
+  int added = 0;
+  ASSERT_EQ(std::sscanf(target.Ask('n').c_str(), "tid %d", &added), 1);
+  // It has run (it printed its tid): armed already, not 250 ms later.
+  EXPECT_EQ(KernelFreeOnThread(added), 3u) << "the new thread ran unarmed";
+  EXPECT_EQ(TracerOf(added), d.pid());
+  auto e = NextLifecycle(*stream);
+  ASSERT_TRUE(e.has_value()) << "no ThreadAdded within 10 s";
+  ASSERT_TRUE(e->has_thread_added()) << e->DebugString();
+  EXPECT_EQ(e->thread_added().tid(), added);
+
+  int exited = 0;
+  ASSERT_EQ(std::sscanf(target.Ask('x').c_str(), "exited %d", &exited), 1);
+  e = NextLifecycle(*stream);
+  ASSERT_TRUE(e.has_value()) << "no TargetExited within 10 s";
+  ASSERT_TRUE(e->has_exited()) << e->DebugString();
+  EXPECT_EQ(e->exited().tid(), exited);
+
+  ASSERT_TRUE(c.value()->Release(r->id()));
+  for (pid_t tid : threads) EXPECT_EQ(TracerOf(tid), 0) << "thread " << tid;
   stream->Cancel();
 }
 
