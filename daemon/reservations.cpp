@@ -813,32 +813,22 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
     return Refused{{Code::kNotFound, "you hold no reservation " + std::to_string(req.id())}, {}};
   }
   Entry& e = *it->second;
-  if (e.how.ptrace) {
-    ++refusals_;
-    return Refused{{Code::kUnimplemented,
-                    "modify of a ptrace-backed watch is not built yet; release and reserve again"},
-                   {}};
-  }
-  if (e.target.kind == TargetSpec::Kind::kProcess) {
-    ++refusals_;
-    return Refused{{Code::kUnimplemented,
-                    "modify of a process-wide watch is not built yet; release and reserve again"},
-                   {}};
-  }
-  if (e.group->members.size() > 1) {
-    ++refusals_;
-    return Refused{{Code::kFailedPrecondition,
-                    "reservation " + std::to_string(req.id()) + " shares its registers with " +
-                        std::to_string(e.group->members.size() - 1) +
-                        " other reservation(s); release it and reserve the new watch instead"},
-                   {}};
-  }
-  Arm& arm = e.group->arms.front();
   auto refuse = [this](Code code, std::string m, std::optional<v1::Refusal> r = {}) {
     ++refusals_;
     if (r && r->explanation().empty()) r->set_explanation(m);
     return Refused{{code, std::move(m)}, std::move(r)};
   };
+  if (e.how.traced()) {
+    return refuse(Code::kUnimplemented,
+                  "modify of a watch hwwatchd traces for (ptrace backend, stops it takes) is not "
+                  "built yet; release and reserve again");
+  }
+  if (e.group->members.size() > 1) {
+    return refuse(Code::kFailedPrecondition,
+                  "reservation " + std::to_string(req.id()) + " shares its registers with " +
+                      std::to_string(e.group->members.size() - 1) +
+                      " other reservation(s); release it and reserve the new watch instead");
+  }
   auto watch = CheckWatch(req.watch(), e.target, caps_);
   if (!watch) {
     std::optional<v1::Refusal> r;
@@ -850,8 +840,6 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
   }
   const unsigned weight = watch->weight();
   const arch::SlotType type = arch::SlotTypeOf(watch->region.access);
-  const arch::SlotType old_type =
-      e.proto.slot_type() == v1::SLOT_TYPE_INST ? arch::SlotType::kInst : arch::SlotType::kData;
   unsigned& held = held_by_uid_[e.uid];
   if (e.uid != 0 && held - e.weight + weight > limits_.slots_per_uid) {
     v1::Refusal r;
@@ -865,49 +853,72 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
                       std::to_string(limits_.slots_per_uid),
                   r);
   }
-  // Admitted as the kernel would: as if the old watch were released.
-  if (auto no = engine_.Modify(arm.engine_id, {ToEngine(e.target), type, weight})) {
-    v1::Refusal r = FromEngine(*no);
-    return refuse(Code::kResourceExhausted, r.explanation(), r);
+  // Where each arm lives: its thread for a process, else the target.
+  auto at = [&e](const Arm& arm) {
+    return e.target.kind == TargetSpec::Kind::kProcess
+               ? TargetSpec{TargetSpec::Kind::kThread, arm.tid, 0}
+               : e.target;
+  };
+  std::vector<Arm>& arms = e.group->arms;
+  // Admitted as the kernel would, on every thread: as if the old watch
+  // were released. One refusal puts back the threads already changed.
+  for (size_t i = 0; i < arms.size(); ++i) {
+    if (auto no = engine_.Modify(arms[i].engine_id, {ToEngine(at(arms[i])), type, weight})) {
+      for (size_t k = 0; k < i; ++k) {
+        (void)engine_.Modify(arms[k].engine_id, {ToEngine(at(arms[k])), e.type, e.weight});
+      }
+      v1::Refusal r = FromEngine(*no);
+      return refuse(Code::kResourceExhausted, r.explanation(), r);
+    }
   }
-  // The kernel: move the registers in place, open or close the difference.
-  // Any failure puts every moved register back and the engine too, so the
-  // caller sees the new watch or the old one, never a mix.
-  std::vector<arch::PerfBreakpoint*> events;
-  for (auto& se : arm.sampled) events.push_back(&se->event);
-  for (auto& ev : arm.events) events.push_back(&ev);
-  std::vector<arch::BreakpointSpec> old_specs;
-  for (auto* ev : events) old_specs.push_back(ev->spec());
-  std::vector<arch::PerfBreakpoint> added;
+  // The kernel: move each thread's registers in place, open or close the
+  // difference. Any failure puts every moved register back and the engine
+  // too, so the caller sees the new watch or the old one, never a mix.
+  struct Change {
+    std::vector<arch::PerfBreakpoint*> events;
+    std::vector<arch::BreakpointSpec> old_specs;
+    size_t moved = 0;
+    std::vector<arch::PerfBreakpoint> added;
+  };
+  std::vector<Change> changes(arms.size());
   arch::Error failure;
   bool failed = false;
-  size_t moved = 0;
-  for (; moved < std::min<size_t>(events.size(), weight); ++moved) {
-    if (Status st = events[moved]->Modify(watch->cover.Spec(caps_.arch, moved)); !st.ok()) {
-      failure = st.error();
-      failed = true;
-      break;
+  for (size_t a = 0; a < arms.size() && !failed; ++a) {
+    Arm& arm = arms[a];
+    Change& c = changes[a];
+    for (auto& se : arm.sampled) c.events.push_back(&se->event);
+    for (auto& ev : arm.events) c.events.push_back(&ev);
+    for (auto* ev : c.events) c.old_specs.push_back(ev->spec());
+    for (; c.moved < std::min<size_t>(c.events.size(), weight); ++c.moved) {
+      if (Status st = c.events[c.moved]->Modify(watch->cover.Spec(caps_.arch, c.moved)); !st.ok()) {
+        failure = st.error();
+        failed = true;
+        break;
+      }
     }
-  }
-  for (size_t i = events.size(); !failed && i < weight; ++i) {
-    auto bp = arch::PerfBreakpoint::Open(watch->cover.Spec(caps_.arch, static_cast<unsigned>(i)),
-                                         ToPerf(e.target), e.options);
-    if (bp && !arm.sampled.empty()) {
-      if (Status st = bp->SetOutput(arm.sampled.front()->event); !st.ok()) bp = st.error();
+    for (size_t i = c.events.size(); !failed && i < weight; ++i) {
+      auto bp = arch::PerfBreakpoint::Open(watch->cover.Spec(caps_.arch, static_cast<unsigned>(i)),
+                                           ToPerf(at(arm)), e.options);
+      if (bp && !arm.sampled.empty()) {
+        if (Status st = bp->SetOutput(arm.sampled.front()->event); !st.ok()) bp = st.error();
+      }
+      if (!bp) {
+        failure = bp.error();
+        failed = true;
+        break;
+      }
+      c.added.push_back(std::move(bp.value()));
     }
-    if (!bp) {
-      failure = bp.error();
-      failed = true;
-      break;
-    }
-    added.push_back(std::move(bp.value()));
   }
   if (failed) {
-    added.clear();
-    for (size_t i = 0; i < moved; ++i) (void)events[i]->Modify(old_specs[i]);
-    if (engine_.Modify(arm.engine_id, {ToEngine(e.target), old_type, e.weight})) {
-      spdlog::error("reservation {}: the engine refused to restore it after a failed modify",
-                    e.proto.id());
+    for (size_t a = 0; a < arms.size(); ++a) {
+      Change& c = changes[a];
+      c.added.clear();
+      for (size_t i = 0; i < c.moved; ++i) (void)c.events[i]->Modify(c.old_specs[i]);
+      if (engine_.Modify(arms[a].engine_id, {ToEngine(at(arms[a])), e.type, e.weight})) {
+        spdlog::error("reservation {}: the engine refused to restore it after a failed modify",
+                      e.proto.id());
+      }
     }
     if (failure.Is(ENOSPC)) {
       v1::Refusal r;
@@ -918,29 +929,41 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
                     "hwwatchd; the old watch stays",
                     r);
     }
+    if (failure.Is(ESRCH)) {
+      return refuse(Code::kNotFound,
+                    "a watched thread ended during the modify; the old watch "
+                    "stays on the others: " +
+                        failure.message);
+    }
     return refuse(failure.Is(EINVAL) ? Code::kInvalidArgument : Code::kInternal,
                   "the kernel refused the new watch (" + failure.message + "); the old one stays");
   }
   // Done: drop registers the new watch does not need, adopt new ones.
-  if (events.size() > weight) {
-    const size_t keep_events = weight - std::min<size_t>(weight, arm.sampled.size());
-    arm.events.erase(arm.events.begin() + static_cast<std::ptrdiff_t>(keep_events),
-                     arm.events.end());
-  }
-  for (auto& bp : added) arm.events.push_back(std::move(bp));
-  for (auto& se : arm.sampled) {
-    std::vector<uint64_t> regs;
-    for (const auto& reg : watch->cover.registers) regs.push_back(reg.address);
-    const uint64_t capture_address = e.capture ? watch->region.address : 0;
-    const uint32_t capture_length = e.capture ? CaptureLength(watch->region) : 0;
-    reader_.Update(*se, [&](SampledEvent& s) {
-      s.registers = std::move(regs);
-      s.capture_address = capture_address;
-      s.capture_length = capture_length;
-    });
+  std::vector<uint64_t> regs;
+  for (const auto& reg : watch->cover.registers) regs.push_back(reg.address);
+  const uint64_t capture_address = e.capture ? watch->region.address : 0;
+  const uint32_t capture_length = e.capture ? CaptureLength(watch->region) : 0;
+  for (size_t a = 0; a < arms.size(); ++a) {
+    Arm& arm = arms[a];
+    if (changes[a].events.size() > weight) {
+      const size_t keep_events = weight - std::min<size_t>(weight, arm.sampled.size());
+      arm.events.erase(arm.events.begin() + static_cast<std::ptrdiff_t>(keep_events),
+                       arm.events.end());
+    }
+    for (auto& bp : changes[a].added) arm.events.push_back(std::move(bp));
+    for (auto& se : arm.sampled) {
+      reader_.Update(*se, [&](SampledEvent& s) {
+        s.registers = regs;
+        s.capture_address = capture_address;
+        s.capture_length = capture_length;
+      });
+    }
   }
   held = held - e.weight + weight;
   e.weight = weight;
+  e.type = type;
+  e.region = watch->region;
+  e.cover = watch->cover;
   // Now a different watch: shareable under its new key.
   Group& g = *e.group;
   if (!g.key.empty()) {

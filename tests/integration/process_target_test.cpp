@@ -197,6 +197,64 @@ TEST(ProcessTarget, ThePtraceBackendArmsNewThreadsBeforeTheyRun) {
   stream->Cancel();
 }
 
+// Modify of a process-wide watch: every thread moves to the new watch or
+// none does; threads started later get the new one.
+TEST(ProcessTarget, ModifyMovesEveryThreadOrNone) {
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  ThreadsTarget target;
+  ASSERT_EQ(target.Line(), "ready\n");
+  const std::vector<pid_t> threads = target.Threads();
+  ASSERT_GE(threads.size(), 3u);
+  for (pid_t tid : threads) ASSERT_EQ(KernelFreeOnThread(tid), 4u) << "slots held outside";
+  auto c = Client::Connect(d.socket());
+  ASSERT_TRUE(c);
+  v1::ReserveRequest req;
+  req.mutable_target()->set_pid(target.pid());
+  req.mutable_watch()->set_address(0x10000);
+  req.mutable_watch()->set_length(8);
+  req.mutable_watch()->set_access(v1::ACCESS_WRITE);
+  auto r = c.value()->Reserve(req);
+  ASSERT_TRUE(r) << r.error().ToString();
+  v1::Watch wide = req.watch();
+  wide.set_length(32);  // 4 registers
+  auto m = c.value()->Modify(r->id(), wide);
+  ASSERT_TRUE(m) << m.error().ToString();
+  EXPECT_EQ(m->weight(), 4u);
+  for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 0u) << "thread " << tid;
+  v1::Watch two = req.watch();
+  two.set_length(16);  // 2 registers
+  m = c.value()->Modify(r->id(), two);
+  ASSERT_TRUE(m) << m.error().ToString();
+  for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 2u) << "thread " << tid;
+
+  // One thread cannot take 4: nobody moves.
+  v1::ReserveRequest one;
+  one.mutable_target()->set_tid(threads.back());
+  one.mutable_watch()->set_address(0x20000);
+  one.mutable_watch()->set_length(2);
+  one.mutable_watch()->set_access(v1::ACCESS_WRITE);
+  ASSERT_TRUE(c.value()->Reserve(one));
+  auto refused = c.value()->Modify(r->id(), wide);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(refused.error().refusal.has_value());
+  EXPECT_EQ(refused.error().refusal->tid(), threads.back());
+  for (size_t i = 0; i + 1 < threads.size(); ++i) {
+    EXPECT_EQ(KernelFreeOnThread(threads[i]), 2u) << "thread " << threads[i] << " moved alone";
+  }
+  EXPECT_EQ(KernelFreeOnThread(threads.back()), 1u);
+
+  // A thread started now gets the 2-register watch.
+  auto stream = c.value()->Follow({r->id()}, true);
+  int added = 0;
+  ASSERT_EQ(std::sscanf(target.Ask('n').c_str(), "tid %d", &added), 1);
+  auto e = NextLifecycle(*stream);
+  ASSERT_TRUE(e.has_value() && e->has_thread_added()) << "no ThreadAdded within 10 s";
+  EXPECT_EQ(KernelFreeOnThread(added), 2u);
+  stream->Cancel();
+}
+
 TEST(ProcessTarget, AFullThreadRefusesTheWholeProcessAndLeavesNothingArmed) {
   testing::DaemonProcess d;
   ASSERT_TRUE(d.running()) << d.Log();
