@@ -2,6 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
+#include <chrono>
+#include <climits>
 #include <fstream>
 #include <sstream>
 
@@ -81,9 +84,21 @@ std::optional<ProcCreds> ReadProcCreds(pid_t pid) {
 }
 
 int ReadYamaScope() {
+  // Read at most once a second: it is on every request's path, and an
+  // administrator's change takes effect within that second.
+  static std::atomic<int64_t> read_at{INT64_MIN};
+  static std::atomic<int> cached{0};
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  if (now - read_at.load(std::memory_order_relaxed) < 1000) {
+    return cached.load(std::memory_order_relaxed);
+  }
   std::ifstream in("/proc/sys/kernel/yama/ptrace_scope");
   int scope = 0;
-  if (!(in >> scope)) return 0;
+  if (!(in >> scope)) scope = 0;  // no Yama
+  cached.store(scope, std::memory_order_relaxed);
+  read_at.store(now, std::memory_order_relaxed);
   return scope;
 }
 

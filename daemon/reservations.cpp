@@ -253,10 +253,14 @@ std::optional<Refused> ReservationManager::Authorize(const Peer& caller, const T
     }
     if (!target.is_task()) return std::nullopt;
   }
+  const int scope = ReadYamaScope();
+  // CAP_SYS_PTRACE may attach to anything below Yama scope 3, whatever the
+  // target's credentials: no need to read them (a missing target is found
+  // when arming).
+  if (me.HasCap(kCapSysPtrace) && scope < 3) return std::nullopt;
   auto t = ReadProcCreds(target.tid);
   if (!t) return Refused{{Code::kNotFound, "no thread " + std::to_string(target.tid)}, {}};
   YamaRelation rel;
-  const int scope = ReadYamaScope();
   if (scope == 1) rel.target_is_descendant = IsDescendant(target.tid, caller.creds.pid);
   Decision d = MayPtrace(me, *t, scope, rel);
   if (d.allowed) return std::nullopt;
