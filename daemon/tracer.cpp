@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <sys/ptrace.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
@@ -51,10 +52,11 @@ bool IsJobControlStop(int sig) {
   return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
 }
 
-// Field 22 of /proc/TID/stat: when the thread started (ticks since boot);
-// with the tid it names one thread for the life of the system.
-std::optional<uint64_t> StartTime(pid_t tid) {
-  std::ifstream in("/proc/" + std::to_string(tid) + "/stat");
+// Field 22 of /proc/TGID/task/TID/stat: when the thread started (ticks
+// since boot); with the tid it names one thread for the life of the
+// system. (Not /proc/TID/stat: that one sums the times of every thread.)
+std::optional<uint64_t> StartTime(pid_t tid, pid_t tgid) {
+  std::ifstream in("/proc/" + std::to_string(tgid) + "/task/" + std::to_string(tid) + "/stat");
   std::string line;
   if (!std::getline(in, line)) return std::nullopt;
   const size_t paren = line.rfind(')');
@@ -66,6 +68,16 @@ std::optional<uint64_t> StartTime(pid_t tid) {
     if (!(rest >> field)) return std::nullopt;
   }
   return std::stoull(field);
+}
+
+// The thread that traces `tid` (TracerPid), 0 for none, -1 when gone.
+pid_t TracerOf(pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(tid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("TracerPid:", 0) == 0) return static_cast<pid_t>(std::stol(line.substr(10)));
+  }
+  return -1;
 }
 
 std::optional<pid_t> Tgid(pid_t tid) {
@@ -140,6 +152,7 @@ Tracer::Tracer(std::string journal_dir, Sink sink)
     sigaddset(&set, SIGCHLD);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     signal_fd_ = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    self_ = static_cast<pid_t>(syscall(SYS_gettid));
     ClearLeftovers();
     ready.set_value();
     Loop();
@@ -158,6 +171,11 @@ Tracer::~Tracer() {
   }
   Wake();
   thread_.join();
+  if (journal_fd_ >= 0) {
+    // Everything was cleared: nothing for the next start to do.
+    close(journal_fd_);
+    unlink(JournalPath().c_str());
+  }
   if (signal_fd_ >= 0) close(signal_fd_);
   if (wake_fd_ >= 0) close(wake_fd_);
 }
@@ -202,21 +220,45 @@ void Tracer::Loop() {
     }
     for (auto& fn : work) fn();
     if (stop) return;
-    // Every state change of every tracee; threads found on the way (clone
-    // events) are looked at in the next round.
-    for (bool changed = true; changed;) {
-      changed = false;
-      std::vector<pid_t> tids;
-      for (const auto& [tid, t] : tracees_) tids.push_back(tid);
-      for (pid_t tid : tids) {
-        int status = 0;
-        const pid_t r = waitpid(tid, &status, WNOHANG | __WALL);
-        if (r == tid) {
-          HandleStop(tid, status);
-          changed = true;
-        } else if (r < 0 && errno == ECHILD) {
-          ThreadGone(tid, 0);  // no longer ours (reaped elsewhere)
-        }
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_full_sweep_ >= std::chrono::seconds(1) || !SweepPending()) {
+      last_full_sweep_ = now;
+      SweepAll();
+    }
+  }
+}
+
+bool Tracer::SweepPending() {
+  // Which child has news, without taking it (WNOWAIT); then take it.
+  for (int i = 0; i < 100000; ++i) {
+    siginfo_t si{};
+    if (waitid(P_ALL, 0, &si, WEXITED | WSTOPPED | WNOHANG | WNOWAIT | __WALL) != 0) return true;
+    if (si.si_pid == 0) return true;  // nothing pending
+    const pid_t pid = si.si_pid;
+    if (Find(pid) == nullptr && TracerOf(pid) != self_) {
+      return false;  // a child of someone else in this process: look at ours one by one
+    }
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG | __WALL) == pid) HandleStop(pid, status);
+  }
+  return false;
+}
+
+void Tracer::SweepAll() {
+  // Every state change of every tracee; threads found on the way (clone
+  // events) are looked at in the next round.
+  for (bool changed = true; changed;) {
+    changed = false;
+    std::vector<pid_t> tids;
+    for (const auto& [tid, t] : tracees_) tids.push_back(tid);
+    for (pid_t tid : tids) {
+      int status = 0;
+      const pid_t r = waitpid(tid, &status, WNOHANG | __WALL);
+      if (r == tid) {
+        HandleStop(tid, status);
+        changed = true;
+      } else if (r < 0 && errno == ECHILD) {
+        ThreadGone(tid, 0);  // no longer ours (reaped elsewhere)
       }
     }
   }
@@ -230,7 +272,7 @@ Tracer::Tracee* Tracer::Find(pid_t tid) {
 Tracer::Tracee* Tracer::Attach(pid_t tid, bool seize) {
   auto t = std::make_unique<Tracee>(tid);
   t->tgid = Tgid(tid).value_or(tid);
-  t->start_time = StartTime(tid).value_or(0);
+  t->start_time = StartTime(tid, t->tgid).value_or(0);
   if (seize && ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(kOptions)) != 0) {
     return nullptr;
   }
@@ -240,6 +282,24 @@ Tracer::Tracee* Tracer::Attach(pid_t tid, bool seize) {
   return raw;
 }
 
+pid_t Tracer::WaitFor(pid_t tid, int* status, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    const pid_t r = waitpid(tid, status, WNOHANG | __WALL);
+    if (r != 0) return r;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return 0;
+    // Woken by SIGCHLD (a tracee changed state); a few ms at most where
+    // SIGCHLD may go to another thread. Loop() looks at every tracee after
+    // the work that called this, so no other tracee's change is lost.
+    pollfd fd{signal_fd_, POLLIN, 0};
+    (void)poll(&fd, 1, static_cast<int>(std::min<int64_t>(left.count() + 1, 5)));
+    signalfd_siginfo si;
+    while (read(signal_fd_, &si, sizeof si) == sizeof si) {
+    }
+  }
+}
+
 bool Tracer::InStop(Tracee& t, const std::function<void()>& fn) {
   const pid_t tid = t.tid;
   if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
@@ -247,18 +307,12 @@ bool Tracer::InStop(Tracee& t, const std::function<void()>& fn) {
     return false;
   }
   const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
-  auto pause = std::chrono::microseconds(20);
   for (;;) {
     int status = 0;
-    const pid_t r = waitpid(tid, &status, WNOHANG | __WALL);
+    const pid_t r = WaitFor(tid, &status, deadline);
     if (r == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        spdlog::warn("thread {} did not stop within {} ms", tid, kStopTimeout.count());
-        return false;  // the interrupt stays pending; Loop() resumes it later
-      }
-      std::this_thread::sleep_for(pause);
-      pause = std::min(pause * 2, std::chrono::microseconds(2000));
-      continue;
+      spdlog::warn("thread {} did not stop within {} ms", tid, kStopTimeout.count());
+      return false;  // the interrupt stays pending; Loop() resumes it later
     }
     if (r < 0 || !WIFSTOPPED(status)) {
       ThreadGone(tid, r < 0 ? 0 : status);
@@ -501,11 +555,7 @@ void Tracer::Release(Tracee& t) {
     const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
     for (;;) {
       int status = 0;
-      const pid_t r = waitpid(tid, &status, WNOHANG | __WALL);
-      if (r == 0 && std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::microseconds(200));
-        continue;
-      }
+      const pid_t r = WaitFor(tid, &status, deadline);
       if (r != tid || !WIFSTOPPED(status)) {
         if (r == 0) spdlog::error("thread {} did not stop to be detached", tid);
         break;
@@ -524,10 +574,7 @@ void Tracer::Release(Tracee& t) {
       break;
     }
   }
-  if (!journal_dir_.empty()) {
-    std::error_code ec;
-    std::filesystem::remove(journal_dir_ + "/" + std::to_string(tid), ec);
-  }
+  JournalNone(tid);
   tracees_.erase(tid);
 }
 
@@ -536,10 +583,7 @@ void Tracer::ThreadGone(pid_t tid, int status) {
   if (it == tracees_.end()) return;
   std::unique_ptr<Tracee> t = std::move(it->second);
   tracees_.erase(it);
-  if (!journal_dir_.empty()) {
-    std::error_code ec;
-    std::filesystem::remove(journal_dir_ + "/" + std::to_string(tid), ec);
-  }
+  JournalNone(tid);
   if (sink_.exited) {
     for (const auto& h : t->uses) sink_.exited(h.use.group, tid, status);
   }
@@ -564,10 +608,7 @@ void Tracer::Exec(pid_t tid) {
   follows_.erase(tgid);
   for (pid_t id : threads) {
     tracees_.erase(id);
-    if (!journal_dir_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove(journal_dir_ + "/" + std::to_string(id), ec);
-    }
+    JournalNone(id);
   }
   (void)ptrace(PTRACE_DETACH, tid, nullptr, nullptr);
   if (sink_.execed) {
@@ -575,62 +616,82 @@ void Tracer::Exec(pid_t tid) {
   }
 }
 
+// The journal: one line per change, "tid tgid start slot:type..." (the
+// thread's whole armed set; none: nothing armed), appended with one write
+// so that a crash leaves whole lines. The last line of a thread wins.
 void Tracer::Journal(const Tracee& t) {
-  if (journal_dir_.empty()) return;
-  const std::string path = journal_dir_ + "/" + std::to_string(t.tid);
-  std::ostringstream text;
-  text << t.tid << ' ' << t.tgid << ' ' << t.start_time << '\n';
-  bool any = false;
+  std::string line =
+      std::to_string(t.tid) + ' ' + std::to_string(t.tgid) + ' ' + std::to_string(t.start_time);
   for (arch::SlotType type : {arch::SlotType::kData, arch::SlotType::kInst}) {
     // x86 has one bank, serving both types.
     if (arch::kHostArch == arch::Arch::kX86_64 && type == arch::SlotType::kInst) break;
     for (unsigned s = 0; s < 16; ++s) {
-      if (!t.regs.armed(s, type)) continue;
-      text << s << ' ' << (type == arch::SlotType::kData ? "data" : "inst") << '\n';
-      any = true;
+      if (t.regs.armed(s, type)) {
+        line += ' ' + std::to_string(s) + (type == arch::SlotType::kData ? ":data" : ":inst");
+      }
     }
   }
-  std::error_code ec;
-  if (!any) {
-    std::filesystem::remove(path, ec);
-    return;
-  }
-  const std::string tmp = path + ".new";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text.str();
-    if (!out) {
-      spdlog::error("cannot write the ptrace journal {}", tmp);
-      return;
-    }
-  }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) spdlog::error("cannot write the ptrace journal {}: {}", path, ec.message());
+  JournalLine(line);
 }
+
+void Tracer::JournalNone(pid_t tid) { JournalLine(std::to_string(tid) + " 0 0"); }
+
+void Tracer::JournalLine(const std::string& line) {
+  if (journal_fd_ < 0) return;
+  const std::string text = line + '\n';
+  if (write(journal_fd_, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    spdlog::error("cannot append to the ptrace journal {}: {}", JournalPath(),
+                  std::strerror(errno));
+  }
+  // Rewritten with only what is armed when mostly history.
+  if (++journal_lines_ > 4096 && journal_lines_ > 4 * tracees_.size()) {
+    const std::string tmp = JournalPath() + ".new";
+    const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    const int old = journal_fd_;
+    journal_fd_ = fd;
+    journal_lines_ = 0;
+    for (const auto& [tid, t] : tracees_) Journal(*t);
+    if (rename(tmp.c_str(), JournalPath().c_str()) != 0) {
+      spdlog::error("cannot compact the ptrace journal: {}", std::strerror(errno));
+    }
+    close(old);
+    // The fd was opened without O_APPEND: every write follows the last.
+  }
+}
+
+std::string Tracer::JournalPath() const { return journal_dir_ + "/armed"; }
 
 void Tracer::ClearLeftovers() {
   if (journal_dir_.empty()) return;
   std::error_code ec;
   std::filesystem::create_directories(journal_dir_, ec);
   std::filesystem::permissions(journal_dir_, std::filesystem::perms::owner_all, ec);
-  std::vector<std::filesystem::path> files;
-  for (const auto& d : std::filesystem::directory_iterator(journal_dir_, ec)) {
-    files.push_back(d.path());
-  }
-  for (const auto& path : files) {
-    std::ifstream in(path);
-    pid_t tid = 0, tgid = 0;
+  struct Left {
+    pid_t tgid = 0;
     uint64_t start = 0;
     std::vector<std::pair<unsigned, arch::SlotType>> slots;
-    if (in >> tid >> tgid >> start) {
-      unsigned s;
-      std::string type;
-      while (in >> s >> type) {
-        slots.emplace_back(s, type == "inst" ? arch::SlotType::kInst : arch::SlotType::kData);
+  };
+  std::map<pid_t, Left> left;
+  {
+    std::ifstream in(JournalPath());
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream fields(line);
+      pid_t tid = 0;
+      Left l;
+      if (!(fields >> tid >> l.tgid >> l.start) || tid <= 0) continue;
+      for (std::string slot; fields >> slot;) {
+        const size_t colon = slot.find(':');
+        if (colon == std::string::npos) continue;
+        l.slots.emplace_back(std::stoul(slot.substr(0, colon)), slot.substr(colon + 1) == "inst"
+                                                                    ? arch::SlotType::kInst
+                                                                    : arch::SlotType::kData);
       }
+      left[tid] = std::move(l);  // the last line of a thread wins
     }
-    std::filesystem::remove(path, ec);
-    if (tid <= 0 || slots.empty() || StartTime(tid) != start) continue;  // gone or recycled
+  }
+  for (const auto& [tid, l] : left) {
+    if (l.slots.empty() || StartTime(tid, l.tgid) != l.start) continue;  // cleared, gone, recycled
     Tracee* t = Attach(tid, true);
     if (t == nullptr) {
       spdlog::warn("thread {} has registers left by a previous hwwatchd but cannot be traced: {}",
@@ -640,12 +701,17 @@ void Tracer::ClearLeftovers() {
     // A trap the leftovers raise before they are cleared must not kill it.
     t->leftover = true;
     (void)InStop(*t, [&] {
-      for (const auto& [s, type] : slots) (void)t->regs.Disarm(s, type);
+      for (const auto& [s, type] : l.slots) (void)t->regs.Disarm(s, type);
     });
     if (Find(tid) != nullptr) Release(*t);
     ++leftovers_cleared_;
     spdlog::info("cleared {} debug register(s) a previous hwwatchd left on thread {} (pid {})",
-                 slots.size(), tid, tgid);
+                 l.slots.size(), tid, l.tgid);
+  }
+  // Started afresh only now: a crash while clearing leaves the old one.
+  journal_fd_ = open(JournalPath().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (journal_fd_ < 0) {
+    spdlog::error("cannot write the ptrace journal {}: {}", JournalPath(), std::strerror(errno));
   }
 }
 

@@ -23,7 +23,7 @@
 
 #include <sys/types.h>
 
-#include <condition_variable>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -111,6 +111,13 @@ class Tracer {
   // false when the thread is gone.
   bool InStop(Tracee& t, const std::function<void()>& fn);
   void HandleStop(pid_t tid, int status);
+  // Takes the pending state changes of tracees; false when a child that is
+  // not ours is in the way (a test forks in this process): then
+  // SweepAll() looks at each tracee, as it also does once a second.
+  bool SweepPending();
+  void SweepAll();
+  // waitpid(tid) until it reports a change or `deadline` passes (0).
+  pid_t WaitFor(pid_t tid, int* status, std::chrono::steady_clock::time_point deadline);
   void Resume(Tracee& t, int status, int deliver);
   arch::Result<std::vector<unsigned>> ArmUse(Tracee& t, const TraceUse& use);
   void DisarmUse(Tracee& t, const TraceUse& use);
@@ -119,6 +126,9 @@ class Tracer {
   // Clears everything and detaches `t` (in a stop of our own).
   void Release(Tracee& t);
   void Journal(const Tracee& t);
+  void JournalNone(pid_t tid);
+  void JournalLine(const std::string& line);
+  std::string JournalPath() const;
   void ClearLeftovers();
   Tracee* Find(pid_t tid);
   Tracee* Attach(pid_t tid, bool seize);
@@ -134,8 +144,12 @@ class Tracer {
   std::mutex mu_;  // guards queue_, stop_
   std::deque<std::function<void()>> queue_;
   bool stop_ = false;
-  int wake_fd_ = -1;    // eventfd: work queued
-  int signal_fd_ = -1;  // SIGCHLD: a tracee changed state
+  int wake_fd_ = -1;     // eventfd: work queued
+  int signal_fd_ = -1;   // SIGCHLD: a tracee changed state
+  pid_t self_ = 0;       // the tracer thread's tid
+  int journal_fd_ = -1;  // tracer thread
+  size_t journal_lines_ = 0;
+  std::chrono::steady_clock::time_point last_full_sweep_;  // tracer thread
   std::thread thread_;
 };
 

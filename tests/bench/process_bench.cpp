@@ -326,6 +326,15 @@ void Measure(const std::string& socket, unsigned repeat, ThreadedProcess& target
 
   // Last: registers written through ptrace stay reserved (disabled) on
   // the threads until they exit, which would tilt the other sides.
+  v1::ReserveRequest traced = samples;
+  traced.set_backend(v1::BACKEND_PTRACE);
+  std::vector<double> daemon_runs;
+  for (unsigned r = 0; r <= repeat; ++r) {  // the first is a warm-up
+    Attempt us = Retried([&] { return DaemonOnce(client, traced); }, &out->refusals);
+    if (!us) break;
+    if (r > 0) daemon_runs.push_back(*us);
+  }
+  out->daemon_ptrace_us = Median(daemon_runs);
 #if defined(__x86_64__)
   std::vector<double> runs;
   try {

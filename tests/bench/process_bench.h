@@ -17,6 +17,7 @@ struct ProcessTargetFigures {
   double daemon_samples_us = 0;  // the same with the default (samples) delivery
   double direct_us = 0;          // perf_event_open on every task, then close all
   double ptrace_us = 0;          // seize, interrupt, wait, arm, disarm, detach
+  double daemon_ptrace_us = 0;   // Reserve(pid, BACKEND_PTRACE) + Release through hwwatchd
   // Attempts refused a slot (registers held outside this bench) and retried.
   uint64_t refusals = 0;
   // Nonempty when a side kept being refused and was given up.

@@ -483,6 +483,8 @@ std::string P9Json(const ProcessTargetFigures& x) {
       ",\"direct_us\":" + JsonNumber(x.direct_us, "%.1f") +
       ",\"ratio_count\":" + JsonNumber(Ratio(x.daemon_count_us, x.direct_us), "%.4f") +
       ",\"ratio_samples\":" + JsonNumber(Ratio(x.daemon_samples_us, x.direct_us), "%.4f") +
+      ",\"daemon_ptrace_us\":" + JsonNumber(x.daemon_ptrace_us, "%.1f") +
+      ",\"daemon_ptrace_ratio\":" + JsonNumber(Ratio(x.daemon_ptrace_us, x.direct_us), "%.4f") +
       ",\"ptrace_us\":" + JsonNumber(x.ptrace_us, "%.1f") +
       ",\"ptrace_ratio\":" + JsonNumber(Ratio(x.ptrace_us, x.direct_us), "%.4f") +
       ",\"refusals\":" + std::to_string(x.refusals);
@@ -559,6 +561,8 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
       Ratio(x.daemon_count_us, x.direct_us), "<= 1.5");
   row("   samples delivery " + us(x.daemon_samples_us) + " / direct",
       Ratio(x.daemon_samples_us, x.direct_us), "");
+  row("   ptrace backend through hwwatchd " + us(x.daemon_ptrace_us) + " / direct",
+      Ratio(x.daemon_ptrace_us, x.direct_us), "");
   if (x.ptrace_not_measured.empty()) {
     row("   ptrace per thread, as a debugger " + us(x.ptrace_us) + " / direct",
         Ratio(x.ptrace_us, x.direct_us), "");

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <future>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -327,7 +328,13 @@ TEST(PtraceExec, ExecEndsTheWatchWithAnEvent) {
 TEST(PtraceJournal, ARestartedDaemonClearsWhatACrashedOneLeft) {
   Sleeper target;
   testing::TempDir runtime;
-  const std::string journal = runtime.File("ptrace/" + std::to_string(target.pid()));
+  const std::string journal = runtime.File("ptrace/armed");
+  auto journal_text = [&] {
+    std::ifstream in(journal);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
   {
     testing::DaemonProcess d({"--runtime-dir", runtime.path()});
     ASSERT_TRUE(d.running()) << d.Log();
@@ -335,7 +342,11 @@ TEST(PtraceJournal, ARestartedDaemonClearsWhatACrashedOneLeft) {
     ASSERT_TRUE(c);
     auto r = c.value()->Reserve(Ptrace(target.pid(), 0x10000, 1));
     ASSERT_TRUE(r) << r.error().ToString();
-    EXPECT_TRUE(std::filesystem::exists(journal)) << "no journal entry for the armed thread";
+    EXPECT_NE(
+        journal_text().find(std::to_string(target.pid()) + " " + std::to_string(target.pid())),
+        std::string::npos)
+        << "no journal entry for the armed thread: " << journal_text();
+    EXPECT_NE(journal_text().find(" 1:data"), std::string::npos) << journal_text();
     d.Kill();
   }
   ASSERT_TRUE(Eventually([&] { return TracerOf(target.pid()) == 0; }));
@@ -350,7 +361,7 @@ TEST(PtraceJournal, ARestartedDaemonClearsWhatACrashedOneLeft) {
     auto cleared = ReadSlotAsTracer(target.pid(), 1);
     ASSERT_TRUE(cleared.has_value());
     EXPECT_FALSE(cleared->enabled) << d.Log();
-    EXPECT_FALSE(std::filesystem::exists(journal));
+    EXPECT_EQ(journal_text(), "") << "the new daemon's journal starts empty";
     EXPECT_NE(d.Log().find("cleared 1 debug register"), std::string::npos) << d.Log();
   }
 }
@@ -370,7 +381,8 @@ TEST(PtraceJournal, ShutdownClearsAndDetaches) {
   auto raw = ReadSlotAsTracer(target.pid(), 3);
   ASSERT_TRUE(raw.has_value());
   EXPECT_FALSE(raw->enabled);
-  EXPECT_TRUE(std::filesystem::is_empty(runtime.File("ptrace")));
+  EXPECT_FALSE(std::filesystem::exists(runtime.File("ptrace/armed")))
+      << "a clean shutdown leaves no journal to replay";
 }
 
 }  // namespace
