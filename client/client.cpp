@@ -186,4 +186,52 @@ std::unique_ptr<EventStream> Client::Follow(const std::vector<uint64_t>& ids, bo
   return s;
 }
 
+Result<Reservation> Client::Hold(const v1::ReserveRequest& req) {
+  auto r = Reserve(req);
+  if (!r) return r.error();
+  return Reservation(*this, std::move(r.value()));
+}
+
+Reservation& Reservation::operator=(Reservation&& o) noexcept {
+  if (this != &o) {
+    (void)Release();
+    client_ = o.client_;
+    info_ = std::move(o.info_);
+    o.client_ = nullptr;
+  }
+  return *this;
+}
+
+Result<v1::Reservation> Reservation::Modify(const v1::Watch& watch) {
+  if (client_ == nullptr)
+    return Error{grpc::StatusCode::FAILED_PRECONDITION, "released", {}, false};
+  auto r = client_->Modify(info_.id(), watch);
+  if (r) info_ = r.value();
+  return r;
+}
+
+Result<bool> Reservation::Release() {
+  if (client_ == nullptr) return true;
+  Client* c = client_;
+  client_ = nullptr;
+  return c->Release(info_.id());
+}
+
+grpc::Status EventStream::ForEach(const std::function<bool(const v1::Event&)>& fn) {
+  v1::Event e;
+  bool stopped = false;
+  while (Next(&e)) {
+    if (!fn(e)) {
+      stopped = true;
+      Cancel();
+      break;
+    }
+  }
+  if (stopped) {
+    while (Next(&e)) {
+    }
+  }
+  return Finish();
+}
+
 }  // namespace hwwatch::client

@@ -5,6 +5,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -59,6 +61,38 @@ class EventStream {
  public:
   // The next event; false at the end of the stream (see Finish()).
   bool Next(v1::Event* event) { return reader_->Read(event); }
+  // Calls `fn` with each event until it returns false or the stream ends;
+  // then cancels the call and returns why it ended (CANCELLED when `fn`
+  // stopped it).
+  grpc::Status ForEach(const std::function<bool(const v1::Event&)>& fn);
+
+  // for (const v1::Event& e : *stream) { ... }: events until the end.
+  class Iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = v1::Event;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const v1::Event*;
+    using reference = const v1::Event&;
+    explicit Iterator(EventStream* s = nullptr) : s_(s) { Advance(); }
+    reference operator*() const { return event_; }
+    pointer operator->() const { return &event_; }
+    Iterator& operator++() {
+      Advance();
+      return *this;
+    }
+    bool operator==(const Iterator& o) const { return s_ == o.s_; }
+    bool operator!=(const Iterator& o) const { return s_ != o.s_; }
+
+   private:
+    void Advance() {
+      if (s_ != nullptr && !s_->Next(&event_)) s_ = nullptr;
+    }
+    EventStream* s_;
+    v1::Event event_;
+  };
+  Iterator begin() { return Iterator(this); }
+  Iterator end() { return Iterator(); }
   void Cancel() { ctx_.TryCancel(); }
   // Why the stream ended (after Next() returned false). A Cancel() ends it
   // with CANCELLED.
@@ -69,6 +103,39 @@ class EventStream {
   EventStream() = default;
   grpc::ClientContext ctx_;
   std::unique_ptr<grpc::ClientReader<v1::Event>> reader_;
+};
+
+class Client;
+
+// A reservation this program holds: released when the object goes (a
+// crash releases it too, unless it was reserved with a lease).
+class Reservation {
+ public:
+  Reservation(Client& client, v1::Reservation info) : client_(&client), info_(std::move(info)) {}
+  Reservation(Reservation&& o) noexcept : client_(o.client_), info_(std::move(o.info_)) {
+    o.client_ = nullptr;
+  }
+  Reservation& operator=(Reservation&& o) noexcept;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation() { (void)Release(); }
+
+  uint64_t id() const { return info_.id(); }
+  // As the daemon last described it (Modify updates it).
+  const v1::Reservation& info() const { return info_; }
+  // Moves the watch (same target); on refusal the old one stays.
+  Result<v1::Reservation> Modify(const v1::Watch& watch);
+  // Gives it back now; later calls do nothing.
+  Result<bool> Release();
+  // Keeps it in the daemon beyond this object (e.g. to reclaim a lease).
+  v1::Reservation Detach() {
+    client_ = nullptr;
+    return info_;
+  }
+
+ private:
+  Client* client_;
+  v1::Reservation info_;
 };
 
 class Client {
@@ -82,6 +149,8 @@ class Client {
   Result<v1::Capabilities> GetCapabilities();
   Result<v1::StatsResponse> Stats();
   Result<v1::Reservation> Reserve(const v1::ReserveRequest& req);
+  // Reserve, held by an object that releases it when it goes.
+  Result<Reservation> Hold(const v1::ReserveRequest& req);
   // Replaces the watch of reservation `id` (same target); on refusal the
   // old watch stays armed.
   Result<v1::Reservation> Modify(uint64_t id, const v1::Watch& watch);

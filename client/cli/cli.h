@@ -38,6 +38,7 @@ void PrintJson(const google::protobuf::Message& m);
 using Action = std::function<int()>;
 void AddCapsCommand(CLI::App& app, const GlobalOptions& g, Action* run);
 void AddStatsCommand(CLI::App& app, const GlobalOptions& g, Action* run);
+void AddSelfTestCommand(CLI::App& app, const GlobalOptions& g, Action* run);
 void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run);
 
 }  // namespace hwwatch::cli

@@ -12,11 +12,14 @@ int main(int argc, char** argv) {
   app.add_flag("--json", g.json, "Print one JSON document (protobuf JSON mapping)");
   app.require_subcommand(1);
   app.footer(
-      "Exit status: 0 success; 1 the daemon refused or failed the request; 2 bad usage;\n"
-      "3 no daemon answers on the socket.");
+      "Exit status: 0 success; 1 the daemon refused or failed the request (or selftest:\n"
+      "the registers do not fire); 2 bad usage (including a --symbol that does not\n"
+      "resolve); 3 no daemon answers on the socket.\n"
+      "Every command takes --json and --help (with examples).");
   Action run;
   AddCapsCommand(app, g, &run);
   AddStatsCommand(app, g, &run);
+  AddSelfTestCommand(app, g, &run);
   AddReservationCommands(app, g, &run);
   try {
     app.parse(argc, argv);

@@ -11,10 +11,12 @@
 #include <cinttypes>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 
 #include "client/cli/cli.h"
+#include "client/symbols.h"
 
 namespace hwwatch::cli {
 
@@ -25,19 +27,29 @@ struct WatchFlags {
   int64_t pid = 0, tid = 0;
   int64_t cpu = -1;
   std::string address;
+  std::string symbol;
   uint64_t len = 1;
   std::string access = "w";
   bool over_cover = false;
+  CLI::Option* len_option = nullptr;
+  bool address_required = true;
+  // The target process's symbols (opened for --symbol or by Symbols()).
+  std::shared_ptr<client::ProcessSymbols> symbols;
 
-  void Add(CLI::App* cmd, bool address_required) {
+  void Add(CLI::App* cmd, bool required) {
+    address_required = required;
     auto* p = cmd->add_option("--pid", pid, "Watch every thread of a process");
     auto* t = cmd->add_option("--tid", tid, "Watch one thread");
     auto* c = cmd->add_option("--cpu", cpu, "Watch everything on one CPU (root)");
     p->excludes(t)->excludes(c);
     t->excludes(c);
     auto* a = cmd->add_option("ADDR", address, "Address (0x... hex or decimal)");
-    if (address_required) a->required();
-    cmd->add_option("--len", len, "Bytes to watch")->capture_default_str();
+    auto* sym = cmd->add_option("--symbol", symbol,
+                                "A global variable (or function, with --access x) of the target: "
+                                "NAME in its executable or libraries, or LIB:NAME; --len defaults "
+                                "to its size");
+    sym->excludes(a)->excludes(c);
+    len_option = cmd->add_option("--len", len, "Bytes to watch")->capture_default_str();
     cmd->add_option("--access", access, "w (write), rw (read/write), x (execute), r (read)")
         ->check(CLI::IsMember({"w", "rw", "x", "r"}))
         ->capture_default_str();
@@ -45,10 +57,38 @@ struct WatchFlags {
                   "Use fewer, larger registers; hits outside the range are filtered");
   }
 
-  uint64_t Address() const { return std::strtoull(address.c_str(), nullptr, 0); }
+  // The process of --pid or --tid (0 for --cpu).
+  pid_t Process() const {
+    if (pid > 0) return static_cast<pid_t>(pid);
+    if (tid <= 0) return 0;
+    std::ifstream in("/proc/" + std::to_string(tid) + "/status");
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("Tgid:", 0) == 0) return static_cast<pid_t>(std::stol(line.substr(5)));
+    }
+    return static_cast<pid_t>(tid);
+  }
 
-  // Fills target and watch; returns an error sentence or "".
-  std::string Fill(v1::Target* target, v1::Watch* watch) const {
+  // The target's symbols, opened once; nullptr (with `why`) when they
+  // cannot be read.
+  client::ProcessSymbols* Symbols(std::string* why = nullptr) {
+    if (symbols) return symbols.get();
+    const pid_t p = Process();
+    if (p <= 0) {
+      if (why) *why = "--symbol needs --pid or --tid";
+      return nullptr;
+    }
+    auto opened = client::ProcessSymbols::Open(p);
+    if (auto* err = std::get_if<std::string>(&opened)) {
+      if (why) *why = *err;
+      return nullptr;
+    }
+    symbols = std::move(std::get<std::unique_ptr<client::ProcessSymbols>>(opened));
+    return symbols.get();
+  }
+
+  // Fills target and watch (resolving --symbol); returns an error sentence
+  // or "".
+  std::string Fill(v1::Target* target, v1::Watch* watch) {
     if (pid > 0) {
       target->set_pid(static_cast<int32_t>(pid));
     } else if (tid > 0) {
@@ -58,14 +98,30 @@ struct WatchFlags {
     } else {
       return "name a target: --pid P, --tid T or --cpu N";
     }
-    errno = 0;
-    char* end = nullptr;
-    uint64_t addr = std::strtoull(address.c_str(), &end, 0);
-    if (address.empty() || *end != '\0' || errno != 0) {
-      return "'" + address + "' is not an address (use 0x... or decimal)";
+    uint64_t addr = 0;
+    uint64_t length = len;
+    if (!symbol.empty()) {
+      std::string why;
+      client::ProcessSymbols* syms = Symbols(&why);
+      if (syms == nullptr) return "cannot resolve '" + symbol + "': " + why;
+      auto found = syms->Find(symbol);
+      if (auto* err = std::get_if<std::string>(&found)) return *err;
+      const client::Symbol& sym = std::get<client::Symbol>(found);
+      addr = sym.address;
+      if (len_option->count() == 0) length = sym.function || sym.size == 0 ? 1 : sym.size;
+      watch->set_symbol(symbol);
+    } else {
+      if (address.empty() && !address_required) return "";
+      errno = 0;
+      char* end = nullptr;
+      addr = std::strtoull(address.c_str(), &end, 0);
+      if (address.empty()) return "name what to watch: ADDR or --symbol NAME";
+      if (*end != '\0' || errno != 0) {
+        return "'" + address + "' is not an address (use 0x... or decimal)";
+      }
     }
     watch->set_address(addr);
-    watch->set_length(len);
+    watch->set_length(length);
     watch->set_over_cover(over_cover);
     watch->set_access(access == "w"    ? v1::ACCESS_WRITE
                       : access == "rw" ? v1::ACCESS_READ_WRITE
@@ -102,6 +158,12 @@ struct BackendFlags {
   }
 };
 
+#if defined(__x86_64__)
+constexpr bool kHitIpIsAfterAccess = true;
+#else
+constexpr bool kHitIpIsAfterAccess = false;
+#endif
+
 std::string Hex(uint64_t v) {
   char b[24];
   std::snprintf(b, sizeof b, "%#" PRIx64, v);
@@ -129,11 +191,12 @@ void PrintReservation(const v1::Reservation& r) {
   for (const auto& g : r.registers()) {
     regs += (regs.empty() ? "" : " ") + Hex(g.address()) + "/" + std::to_string(g.length());
   }
-  std::printf("%-6" PRIu64 " %-18s %s+%" PRIu64 " %-10s weight %u  hits %" PRIu64
-              "  uid %u  [%s]%s\n",
-              r.id(), TargetText(r.target()).c_str(), Hex(r.watch().address()).c_str(),
-              r.watch().length(), v1::Access_Name(r.watch().access()).c_str() + 7, r.weight(),
-              r.hits(), r.owner().uid(), regs.c_str(), r.orphaned() ? "  orphaned (leased)" : "");
+  const std::string sym = r.watch().symbol().empty() ? "" : " (" + r.watch().symbol() + ")";
+  std::printf(
+      "%-6" PRIu64 " %-18s %s+%" PRIu64 "%s %-10s weight %u  hits %" PRIu64 "  uid %u  [%s]%s\n",
+      r.id(), TargetText(r.target()).c_str(), Hex(r.watch().address()).c_str(), r.watch().length(),
+      sym.c_str(), v1::Access_Name(r.watch().access()).c_str() + 7, r.weight(), r.hits(),
+      r.owner().uid(), regs.c_str(), r.orphaned() ? "  orphaned (leased)" : "");
 }
 
 sigset_t TermSignals() {
@@ -410,17 +473,29 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
         // The value before the first hit, read once the watch is armed (a
         // write racing this read shows as old == new on the first line).
         const pid_t task = req.target().has_tid() ? req.target().tid() : req.target().pid();
-        std::string last = task > 0 ? ReadTarget(task, w.Address(), w.len) : "";
+        std::string last =
+            task > 0 ? ReadTarget(task, req.watch().address(), req.watch().length()) : "";
+        // Instruction and data addresses as names, where the target has them.
+        client::ProcessSymbols* syms = task > 0 ? w.Symbols() : nullptr;
+        // x86 reports a data hit after the instruction: its line is the one before.
+        const bool after = kHitIpIsAfterAccess && req.watch().access() != v1::ACCESS_EXECUTE;
+        auto named = [&](uint64_t a, bool before) {
+          const std::string n = syms != nullptr ? syms->Describe(a, before) : "";
+          return n.empty() ? Hex(a) : Hex(a) + " " + n;
+        };
         const uint64_t id = r->id();
         if (!g.json) {
           const std::string shared =
               r->sharers() > 1 ? ", shared with " + std::to_string(r->sharers() - 1) + " other"
                                : "";
+          const std::string what =
+              r->watch().symbol().empty() ? std::string() : r->watch().symbol() + " at ";
           std::fprintf(stderr,
-                       "watching %s %s+%" PRIu64 " (reservation %" PRIu64
+                       "watching %s %s%s+%" PRIu64 " (reservation %" PRIu64
                        ", %u register(s)%s); Ctrl-C to stop\n",
-                       TargetText(r->target()).c_str(), Hex(r->watch().address()).c_str(),
-                       r->watch().length(), id, r->weight(), shared.c_str());
+                       TargetText(r->target()).c_str(), what.c_str(),
+                       Hex(r->watch().address()).c_str(), r->watch().length(), id, r->weight(),
+                       shared.c_str());
         }
         // Ctrl-C, SIGTERM or --timeout end the stream from this thread.
         std::atomic<bool> done{false};
@@ -437,9 +512,10 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
           } else if (e.has_hit()) {
             const v1::Hit& h = e.hit();
             const std::string now = h.has_value() ? h.value() : "";
-            std::printf("%s  tid %-7d ip %-18s addr %-18s %s -> %s\n", ClockText(e.time()).c_str(),
-                        h.tid(), Hex(h.ip()).c_str(), Hex(h.address()).c_str(),
-                        ValueText(last).c_str(), ValueText(now).c_str());
+            std::printf("%s  tid %-7d ip %-18s  addr %-18s  %s -> %s\n",
+                        ClockText(e.time()).c_str(), h.tid(), named(h.ip(), after).c_str(),
+                        named(h.address(), false).c_str(), ValueText(last).c_str(),
+                        ValueText(now).c_str());
             if (!now.empty()) last = now;
           } else if (e.has_lost()) {
             std::printf("!! %" PRIu64 " event(s) lost: this reader was too slow\n",
@@ -451,6 +527,8 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
             std::printf("thread %d exited\n", e.exited().tid());
           } else if (e.has_thread_added()) {
             std::printf("thread %d started: watched too\n", e.thread_added().tid());
+          } else if (e.has_execed()) {
+            std::printf("process %d exec'd a new program: the watch ended\n", e.execed().pid());
           }
           std::fflush(stdout);
           if (e.has_hit()) ++hits;
