@@ -51,8 +51,10 @@ if [ -n "$bindir" ]; then
   cp "$(command -v busybox)" "$fs/bin/busybox"
   cp "$bindir/hwwatchd" "$bindir/hwwatch" "$fs/bin/"
   cp "$debugger" "$fs/vm_debugger"
+  cp "$bindir/hwwatch-example-watch-child" "$fs/"
   # Their shared libraries, at the same paths (plus the dynamic loader).
-  for lib in $(ldd "$bindir/hwwatchd" "$bindir/hwwatch" "$debugger" |
+  for lib in $(ldd "$bindir/hwwatchd" "$bindir/hwwatch" "$debugger" \
+               "$bindir/hwwatch-example-watch-child" |
                awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u); do
     cp --parents -L "$lib" "$fs"
   done

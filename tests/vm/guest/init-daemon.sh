@@ -102,7 +102,34 @@ for how in ptrace stop; do
     echo "CASE $arch daemon_watch_$how FAIL: exit $rc, hits $1, wrong ip $2, wrong address $3, wrong value $4, tracer '$tracer', state '$state'"
   fi
 done
+
+# By name: hwwatch resolves `counter` in the running program (elfutils),
+# and names the writing function and the variable in every hit line.
+hwwatch --socket /tmp/h.sock watch --pid "$pid" --symbol counter --count 3 --timeout 60 \
+  >/tmp/watch-sym.out 2>/tmp/watch-sym.err
+rc=$?
+echo "--- hwwatch watch --pid $pid --symbol counter --count 3 (exit $rc)"
+cat /tmp/watch-sym.err /tmp/watch-sym.out
+echo "---"
+set -- $(check_hits /tmp/watch-sym.out)
+named=$(grep -c ' count_up+0x[0-9a-f]* (vm_counter.c:[0-9]*) .* counter ' /tmp/watch-sym.out)
+if [ "$rc" = 0 ] && [ "$1" = 3 ] && [ "$3" = 0 ] && [ "$4" = 0 ] && [ "$named" = 3 ]; then
+  echo "CASE $arch daemon_watch_symbol PASS: 3 hits on counter, each naming count_up (file:line) and counter, old -> old+1"
+else
+  echo "CASE $arch daemon_watch_symbol FAIL: exit $rc, hits $1, wrong address $3, wrong value $4, named lines $named"
+fi
 kill $counter 2>/dev/null
+
+# The client library's example: a child's variable watched from C++.
+HWWATCH_SOCKET=/tmp/h.sock /hwwatch-example-watch-child 3 >/tmp/example.out 2>&1
+rc=$?
+cat /tmp/example.out
+values=$(awk '/^hit / { printf "%s,", $NF }' /tmp/example.out)
+if [ "$rc" = 0 ] && [ "$values" = "1,2,3," ]; then
+  echo "CASE $arch client_example PASS: 3 hits with values 1, 2, 3"
+else
+  echo "CASE $arch client_example FAIL: exit $rc, values '$values'"
+fi
 
 /vm_debugger /tmp/h.sock
 
