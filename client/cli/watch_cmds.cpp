@@ -413,7 +413,11 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
           for (const auto& [cpu, n] : t.per_cpu()) {
             per += " +" + std::to_string(n) + " on cpu " + std::to_string(cpu);
           }
-          std::printf("task %d: %u on every CPU%s\n", t.tid(), t.all_cpus(), per.c_str());
+          std::ifstream comm("/proc/" + std::to_string(t.tid()) + "/comm");
+          std::string name;
+          std::getline(comm, name);
+          std::printf("task %d (%s): %u on every CPU%s\n", t.tid(),
+                      name.empty() ? "?" : name.c_str(), t.all_cpus(), per.c_str());
         }
         if (r->has_probe()) {
           const auto& p = r->probe();

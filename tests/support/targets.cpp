@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "arch/perf_event.h"
@@ -22,6 +25,39 @@ void Sleeper::Kill() {
   kill(pid_, SIGKILL);
   waitpid(pid_, nullptr, __WALL);
   pid_ = -1;
+}
+
+SymbolTarget::SymbolTarget(const std::string& kind) {
+  int in[2], out[2];
+  if (pipe(in) != 0 || pipe(out) != 0) return;
+  pid_ = fork();
+  if (pid_ == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    const std::string bin = std::string(getenv("HWWATCH_BIN_DIR")) + "/../tests/sym_target_" + kind;
+    execl(bin.c_str(), bin.c_str(), nullptr);
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  to_ = in[1];
+  FILE* from = fdopen(out[0], "r");
+  void *c = nullptr, *f = nullptr, *b = nullptr, *l = nullptr;
+  if (std::fscanf(from, "counter %p count_up %p block %p lib_counter %p", &c, &f, &b, &l) == 4) {
+    counter = reinterpret_cast<uint64_t>(c);
+    count_up = reinterpret_cast<uint64_t>(f);
+    block = reinterpret_cast<uint64_t>(b);
+    lib_counter = reinterpret_cast<uint64_t>(l);
+  }
+  std::fclose(from);
+}
+
+SymbolTarget::~SymbolTarget() {
+  if (to_ >= 0) close(to_);
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
 }
 
 namespace {

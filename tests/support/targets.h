@@ -5,6 +5,9 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <string>
+
 namespace hwwatch::testing {
 
 // A forked process that sleeps until killed (and is killed and reaped on
@@ -21,6 +24,24 @@ class Sleeper {
 
  private:
   pid_t pid_;
+};
+
+// One of the tests/client/sym_target_<kind> programs (kind: pie, nopie,
+// stripped), blocked on its stdin after printing where its globals are as
+// the running process sees them; killed and reaped on destruction.
+class SymbolTarget {
+ public:
+  explicit SymbolTarget(const std::string& kind);
+  ~SymbolTarget();
+  SymbolTarget(const SymbolTarget&) = delete;
+  SymbolTarget& operator=(const SymbolTarget&) = delete;
+  pid_t pid() const { return pid_; }
+  bool started() const { return counter != 0; }
+  uint64_t counter = 0, count_up = 0, block = 0, lib_counter = 0;
+
+ private:
+  pid_t pid_ = -1;
+  int to_ = -1;
 };
 
 // Write breakpoints the kernel still accepts on thread `tid` (at most 16;
