@@ -95,6 +95,16 @@ std::string ShareKey(const v1::Target& target, const v1::Watch& watch, v1::Deliv
          std::to_string(delivery) + (capture ? "/v" : "/");
 }
 
+// The sharing key of a reservation group (see ShareKey): the ptrace
+// backend's sharers need not be told apart (the daemon takes the stops),
+// but share only with the same backend and chosen slot.
+std::string GroupKey(const v1::Target& target, const v1::Watch& watch, v1::Delivery delivery,
+                     bool capture, bool ptrace, std::optional<unsigned> slot) {
+  if (!ptrace) return ShareKey(target, watch, delivery, capture);
+  return ShareKey(target, watch, v1::DELIVERY_DEFAULT, capture) + "/ptrace" +
+         (slot ? std::to_string(*slot) : std::string());
+}
+
 // Bytes of a watched region that a hit reports.
 uint32_t CaptureLength(const arch::Region& region) {
   return static_cast<uint32_t>(std::min<uint64_t>(region.length, kMaxCapture));
@@ -612,10 +622,7 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   Group& g = *entry->group;
   entry->capture = req.capture_value() && target->is_task();
   // The same watch on the same target shares the registers.
-  // ptrace: the daemon takes the stops, so sharers need not be told apart.
-  g.key = ShareKey(req.target(), req.watch(), how.ptrace ? v1::DELIVERY_DEFAULT : delivery,
-                   entry->capture);
-  if (how.ptrace) g.key += "/ptrace" + (how.slot ? std::to_string(*how.slot) : std::string());
+  g.key = GroupKey(req.target(), req.watch(), delivery, entry->capture, how.ptrace, how.slot);
   arch::PerfOptions opts;
   opts.exclude_kernel = target->is_task();
   opts.sampling = delivery == v1::DELIVERY_SAMPLES;
@@ -822,11 +829,6 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
     if (r && r->explanation().empty()) r->set_explanation(m);
     return Refused{{code, std::move(m)}, std::move(r)};
   };
-  if (e.how.traced()) {
-    return refuse(Code::kUnimplemented,
-                  "modify of a watch hwwatchd traces for (ptrace backend, stops it takes) is not "
-                  "built yet; release and reserve again");
-  }
   if (e.group->members.size() > 1) {
     return refuse(Code::kFailedPrecondition,
                   "reservation " + std::to_string(req.id()) + " shares its registers with " +
@@ -864,6 +866,92 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
                : e.target;
   };
   std::vector<Arm>& arms = e.group->arms;
+  // Both backends end here: the entry and its description become the new watch.
+  auto commit = [&]() -> v1::Reservation {
+    held = held - e.weight + weight;
+    e.weight = weight;
+    e.type = type;
+    e.region = watch->region;
+    e.cover = watch->cover;
+    // Now a different watch: shareable under its new key.
+    Group& g = *e.group;
+    if (!g.key.empty()) {
+      if (auto old = groups_.find(g.key); old != groups_.end() && old->second == e.group) {
+        groups_.erase(old);
+      }
+      g.key = GroupKey(e.proto.target(), req.watch(), e.proto.delivery(), e.capture, e.how.ptrace,
+                       e.how.slot);
+      groups_.emplace(g.key, e.group);
+    }
+    v1::Reservation& p = e.proto;
+    *p.mutable_watch() = req.watch();
+    p.set_weight(weight);
+    p.set_slot_type(ToProto(type));
+    SetRegisters(watch->cover, p.mutable_registers());
+    if (e.how.ptrace && e.target.kind == TargetSpec::Kind::kThread && !arms.empty()) {
+      for (int i = 0; i < p.registers_size() && i < static_cast<int>(arms.front().slots.size());
+           ++i) {
+        p.mutable_registers(i)->set_slot(arms.front().slots[static_cast<size_t>(i)]);
+      }
+    }
+    if (e.how.traced()) {
+      // What the tracer reads at each hit, and arms on threads to come.
+      TraceUse use = UseFor(g.id, *watch, e.capture, e.how);
+      if (!e.how.ptrace) {
+        for (const Arm& arm : arms) (void)tracer_.Replace(arm.tid, use);
+      }
+      if (g.followed_tgid != 0 && !arms.empty()) {
+        use.slots = arms.front().slots;
+        tracer_.Unfollow(g.followed_tgid, g.id);
+        tracer_.Follow(g.followed_tgid, use);
+      }
+    }
+    return p;
+  };
+  if (e.how.ptrace) {
+    // Per thread: slots taken as if the old watch were released, then one
+    // stop that swaps the registers. A failure puts back the threads done.
+    const WatchSpec old_watch{e.region, arch::CoverMode::kExact, e.cover};
+    std::vector<std::pair<Arm*, std::vector<unsigned>>> done;  // (arm, its old slots)
+    std::optional<Refused> failed;
+    for (Arm& arm : arms) {
+      PutPtraceSlots(arm.tid, arm.slot_type, arm.slots);
+      auto taken = TakePtraceSlots(arm.tid, type, weight, e.how.slot, nullptr);
+      if (auto* no = std::get_if<Refused>(&taken)) {
+        (void)TakePtraceSlots(arm.tid, arm.slot_type, e.weight, std::nullopt, &arm.slots);
+        failed = std::move(*no);
+        break;
+      }
+      TraceUse use = UseFor(e.group->id, *watch, e.capture, e.how);
+      use.slots = std::get<std::vector<unsigned>>(taken);
+      if (Status st = tracer_.Replace(arm.tid, use); !st.ok()) {
+        PutPtraceSlots(arm.tid, type, use.slots);
+        (void)TakePtraceSlots(arm.tid, arm.slot_type, e.weight, std::nullopt, &arm.slots);
+        failed = ArmError(st.error(), at(arm), weight);
+        break;
+      }
+      done.emplace_back(&arm, arm.slots);
+      arm.slots = use.slots;
+      arm.slot_type = type;
+    }
+    if (failed) {
+      for (auto& [arm, old_slots] : done) {
+        PutPtraceSlots(arm->tid, arm->slot_type, arm->slots);
+        (void)TakePtraceSlots(arm->tid, e.type, e.weight, std::nullopt, &old_slots);
+        TraceUse use = UseFor(e.group->id, old_watch, e.capture, e.how);
+        use.slots = old_slots;
+        (void)tracer_.Replace(arm->tid, use);
+        arm->slots = old_slots;
+        arm->slot_type = e.type;
+      }
+      ++refusals_;
+      if (failed->refusal && failed->refusal->explanation().empty()) {
+        failed->refusal->set_explanation(failed->problem.message);
+      }
+      return std::move(*failed);
+    }
+    return commit();
+  }
   // Admitted as the kernel would, on every thread: as if the old watch
   // were released. One refusal puts back the threads already changed.
   for (size_t i = 0; i < arms.size(); ++i) {
@@ -963,26 +1051,7 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
       });
     }
   }
-  held = held - e.weight + weight;
-  e.weight = weight;
-  e.type = type;
-  e.region = watch->region;
-  e.cover = watch->cover;
-  // Now a different watch: shareable under its new key.
-  Group& g = *e.group;
-  if (!g.key.empty()) {
-    if (auto old = groups_.find(g.key); old != groups_.end() && old->second == e.group) {
-      groups_.erase(old);
-    }
-    g.key = ShareKey(e.proto.target(), req.watch(), e.proto.delivery(), e.capture);
-    groups_.emplace(g.key, e.group);
-  }
-  v1::Reservation& p = e.proto;
-  *p.mutable_watch() = req.watch();
-  p.set_weight(weight);
-  p.set_slot_type(ToProto(type));
-  SetRegisters(watch->cover, p.mutable_registers());
-  return p;
+  return commit();
 }
 
 Reply<bool> ReservationManager::Release(const Peer& caller, uint64_t id) {

@@ -503,6 +503,43 @@ Result<std::vector<unsigned>> Tracer::Add(pid_t tid, const TraceUse& use) {
   return out;
 }
 
+arch::Status Tracer::Replace(pid_t tid, const TraceUse& use) {
+  arch::Status out = Error{ESRCH, "thread " + std::to_string(tid) + " is not traced"};
+  Run([&] {
+    Tracee* t = Find(tid);
+    if (t == nullptr) return;
+    auto it = std::find_if(t->uses.begin(), t->uses.end(),
+                           [&](const Tracee::Held& h) { return h.use.group == use.group; });
+    if (it == t->uses.end()) return;
+    if (it->use.specs.empty() && use.specs.empty()) {
+      it->use = use;  // a perf stop: only what a hit reads changes
+      out = arch::OkStatus();
+      return;
+    }
+    const TraceUse old = it->use;
+    Result<std::vector<unsigned>> armed = Error{ESRCH, "thread " + std::to_string(tid) + " ended"};
+    const bool stopped = InStop(*t, [&] {
+      DisarmUse(*t, old);
+      armed = ArmUse(*t, use);
+      if (!armed.ok()) (void)ArmUse(*t, old);  // the old watch, back in its slots
+    });
+    if ((t = Find(tid)) == nullptr || !stopped) {
+      out = Error{ESRCH, "thread " + std::to_string(tid) + " ended or did not stop"};
+      return;
+    }
+    if (!armed.ok()) {
+      out = armed.error();
+      return;
+    }
+    for (auto& h : t->uses) {
+      if (h.use.group == use.group) h = {use, *armed};
+    }
+    Journal(*t);
+    out = arch::OkStatus();
+  });
+  return out;
+}
+
 void Tracer::Remove(pid_t tid, uint64_t group) {
   Run([&] {
     Tracee* t = Find(tid);

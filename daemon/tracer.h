@@ -89,6 +89,9 @@ class Tracer {
   // Errors: EPERM when another tracer has it, ESRCH when it is gone,
   // EBUSY when a slot is armed already, ENOSPC/EINVAL from the kernel.
   arch::Result<std::vector<unsigned>> Add(pid_t tid, const TraceUse& use);
+  // Replaces the group's use of `tid` in one stop: the old registers are
+  // cleared and the new ones armed, or (on failure) the old ones rearmed.
+  arch::Status Replace(pid_t tid, const TraceUse& use);
   // Removes the group's use of `tid` (clearing its registers); detaches
   // when nothing is left.
   void Remove(pid_t tid, uint64_t group);

@@ -221,6 +221,48 @@ TEST_F(PtraceBackend, ClearedRegistersStayAccountedUntilTheThreadEnds) {
   EXPECT_TRUE(Eventually([&] { return held_by() == 0; }));
 }
 
+TEST_F(PtraceBackend, ModifyMovesTheRegistersOrLeavesTheOldOnes) {
+  const pid_t tid = target_.pid();
+  auto r = c_->Reserve(Ptrace(tid, 0x10000, 1));
+  ASSERT_TRUE(r) << r.error().ToString();
+  v1::Watch two;
+  two.set_address(0x20000);
+  two.set_length(16);  // 2 registers
+  two.set_access(v1::ACCESS_WRITE);
+  auto m = c_->Modify(r->id(), two);
+  ASSERT_TRUE(m) << m.error().ToString();
+  EXPECT_EQ(m->weight(), 2u);
+  ASSERT_EQ(m->registers_size(), 2);
+  EXPECT_EQ(m->registers(0).slot(), 1u) << "the chosen slot stays first";
+  EXPECT_NE(m->registers(1).slot(), 1u);
+  EXPECT_EQ(KernelFreeOnThread(tid), 2u);
+  // A third register elsewhere; then 4 no longer fit: refused, 2 stay.
+  auto other = c_->Reserve(Ptrace(tid, 0x30000));
+  ASSERT_TRUE(other) << other.error().ToString();
+  v1::Watch four = two;
+  four.set_length(32);
+  auto refused = c_->Modify(r->id(), four);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error().message;
+  auto l = c_->List();
+  ASSERT_TRUE(l);
+  for (const auto& res : l->reservations()) {
+    if (res.id() == r->id()) {
+      EXPECT_EQ(res.weight(), 2u);
+      EXPECT_EQ(res.watch().address(), 0x20000u);
+    }
+  }
+  EXPECT_EQ(KernelFreeOnThread(tid), 1u);
+  ASSERT_TRUE(c_->Release(r->id()));
+  ASSERT_TRUE(c_->Release(other->id()));
+  EXPECT_EQ(TracerOf(tid), 0);
+  for (unsigned slot = 0; slot < 4; ++slot) {
+    auto raw = ReadSlotAsTracer(tid, slot);
+    ASSERT_TRUE(raw.has_value());
+    EXPECT_FALSE(raw->enabled) << "slot " << slot << " left armed";
+  }
+}
+
 TEST_F(PtraceBackend, RefusesBadCombinations) {
   auto slot_with_perf = Ptrace(target_.pid(), 0x10000, 1);
   slot_with_perf.set_backend(v1::BACKEND_PERF);
