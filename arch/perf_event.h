@@ -51,6 +51,10 @@ struct PerfOptions {
   // untraced target without a SIGTRAP handler is killed by it.
   bool sigtrap = false;
   uint64_t sig_data = 0;
+  // Sampling: also write a PERF_RECORD_COMM marked PERF_RECORD_MISC_COMM_EXEC
+  // into the ring when the task execs (the watched address means nothing
+  // in the new image). Set on one event per ring.
+  bool exec_records = false;
 };
 
 // si_code of a SIGTRAP sent by a sigtrap-mode perf event (TRAP_PERF; not

@@ -66,6 +66,11 @@ PerfRecord Decode(const perf_event_header& h, const uint8_t* body, size_t body_s
     r.lost.id = U64(body);
     r.lost.lost = U64(body + 8);
     r.kind = PerfRecord::Kind::kLost;
+  } else if (h.type == PERF_RECORD_COMM && (h.misc & PERF_RECORD_MISC_COMM_EXEC) != 0 &&
+             body_size >= 8) {
+    r.exec.pid = U32(body);
+    r.exec.tid = U32(body + 4);
+    r.kind = PerfRecord::Kind::kExec;
   }
   return r;
 }

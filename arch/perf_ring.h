@@ -31,12 +31,19 @@ struct PerfLost {
   uint64_t lost = 0;  // records the kernel dropped
 };
 
+// PERF_RECORD_COMM with PERF_RECORD_MISC_COMM_EXEC: the task exec'd.
+struct PerfExec {
+  uint32_t pid = 0;
+  uint32_t tid = 0;
+};
+
 struct PerfRecord {
-  enum class Kind { kSample, kLost, kOther };
+  enum class Kind { kSample, kLost, kExec, kOther };
   Kind kind = Kind::kOther;
   uint32_t type = 0;  // perf_event_header.type
   PerfSample sample;  // when kSample
   PerfLost lost;      // when kLost
+  PerfExec exec;      // when kExec
 };
 
 struct ParsedRing {

@@ -182,6 +182,10 @@ ReservationManager::ReservationManager(arch::HostCapabilities caps, engine::Lock
           [this](const SampledEvent& e) {
             std::lock_guard lock(gone_mu_);
             gone_.emplace_back(e.reservation, e.pid);
+          },
+          [this](const SampledEvent& e, pid_t pid) {
+            std::lock_guard lock(gone_mu_);
+            execed_.emplace_back(e.reservation, pid);
           }}) {
   if (unsigned n = tracer_.leftovers_cleared()) {
     spdlog::warn("cleared debug registers a previous hwwatchd left armed on {} thread(s)", n);
@@ -350,7 +354,10 @@ std::variant<ReservationManager::Arm, Refused> ReservationManager::ArmThread(
     }
   }
   for (unsigned i = 0; i < watch.cover.needed() && !failed && !how.ptrace; ++i) {
-    auto bp = arch::PerfBreakpoint::Open(watch.cover.Spec(caps_.arch, i), ToPerf(t), opts);
+    // The ring's own event also reports the task's exec (task targets).
+    arch::PerfOptions these = opts;
+    these.exec_records = opts.sampling && i == 0 && t.is_task();
+    auto bp = arch::PerfBreakpoint::Open(watch.cover.Spec(caps_.arch, i), ToPerf(t), these);
     if (!bp) {
       err = bp.error();
       failed = true;

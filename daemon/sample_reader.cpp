@@ -52,7 +52,12 @@ void SampleReader::Remove(const SampledEvent& e) {
 void SampleReader::Drain(SampledEvent& e) {
   arch::ParsedRing p = e.ring.Read();
   for (const arch::PerfRecord& r : p.records) {
-    if (r.kind == arch::PerfRecord::Kind::kSample) {
+    if (r.kind == arch::PerfRecord::Kind::kExec) {
+      if (!e.execed && sink_.execed) sink_.execed(e, static_cast<pid_t>(r.exec.pid));
+      e.execed = true;
+    } else if (e.execed) {
+      continue;  // the new program's accesses are not what was asked for
+    } else if (r.kind == arch::PerfRecord::Kind::kSample) {
       samples_.fetch_add(1, std::memory_order_relaxed);
       if (sink_.hit) sink_.hit(e, r.sample);
     } else if (r.kind == arch::PerfRecord::Kind::kLost && sink_.lost) {

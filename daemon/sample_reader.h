@@ -34,6 +34,8 @@ struct SampledEvent {
   uint32_t capture_length = 0;
   // The address of each register of the reservation, in cover order.
   std::vector<uint64_t> registers;
+  // The task exec'd: later samples are of another program (reader thread).
+  bool execed = false;
 };
 
 class SampleReader {
@@ -45,6 +47,8 @@ class SampleReader {
     std::function<void(const SampledEvent& e, uint64_t count)> lost;
     // The watched task is gone (the event's fd hung up).
     std::function<void(const SampledEvent& e)> gone;
+    // The watched task exec'd (process `pid`).
+    std::function<void(const SampledEvent& e, pid_t pid)> execed;
   };
 
   explicit SampleReader(Sink sink);

@@ -45,6 +45,15 @@ class FakeRing {
     std::vector<uint8_t> zeros(body, 0);
     Put(zeros.data(), zeros.size());
   }
+  void Comm(uint32_t pid, uint32_t tid, bool exec) {
+    perf_event_header h{PERF_RECORD_COMM,
+                        static_cast<uint16_t>(exec ? PERF_RECORD_MISC_COMM_EXEC : 0),
+                        sizeof(perf_event_header) + 16};
+    Put(&h, sizeof h);
+    Put(&pid, 4);
+    Put(&tid, 4);
+    Put("sleep\0\0\0", 8);
+  }
   std::span<const uint8_t> data() const { return data_; }
   uint64_t head() const { return head_; }
 
@@ -76,6 +85,18 @@ TEST(PerfRingParserTest, ParsesSamplesAndLostRecords) {
   EXPECT_EQ(p.records[2].type, static_cast<uint32_t>(PERF_RECORD_THROTTLE));
   EXPECT_EQ(p.records[3].sample.tid, 12u);
   EXPECT_EQ(p.records[3].sample.addr, 0x7ff008u);
+}
+
+TEST(PerfRingParserTest, ACommRecordOfAnExecIsAnExec) {
+  FakeRing ring(128);
+  ring.Comm(40, 41, false);  // a rename (prctl): not an exec
+  ring.Comm(40, 40, true);
+  ParsedRing p = ParsePerfRing(ring.data(), 0, ring.head(), kType);
+  ASSERT_EQ(p.records.size(), 2u);
+  EXPECT_EQ(p.records[0].kind, PerfRecord::Kind::kOther);
+  EXPECT_EQ(p.records[1].kind, PerfRecord::Kind::kExec);
+  EXPECT_EQ(p.records[1].exec.pid, 40u);
+  EXPECT_EQ(p.records[1].exec.tid, 40u);
 }
 
 // Every start position within the area, so records (40 bytes) and headers

@@ -108,6 +108,64 @@ TEST(Events, AWatchOnAThreadThatExitsIsReleasedAndReported) {
   stream->Cancel();
 }
 
+// A child that execs /bin/sleep when told (a byte on its pipe).
+class Execer {
+ public:
+  Execer() {
+    int go[2];
+    if (pipe(go) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      char c;
+      close(go[1]);
+      (void)!read(go[0], &c, 1);
+      execl("/bin/sleep", "sleep", "30", nullptr);
+      _exit(127);
+    }
+    close(go[0]);
+    go_ = go[1];
+  }
+  ~Execer() {
+    close(go_);
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  pid_t pid() const { return pid_; }
+  void Exec() { (void)!write(go_, "x", 1); }
+
+ private:
+  pid_t pid_ = -1;
+  int go_ = -1;
+};
+
+// perf reports the exec in the ring of a sampled watch: the watch ends
+// with TargetExeced (its address means nothing in the new program).
+TEST(Events, ExecEndsASampledWatch) {
+  Execer by_tid, by_pid;
+  testing::DaemonProcess d;
+  ASSERT_TRUE(d.running()) << d.Log();
+  auto c = Client::Connect(d.socket());
+  ASSERT_TRUE(c);
+  for (Execer* child : {&by_tid, &by_pid}) {
+    SCOPED_TRACE(child == &by_pid ? "pid target" : "tid target");
+    v1::ReserveRequest req = Watch(child->pid());
+    if (child == &by_pid) req.mutable_target()->set_pid(child->pid());
+    auto r = c.value()->Reserve(req);
+    ASSERT_TRUE(r) << r.error().ToString();
+    auto stream = c.value()->Follow({r->id()}, true);
+    child->Exec();
+    auto e = NextWithin10s(*stream);
+    ASSERT_TRUE(e.has_value()) << "no event within 10 s of the exec";
+    ASSERT_TRUE(e->has_execed()) << e->DebugString();
+    EXPECT_EQ(e->execed().pid(), child->pid());
+    e = NextWithin10s(*stream);
+    ASSERT_TRUE(e.has_value());
+    ASSERT_TRUE(e->has_released()) << e->DebugString();
+    EXPECT_EQ(e->released().why(), "target exec'd");
+    stream->Cancel();
+  }
+}
+
 TEST(Events, FollowingAnUnknownReservationIsNotFound) {
   testing::DaemonProcess d;
   ASSERT_TRUE(d.running()) << d.Log();
