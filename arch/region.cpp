@@ -124,6 +124,22 @@ unsigned RegistersNeeded(Arch arch, const Region& region, CoverMode mode) {
 }
 
 Result<Cover> PlanCover(Arch arch, const Region& region, CoverMode mode, unsigned available) {
+  // A data register never spans two aligned doublewords (on either
+  // architecture): a region touching far more doublewords than there are
+  // registers is refused without walking it (smaller ones get the exact
+  // count below).
+  if (region.access != Access::kExecute && region.length > 64 * kWord &&
+      region.address + region.length > region.address) {
+    const uint64_t words =
+        (AlignDown(region.address + region.length - 1, kWord) - AlignDown(region.address, kWord)) /
+            kWord +
+        1;
+    if (words > available) {
+      return Error{E2BIG, "region " + Hex(region.address) + " +" + std::to_string(region.length) +
+                              " needs at least " + std::to_string(words) + " registers; " +
+                              std::to_string(available) + " available"};
+    }
+  }
   Result<Cover> exact = ComputeCover(arch, region, CoverMode::kExact);
   if (!exact.ok()) return exact;
   if (exact->needed() <= available) return exact;

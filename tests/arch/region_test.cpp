@@ -182,6 +182,18 @@ TEST(RegionTest, PlanRefusesWithTheCountItWouldNeed) {
   auto big = PlanCover(Arch::kAarch64, W(0x1000, 40), CoverMode::kExact, 4);
   ASSERT_FALSE(big.ok());
   EXPECT_NE(big.error().message.find("needs 5 registers"), std::string::npos);
+  // A region of a terabyte is refused at once (not walked register by
+  // register: that took the daemon minutes).
+  for (Arch a : {Arch::kX86_64, Arch::kAarch64}) {
+    for (CoverMode m : {CoverMode::kExact, CoverMode::kOverCover}) {
+      auto huge = PlanCover(a, W(0x10000, uint64_t{1} << 40), m, 4);
+      ASSERT_FALSE(huge.ok());
+      EXPECT_EQ(huge.error().code, E2BIG);
+      EXPECT_NE(huge.error().message.find("needs at least 137438953472 registers"),
+                std::string::npos)
+          << huge.error().message;
+    }
+  }
 }
 
 TEST(RegionTest, ExecuteIsOneInstruction) {
