@@ -745,10 +745,28 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
   }
   v1::Reservation out = p;
   if (!joined && !mine.key.empty()) groups_.emplace(mine.key, entry->group);  // first one wins
+  Entry& added = *entry;
   entries_.emplace(id, std::move(entry));
   UpdateSharers(mine);
   out.set_sharers(static_cast<uint32_t>(mine.members.size()));
+  if (ended_sessions_.count(caller.session_id) != 0) {
+    // The caller hung up while this was being armed: SessionEnded() has
+    // run already and could not see it.
+    if (added.lease.count() > 0) {
+      Orphan(added, std::chrono::steady_clock::now());
+    } else {
+      Disarm(added, "session closed");
+      entries_.erase(id);
+    }
+  }
   return out;
+}
+
+void ReservationManager::Orphan(Entry& e, std::chrono::steady_clock::time_point now) {
+  e.session = 0;
+  e.orphaned_until = now + e.lease;
+  e.proto.set_orphaned(true);
+  events_.SetOwner(e.proto.id(), 0);
 }
 
 void ReservationManager::UpdateSharers(const Group& g) {
@@ -1156,6 +1174,10 @@ Reply<v1::Reservation> ReservationManager::Reclaim(const Peer& caller, uint64_t 
     return Refused{{Code::kNotFound, "you hold no reservation " + std::to_string(id)}, {}};
   }
   Entry& e = *it->second;
+  if (ended_sessions_.count(caller.session_id) != 0) {
+    ++refusals_;
+    return Refused{{Code::kFailedPrecondition, "this session has ended"}, {}};
+  }
   if (!e.orphaned_until) {
     ++refusals_;
     return Refused{{Code::kFailedPrecondition, "reservation " + std::to_string(id) +
@@ -1179,14 +1201,13 @@ void ReservationManager::SessionEnded(uint64_t session_id) {
   }
   std::lock_guard lock(mu_);
   const auto now = std::chrono::steady_clock::now();
+  // Reserve and Reclaim calls of this session still in flight find it here.
+  ended_sessions_.emplace(session_id, now);
   for (auto it = entries_.begin(); it != entries_.end();) {
     Entry& e = *it->second;
     if (e.session == session_id && e.lease.count() > 0) {
       // Kept (armed) for the lease: a reconnecting client may reclaim it.
-      e.session = 0;
-      e.orphaned_until = now + e.lease;
-      e.proto.set_orphaned(true);
-      events_.SetOwner(e.proto.id(), 0);
+      Orphan(e, now);
       ++it;
     } else if (e.session == session_id) {
       Disarm(*it->second, "session closed");
@@ -1263,6 +1284,9 @@ void ReservationManager::Reap() {
     }
   }
   const auto now = std::chrono::steady_clock::now();
+  // A call outlives its session by far less than a minute.
+  std::erase_if(ended_sessions_,
+                [&](const auto& kv) { return now - kv.second > std::chrono::seconds(60); });
   std::vector<const Group*> followed;
   for (auto it = entries_.begin(); it != entries_.end();) {
     Entry& e = *it->second;

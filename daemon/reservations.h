@@ -163,6 +163,9 @@ class ReservationManager {
   ProcCreds SessionCreds(const Peer& caller) const;
   // A member (primary or supplementary) of the configured CPU group.
   bool InCpuGroup(const Peer& caller, const ProcCreds& me) const;
+  // Keeps a leased entry armed without a session until reclaimed or the
+  // lease ends. Needs mu_.
+  void Orphan(Entry& e, std::chrono::steady_clock::time_point now);
   // Closes the entry's events and gives back its slots and quota; tells
   // its streams why. Needs mu_.
   void Disarm(Entry& e, const char* why);
@@ -177,6 +180,8 @@ class ReservationManager {
   mutable std::mutex mu_;  // guards the maps below
   std::unordered_map<uint64_t, std::unique_ptr<Entry>> entries_;
   std::unordered_map<uid_t, unsigned> held_by_uid_;
+  // Sessions that ended in the last minute, and when (mu_).
+  std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> ended_sessions_;
   uint64_t refusals_ = 0;
 
   std::unordered_map<std::string, std::shared_ptr<Group>> groups_;  // by key, mu_
