@@ -4,7 +4,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <climits>
 #include <fstream>
 #include <sstream>
 
@@ -86,12 +85,13 @@ std::optional<ProcCreds> ReadProcCreds(pid_t pid) {
 int ReadYamaScope() {
   // Read at most once a second: it is on every request's path, and an
   // administrator's change takes effect within that second.
-  static std::atomic<int64_t> read_at{INT64_MIN};
+  static std::atomic<int64_t> read_at{-1};  // ms on the steady clock; -1: never
   static std::atomic<int> cached{0};
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now().time_since_epoch())
                           .count();
-  if (now - read_at.load(std::memory_order_relaxed) < 1000) {
+  const int64_t last = read_at.load(std::memory_order_relaxed);
+  if (last >= 0 && now - last < 1000) {
     return cached.load(std::memory_order_relaxed);
   }
   std::ifstream in("/proc/sys/kernel/yama/ptrace_scope");

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   std::function<int()> run;
   hwwatch::bench::AddEngineCommand(app, &run);
   hwwatch::bench::AddRpcCommand(app, &run);
+  hwwatch::bench::AddLoadCommand(app, &run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,4 +10,7 @@ namespace hwwatch::bench {
 // Adds the `rpc` subcommand; `run` is set to its action.
 void AddRpcCommand(CLI::App& app, std::function<int()>* run);
 
+// Adds the `load` subcommand (tests/bench/load_bench.cpp).
+void AddLoadCommand(CLI::App& app, std::function<int()>* run);
+
 }  // namespace hwwatch::bench

@@ -133,6 +133,57 @@ fi
 
 /vm_debugger /tmp/h.sock
 
+# R3: hwwatchd killed with SIGKILL while watches of every kind are armed on
+# targets that keep writing: perf samples (A), perf stops the daemon takes
+# (B), ptrace on a chosen slot (C, writing; D, sleeping). perf's events die
+# with the daemon: A and B must run on. Registers written through ptrace
+# outlive it: C dies of SIGTRAP at its next write, and the restarted daemon
+# must clear D's leftover from its journal before it serves.
+uptime_cs() { awk '{ split($1, t, "."); print t[1] * 100 + t[2] }' /proc/uptime; }
+/vm_counter >/tmp/a.out & a=$!
+/vm_counter >/tmp/b.out & b=$!
+/vm_counter >/tmp/c.out & c=$!
+sleep 1000 & dpid=$!
+sleep 0.5
+read -r _ a_addr </tmp/a.out
+read -r _ b_addr </tmp/b.out
+read -r _ c_addr </tmp/c.out
+hwwatch --socket /tmp/h.sock reserve --pid $a "$a_addr" --len 4 --hold 600 >/dev/null 2>&1 &
+hwwatch --socket /tmp/h.sock reserve --pid $b "$b_addr" --len 4 --stop --hold 600 >/dev/null 2>&1 &
+hwwatch --socket /tmp/h.sock reserve --pid $c "$c_addr" --len 4 --slot 1 --hold 600 >/dev/null 2>&1 &
+hwwatch --socket /tmp/h.sock reserve --pid $dpid 0x10000 --len 8 --slot 2 --hold 600 >/dev/null 2>&1 &
+sleep 1
+armed=$(hwwatch --socket /tmp/h.sock list --all | grep -c 'weight 1')
+kill -9 $daemon
+wait $daemon 2>/dev/null
+sleep 1
+state() { awk '/^State:/ { print $2 }' /proc/$1/status 2>/dev/null || echo gone; }
+wait $c
+c_status=$?
+a_state=$(state $a); b_state=$(state $b); d_state=$(state $dpid)
+t0=$(uptime_cs)
+hwwatchd --socket /tmp/h.sock --log-level info 2>/tmp/hwwatchd2.log &
+daemon=$!
+cleared=""
+i=0
+while [ $i -lt 60 ]; do
+  if grep -q "cleared 1 debug register(s) a previous hwwatchd left on thread $dpid " /tmp/hwwatchd2.log; then
+    cleared=$(( ($(uptime_cs) - t0) * 10 )); break
+  fi
+  sleep 0.05; i=$((i + 1))
+done
+cat /tmp/hwwatchd2.log
+d_tracer=$(awk '/^TracerPid:/ { print $2 }' /proc/$dpid/status)
+echo "crash: armed $armed; after the kill: A $a_state, B $b_state, C exit $c_status, D $d_state; cleared D in ${cleared:-never} ms"
+if [ "$armed" = 4 ] && [ "$a_state" != gone ] && [ "$a_state" != t ] && [ "$a_state" != T ] &&
+  [ "$b_state" != gone ] && [ "$b_state" != t ] && [ "$b_state" != T ] &&
+  [ "$c_status" = 133 ] && [ -n "$cleared" ] && [ "$cleared" -le 1000 ] && [ "$d_tracer" = 0 ]; then
+  echo "CASE $arch daemon_crash PASS: perf samples and daemon-taken stops ran on (not stopped); the ptrace-watched writer died of SIGTRAP in the window (1 of 1); the restarted daemon cleared the sleeping target's leftover register in ${cleared} ms"
+else
+  echo "CASE $arch daemon_crash FAIL: armed $armed, A $a_state, B $b_state, C exit $c_status (133 = SIGTRAP), D cleared '${cleared}' ms, D tracer '$d_tracer'"
+fi
+kill $a $b $dpid 2>/dev/null
+
 kill $daemon
 wait $daemon
 echo "GUEST DONE"
