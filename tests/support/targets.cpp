@@ -1,6 +1,7 @@
 #include "tests/support/targets.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +17,9 @@ namespace hwwatch::testing {
 
 Sleeper::Sleeper() : pid_(fork()) {
   if (pid_ == 0) {
+    // Dies with the test, even one that aborts (a sanitizer report): a
+    // leftover child would hold ctest's output pipe open forever.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     for (;;) pause();
   }
 }
@@ -32,6 +36,7 @@ SymbolTarget::SymbolTarget(const std::string& kind) {
   if (pipe(in) != 0 || pipe(out) != 0) return;
   pid_ = fork();
   if (pid_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     dup2(in[0], 0);
     dup2(out[1], 1);
     const std::string bin = std::string(getenv("HWWATCH_BIN_DIR")) + "/../tests/sym_target_" + kind;
