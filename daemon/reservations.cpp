@@ -162,15 +162,6 @@ ReservationManager::ReservationManager(arch::HostCapabilities caps, engine::Lock
     : caps_(std::move(caps)),
       limits_(limits),
       engine_(engine::Config{std::max(1u, caps_.cpus), caps_.pools, lock, 0}),
-      tracer_(std::move(journal_dir), Tracer::Sink{[this](const TraceHit& h) { OnTraceHit(h); },
-                                                   [this](uint64_t group, pid_t tid, int) {
-                                                     std::lock_guard lock(gone_mu_);
-                                                     gone_.emplace_back(group, tid);
-                                                   },
-                                                   [this](uint64_t group, pid_t tgid) {
-                                                     std::lock_guard lock(gone_mu_);
-                                                     execed_.emplace_back(group, tgid);
-                                                   }}),
       reader_(SampleReader::Sink{
           [this](const SampledEvent& e, const arch::PerfSample& s) { OnHit(e, s); },
           [this](const SampledEvent& e, uint64_t count) {
@@ -186,7 +177,20 @@ ReservationManager::ReservationManager(arch::HostCapabilities caps, engine::Lock
           [this](const SampledEvent& e, pid_t pid) {
             std::lock_guard lock(gone_mu_);
             execed_.emplace_back(e.reservation, pid);
-          }}) {
+          }}),
+      tracer_(
+          std::move(journal_dir),
+          Tracer::Sink{// The tracer runs no gRPC code (its file table is its own):
+                       // hits are published from the reader's thread.
+                       [this](const TraceHit& h) { reader_.Post([this, h] { OnTraceHit(h); }); },
+                       [this](uint64_t group, pid_t tid, int) {
+                         std::lock_guard lock(gone_mu_);
+                         gone_.emplace_back(group, tid);
+                       },
+                       [this](uint64_t group, pid_t tgid) {
+                         std::lock_guard lock(gone_mu_);
+                         execed_.emplace_back(group, tgid);
+                       }}) {
   if (unsigned n = tracer_.leftovers_cleared()) {
     spdlog::warn("cleared debug registers a previous hwwatchd left armed on {} thread(s)", n);
   }
@@ -290,10 +294,9 @@ TraceUse ReservationManager::UseFor(uint64_t group, const WatchSpec& watch, bool
                                     const ArmHow& how) const {
   TraceUse use;
   use.group = group;
-  if (how.ptrace) {
-    for (unsigned i = 0; i < watch.cover.needed(); ++i) {
-      use.specs.push_back(watch.cover.Spec(caps_.arch, i));
-    }
+  use.perf_stop = how.daemon_stops;
+  for (unsigned i = 0; i < watch.cover.needed(); ++i) {
+    use.specs.push_back(watch.cover.Spec(caps_.arch, i));
   }
   if (capture) {
     use.capture_address = watch.region.address;
@@ -343,7 +346,8 @@ std::variant<ReservationManager::Arm, Refused> ReservationManager::ArmThread(
   arch::Error err;
   bool failed = false;
   if (how.traced()) {
-    // Traced before any perf stop can fire: the daemon takes its SIGTRAPs.
+    // The tracer traces the thread, then opens the perf stop events itself
+    // (in its own file table: see tracer.h).
     auto slots = tracer_.Add(t.tid, UseFor(reservation, watch, capture, how));
     if (slots.ok()) {
       arm.traced_group = reservation;
@@ -353,7 +357,7 @@ std::variant<ReservationManager::Arm, Refused> ReservationManager::ArmThread(
       failed = true;
     }
   }
-  for (unsigned i = 0; i < watch.cover.needed() && !failed && !how.ptrace; ++i) {
+  for (unsigned i = 0; i < watch.cover.needed() && !failed && !how.traced(); ++i) {
     // The ring's own event also reports the task's exec (task targets).
     arch::PerfOptions these = opts;
     these.exec_records = opts.sampling && i == 0 && t.is_task();
@@ -920,11 +924,8 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
       }
     }
     if (e.how.traced()) {
-      // What the tracer reads at each hit, and arms on threads to come.
+      // What the tracer arms on threads to come.
       TraceUse use = UseFor(g.id, *watch, e.capture, e.how);
-      if (!e.how.ptrace) {
-        for (const Arm& arm : arms) (void)tracer_.Replace(arm.tid, use);
-      }
       if (g.followed_tgid != 0 && !arms.empty()) {
         use.slots = arms.front().slots;
         tracer_.Unfollow(g.followed_tgid, g.id);
@@ -987,6 +988,29 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
       v1::Refusal r = FromEngine(*no);
       return refuse(Code::kResourceExhausted, r.explanation(), r);
     }
+  }
+  if (e.how.daemon_stops) {
+    // The tracer replaces each thread's events; a failure puts back the
+    // threads done, and the engine.
+    const WatchSpec old_watch{e.region, arch::CoverMode::kExact, e.cover};
+    for (size_t a = 0; a < arms.size(); ++a) {
+      if (Status st = tracer_.Replace(arms[a].tid, UseFor(e.group->id, *watch, e.capture, e.how));
+          !st.ok()) {
+        for (size_t k = 0; k < a; ++k) {
+          (void)tracer_.Replace(arms[k].tid, UseFor(e.group->id, old_watch, e.capture, e.how));
+        }
+        for (Arm& arm : arms) {
+          (void)engine_.Modify(arm.engine_id, {ToEngine(at(arm)), e.type, e.weight});
+        }
+        ++refusals_;
+        Refused r = ArmError(st.error(), at(arms[a]), weight);
+        if (r.refusal && r.refusal->explanation().empty()) {
+          r.refusal->set_explanation(r.problem.message);
+        }
+        return r;
+      }
+    }
+    return commit();
   }
   // The kernel: move each thread's registers in place, open or close the
   // difference. Any failure puts every moved register back and the engine

@@ -203,11 +203,12 @@ class ReservationManager {
   std::map<std::pair<pid_t, arch::SlotType>, PtraceBank> ptrace_banks_;
   std::atomic<uint64_t> next_ptrace_id_{uint64_t{1} << 41};
 
-  // Calls back into events_ and gone_ (never mu_) until destroyed.
-  Tracer tracer_;
-
-  // Last: its thread calls back into the members above until destroyed.
+  // Its thread calls back into the members above until destroyed.
   SampleReader reader_;
+  // Last: it calls back into the members above (never mu_; hits through
+  // reader_.Post) until destroyed. Its thread's file table is a copy made
+  // when it starts, so every fd it uses (reader_'s) must exist by then.
+  Tracer tracer_;
 };
 
 }  // namespace hwwatch::daemon

@@ -13,11 +13,14 @@ namespace hwwatch::daemon {
 SampleReader::SampleReader(Sink sink)
     : sink_(std::move(sink)),
       epoll_(epoll_create1(EPOLL_CLOEXEC)),
-      wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = wake_.get();
-  epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
+      wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      posted_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  for (int fd : {wake_.get(), posted_.get()}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+  }
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -49,6 +52,15 @@ void SampleReader::Remove(const SampledEvent& e) {
   events_.erase(it);
 }
 
+void SampleReader::Post(std::function<void()> fn) {
+  {
+    std::lock_guard lock(posts_mu_);
+    posts_.push_back(std::move(fn));
+  }
+  const uint64_t one = 1;
+  (void)!write(posted_.get(), &one, sizeof one);
+}
+
 void SampleReader::Drain(SampledEvent& e) {
   arch::ParsedRing p = e.ring.Read();
   for (const arch::PerfRecord& r : p.records) {
@@ -74,10 +86,22 @@ void SampleReader::Loop() {
       if (errno == EINTR) continue;
       return;
     }
+    for (int i = 0; i < n; ++i) {
+      if (ready[i].data.fd != posted_.get()) continue;
+      uint64_t count;
+      (void)!read(posted_.get(), &count, sizeof count);
+      std::vector<std::function<void()>> work;
+      {
+        std::lock_guard lock(posts_mu_);
+        work.swap(posts_);
+      }
+      for (auto& fn : work) fn();
+    }
     std::lock_guard lock(mu_);
     for (int i = 0; i < n; ++i) {
       const int fd = ready[i].data.fd;
       if (fd == wake_.get()) return;
+      if (fd == posted_.get()) continue;
       auto it = events_.find(fd);
       if (it == events_.end()) continue;  // removed meanwhile
       SampledEvent& e = *it->second;

@@ -65,6 +65,9 @@ class SampleReader {
   }
   // After this returns the reader holds no reference to `e`.
   void Remove(const SampledEvent& e);
+  // Runs `fn` on the reader's thread, soon (in order with other posts).
+  // For threads that must not run gRPC's code themselves (the tracer).
+  void Post(std::function<void()> fn);
 
   uint64_t samples() const { return samples_.load(std::memory_order_relaxed); }
 
@@ -74,8 +77,11 @@ class SampleReader {
 
   const Sink sink_;
   arch::ScopedFd epoll_;
-  arch::ScopedFd wake_;  // eventfd: stop the thread
-  std::mutex mu_;        // guards events_; held while a ring is read
+  arch::ScopedFd wake_;    // eventfd: stop the thread
+  arch::ScopedFd posted_;  // eventfd: work in posts_
+  std::mutex posts_mu_;    // guards posts_
+  std::vector<std::function<void()>> posts_;
+  std::mutex mu_;  // guards events_; held while a ring is read
   std::unordered_map<int, std::shared_ptr<SampledEvent>> events_;  // by fd
   std::atomic<uint64_t> samples_{0};
   std::thread thread_;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/ptrace.h>
@@ -136,6 +137,8 @@ struct Tracer::Tracee {
   struct Held {
     TraceUse use;
     std::vector<unsigned> slots;
+    // A perf stop's events (in the tracer thread's file table).
+    std::vector<arch::PerfBreakpoint> events;
   };
   std::vector<Held> uses;
 };
@@ -151,6 +154,14 @@ Tracer::Tracer(std::string journal_dir, Sink sink)
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    // A file table of its own: the perf stop events opened here close when
+    // this thread exits, before its tracees are let go (see tracer.h).
+    if (unshare(CLONE_FILES) != 0) {
+      spdlog::error(
+          "tracer: unshare(CLONE_FILES): {}; a killed daemon may kill the threads it "
+          "takes stops for",
+          std::strerror(errno));
+    }
     signal_fd_ = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     self_ = static_cast<pid_t>(syscall(SYS_gettid));
     ClearLeftovers();
@@ -352,13 +363,23 @@ void Tracer::HandleStop(pid_t tid, int status) {
     t->fresh = false;
     if (auto f = follows_.find(t->tgid); f != follows_.end()) {
       for (const TraceUse& use : f->second) {
+        if (use.perf_stop) {
+          auto events = OpenPerfStop(tid, use);
+          if (!events.ok()) {
+            spdlog::warn("new thread {} of process {}: cannot arm reservation {}: {}", tid, t->tgid,
+                         use.group, events.error().message);
+            continue;
+          }
+          t->uses.push_back({use, {}, std::move(events.value())});
+          continue;
+        }
         auto slots = ArmUse(*t, use);
         if (!slots.ok()) {
           spdlog::warn("new thread {} of process {}: cannot arm reservation {}: {}", tid, t->tgid,
                        use.group, slots.error().message);
           continue;
         }
-        t->uses.push_back({use, *slots});
+        t->uses.push_back({use, *slots, {}});
       }
       Journal(*t);
     }
@@ -399,7 +420,7 @@ void Tracer::HandleStop(pid_t tid, int status) {
   if (si.si_code == arch::kTrapPerf) {
     const uint64_t group = arch::PerfSigData(si);
     for (const auto& h : t->uses) {
-      if (h.use.group == group && h.use.specs.empty()) held = &h;
+      if (h.use.group == group && h.use.perf_stop) held = &h;
     }
     hit.address = reinterpret_cast<uint64_t>(si.si_addr);
   } else if (si.si_code == TRAP_HWBKPT) {
@@ -431,6 +452,19 @@ void Tracer::HandleStop(pid_t tid, int status) {
   hit.value = ReadBytes(tid, held->use.capture_address, held->use.capture_length);
   if (sink_.hit) sink_.hit(hit);
   Resume(*t, status, deliver);
+}
+
+Result<std::vector<arch::PerfBreakpoint>> Tracer::OpenPerfStop(pid_t tid, const TraceUse& use) {
+  std::vector<arch::PerfBreakpoint> events;
+  arch::PerfOptions opts;
+  opts.sigtrap = true;
+  opts.sig_data = use.group;
+  for (const arch::BreakpointSpec& spec : use.specs) {
+    auto bp = arch::PerfBreakpoint::Open(spec, arch::PerfTarget::Thread(tid), opts);
+    if (!bp) return bp.error();
+    events.push_back(std::move(bp.value()));
+  }
+  return events;
 }
 
 Result<std::vector<unsigned>> Tracer::ArmUse(Tracee& t, const TraceUse& use) {
@@ -482,8 +516,15 @@ Result<std::vector<unsigned>> Tracer::Add(pid_t tid, const TraceUse& use) {
       out = ErrnoError("PTRACE_SEIZE thread " + std::to_string(tid), err);
       return;
     }
-    if (use.specs.empty()) {
-      t->uses.push_back({use, {}});
+    if (use.perf_stop) {
+      // Traced first (above), then the events: the daemon takes every trap.
+      auto events = OpenPerfStop(tid, use);
+      if (!events.ok()) {
+        out = events.error();
+        if (t->uses.empty()) Release(*t);
+        return;
+      }
+      t->uses.push_back({use, {}, std::move(events.value())});
       out = std::vector<unsigned>{};
       return;
     }
@@ -491,7 +532,7 @@ Result<std::vector<unsigned>> Tracer::Add(pid_t tid, const TraceUse& use) {
     const bool stopped = InStop(*t, [&] { slots = ArmUse(*t, use); });
     t = Find(tid);  // gone if it ended while stopping
     if (stopped && t != nullptr && slots.ok()) {
-      t->uses.push_back({use, *slots});
+      t->uses.push_back({use, *slots, {}});
       Journal(*t);
     } else if (stopped && t != nullptr && t->uses.empty()) {
       Release(*t);
@@ -511,8 +552,15 @@ arch::Status Tracer::Replace(pid_t tid, const TraceUse& use) {
     auto it = std::find_if(t->uses.begin(), t->uses.end(),
                            [&](const Tracee::Held& h) { return h.use.group == use.group; });
     if (it == t->uses.end()) return;
-    if (it->use.specs.empty() && use.specs.empty()) {
-      it->use = use;  // a perf stop: only what a hit reads changes
+    if (it->use.perf_stop) {
+      // New events first; the old ones close when replaced.
+      auto events = OpenPerfStop(tid, use);
+      if (!events.ok()) {
+        out = events.error();
+        return;
+      }
+      it->use = use;
+      it->events = std::move(events.value());
       out = arch::OkStatus();
       return;
     }
@@ -532,7 +580,7 @@ arch::Status Tracer::Replace(pid_t tid, const TraceUse& use) {
       return;
     }
     for (auto& h : t->uses) {
-      if (h.use.group == use.group) h = {use, *armed};
+      if (h.use.group == use.group) h = {use, *armed, {}};
     }
     Journal(*t);
     out = arch::OkStatus();
@@ -584,6 +632,8 @@ bool Tracer::Traces(pid_t tid) {
 
 void Tracer::Release(Tracee& t) {
   const pid_t tid = t.tid;
+  // No SIGTRAP may be raised once the thread is let go.
+  for (auto& h : t.uses) h.events.clear();
   const auto detach = [&](int deliver) {
     (void)t.regs.DisarmAll();
     (void)ptrace(PTRACE_DETACH, tid, nullptr, reinterpret_cast<void*>(static_cast<long>(deliver)));

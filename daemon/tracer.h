@@ -13,6 +13,11 @@
 // option) and armed with the process's ptrace watches before they run. An
 // exec flushes the registers; the tracer reports it and lets go.
 //
+// A perf stop's events live in the tracer thread's private file table
+// (unshare(CLONE_FILES)): a thread's files close before it detaches its
+// tracees when it exits, so a SIGKILLed daemon stops raising SIGTRAPs
+// before its threads run untraced, which would kill them.
+//
 // Registers written through ptrace outlive the tracer: every detach clears
 // them first, and a journal (one file per armed thread under the runtime
 // directory) lets the next daemon clear what a crashed one left behind.
@@ -36,6 +41,7 @@
 #include <vector>
 
 #include "arch/arch.h"
+#include "arch/perf_event.h"
 #include "arch/ptrace_debugreg.h"
 #include "arch/result.h"
 
@@ -44,8 +50,12 @@ namespace hwwatch::daemon {
 // What a traced thread does for one reservation group.
 struct TraceUse {
   uint64_t group = 0;
-  // ptrace backend: one spec per register; empty for a perf stop (the
-  // group's perf events send SIGTRAP with si_perf_data = group).
+  // A perf stop: the tracer opens one sigtrap perf event per spec (SIGTRAP
+  // with si_perf_data = group) in its own file table, so that they close
+  // before it lets go of the thread, even when the daemon is killed.
+  // Else the ptrace backend: the tracer writes the debug registers.
+  bool perf_stop = false;
+  // One spec per register.
   std::vector<arch::BreakpointSpec> specs;
   // ptrace backend: the debug register index for each spec.
   std::vector<unsigned> slots;
@@ -123,6 +133,7 @@ class Tracer {
   pid_t WaitFor(pid_t tid, int* status, std::chrono::steady_clock::time_point deadline);
   void Resume(Tracee& t, int status, int deliver);
   arch::Result<std::vector<unsigned>> ArmUse(Tracee& t, const TraceUse& use);
+  arch::Result<std::vector<arch::PerfBreakpoint>> OpenPerfStop(pid_t tid, const TraceUse& use);
   void DisarmUse(Tracee& t, const TraceUse& use);
   void ThreadGone(pid_t tid, int status);
   void Exec(pid_t tid);

@@ -263,6 +263,31 @@ TEST_F(PtraceBackend, ModifyMovesTheRegistersOrLeavesTheOldOnes) {
   }
 }
 
+// Perf stops the daemon takes (nobody else traces the thread): the tracer
+// owns their events; Modify replaces them.
+TEST_F(PtraceBackend, DaemonTakenStopsModifyAndRelease) {
+  const pid_t tid = target_.pid();
+  v1::ReserveRequest req = Ptrace(tid, 0x10000);
+  req.set_backend(v1::BACKEND_PERF);
+  req.set_delivery(v1::DELIVERY_STOP);
+  auto r = c_->Reserve(req);
+  ASSERT_TRUE(r) << r.error().ToString();
+  EXPECT_EQ(TracerOf(tid), d_.pid());
+  EXPECT_EQ(KernelFreeOnThread(tid), 3u);
+  v1::Watch two;
+  two.set_address(0x20000);
+  two.set_length(16);
+  two.set_access(v1::ACCESS_WRITE);
+  auto m = c_->Modify(r->id(), two);
+  ASSERT_TRUE(m) << m.error().ToString();
+  EXPECT_EQ(m->weight(), 2u);
+  EXPECT_EQ(KernelFreeOnThread(tid), 2u);
+  EXPECT_EQ(State(tid), 'S');
+  ASSERT_TRUE(c_->Release(r->id()));
+  EXPECT_EQ(TracerOf(tid), 0);
+  EXPECT_EQ(KernelFreeOnThread(tid), 4u) << "perf stops leave nothing behind";
+}
+
 TEST_F(PtraceBackend, RefusesBadCombinations) {
   auto slot_with_perf = Ptrace(target_.pid(), 0x10000, 1);
   slot_with_perf.set_backend(v1::BACKEND_PERF);

@@ -162,7 +162,7 @@ wait $c
 c_status=$?
 a_state=$(state $a); b_state=$(state $b); d_state=$(state $dpid)
 t0=$(uptime_cs)
-hwwatchd --socket /tmp/h.sock --log-level info 2>/tmp/hwwatchd2.log &
+hwwatchd --socket /tmp/h.sock --log-level info >/tmp/hwwatchd2.log 2>&1 &
 daemon=$!
 cleared=""
 i=0
