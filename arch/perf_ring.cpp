@@ -16,6 +16,7 @@ constexpr uint64_t kSupported =
 
 // Copies `n` bytes starting at free-running position `pos`, wrapping.
 void CopyOut(std::span<const uint8_t> data, uint64_t pos, void* out, size_t n) {
+  if (n == 0) return;
   const size_t size = data.size();
   const size_t off = static_cast<size_t>(pos & (size - 1));
   const size_t first = std::min(n, size - off);

@@ -40,12 +40,15 @@ std::vector<CoverRegister> X86Exact(uint64_t begin, uint64_t end) {
 // smallest aligned block holding that doubleword's part of the region.
 std::vector<CoverRegister> X86Fewest(uint64_t begin, uint64_t end) {
   std::vector<CoverRegister> regs;
-  for (uint64_t w = AlignDown(begin, kWord); w < end; w += kWord) {
+  // Stops at the doubleword holding the end: `w += kWord` may not wrap
+  // around at the top of the address space.
+  for (uint64_t w = AlignDown(begin, kWord);; w += kWord) {
     uint64_t s = std::max(begin, w);
-    uint64_t e = std::min(end, w + kWord);
+    uint64_t e = end - w <= kWord ? end : w + kWord;
     uint64_t size = 1;
     while (AlignDown(s, size) + size < e) size *= 2;
     regs.push_back({AlignDown(s, size), size});
+    if (end - w <= kWord) break;
   }
   return regs;
 }
@@ -55,10 +58,11 @@ std::vector<CoverRegister> X86Fewest(uint64_t begin, uint64_t end) {
 // doublewords), so both modes use it.
 std::vector<CoverRegister> Arm64Exact(uint64_t begin, uint64_t end) {
   std::vector<CoverRegister> regs;
-  for (uint64_t w = AlignDown(begin, kWord); w < end; w += kWord) {
+  for (uint64_t w = AlignDown(begin, kWord);; w += kWord) {  // as in X86Fewest
     uint64_t s = std::max(begin, w);
-    uint64_t e = std::min(end, w + kWord);
+    uint64_t e = end - w <= kWord ? end : w + kWord;
     regs.push_back({s, e - s});
+    if (end - w <= kWord) break;
   }
   return regs;
 }

@@ -196,6 +196,20 @@ TEST(RegionTest, PlanRefusesWithTheCountItWouldNeed) {
   }
 }
 
+// Found by fuzz_region: a region ending in the last doubleword of the
+// address space made the per-doubleword loop wrap around and never end.
+TEST(RegionTest, RegionsAtTheTopOfTheAddressSpaceEnd) {
+  const Region top = W(0xffffffffffffffb1u, 0x40);
+  for (Arch a : {Arch::kX86_64, Arch::kAarch64}) {
+    for (CoverMode m : {CoverMode::kExact, CoverMode::kOverCover}) {
+      auto c = ComputeCover(a, top, m);
+      ASSERT_TRUE(c.ok());
+      EXPECT_LE(c->needed(), 17u);
+      EXPECT_EQ(c->covered_address + c->covered_length, top.address + top.length);
+    }
+  }
+}
+
 TEST(RegionTest, ExecuteIsOneInstruction) {
   auto x = ComputeCover(Arch::kX86_64, {0x401001, 1, Access::kExecute}, CoverMode::kExact);
   ASSERT_TRUE(x.ok());
