@@ -190,7 +190,8 @@ ReservationManager::ReservationManager(arch::HostCapabilities caps, engine::Lock
                        [this](uint64_t group, pid_t tgid) {
                          std::lock_guard lock(gone_mu_);
                          execed_.emplace_back(group, tgid);
-                       }}) {
+                       }},
+          std::vector<int>{reader_.post_fd()}) {
   if (unsigned n = tracer_.leftovers_cleared()) {
     spdlog::warn("cleared debug registers a previous hwwatchd left armed on {} thread(s)", n);
   }

@@ -68,6 +68,8 @@ class SampleReader {
   // Runs `fn` on the reader's thread, soon (in order with other posts).
   // For threads that must not run gRPC's code themselves (the tracer).
   void Post(std::function<void()> fn);
+  // The descriptor Post() writes to (for a thread with its own file table).
+  int post_fd() const { return posted_.get(); }
 
   uint64_t samples() const { return samples_.load(std::memory_order_relaxed); }
 

@@ -143,8 +143,8 @@ struct Tracer::Tracee {
   std::vector<Held> uses;
 };
 
-Tracer::Tracer(std::string journal_dir, Sink sink)
-    : journal_dir_(std::move(journal_dir)), sink_(std::move(sink)) {
+Tracer::Tracer(std::string journal_dir, Sink sink, std::vector<int> keep_fds)
+    : journal_dir_(std::move(journal_dir)), sink_(std::move(sink)), keep_fds_(std::move(keep_fds)) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   std::promise<void> ready;
   thread_ = std::thread([this, &ready] {
@@ -161,6 +161,21 @@ Tracer::Tracer(std::string journal_dir, Sink sink)
           "tracer: unshare(CLONE_FILES): {}; a killed daemon may kill the threads it "
           "takes stops for",
           std::strerror(errno));
+    } else {
+      // Only what it uses: a copy of another fd here would keep that file
+      // open after its owner closes it (gRPC's epoll would then report a
+      // closed socket's events under a reused number).
+      std::vector<int> keep = keep_fds_;
+      keep.insert(keep.end(), {0, 1, 2, wake_fd_});
+      std::sort(keep.begin(), keep.end());
+      unsigned from = 0;
+      for (int fd : keep) {
+        if (static_cast<unsigned>(fd) > from) {
+          syscall(SYS_close_range, from, static_cast<unsigned>(fd) - 1, 0);
+        }
+        from = std::max(from, static_cast<unsigned>(fd) + 1);
+      }
+      syscall(SYS_close_range, from, ~0U, 0);
     }
     signal_fd_ = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     self_ = static_cast<pid_t>(syscall(SYS_gettid));
@@ -450,8 +465,10 @@ void Tracer::HandleStop(pid_t tid, int status) {
   hit.group = held->use.group;
   if (hit.ip == 0) hit.ip = ReadIp(tid);
   hit.value = ReadBytes(tid, held->use.capture_address, held->use.capture_length);
-  if (sink_.hit) sink_.hit(hit);
+  // Running again before the hit is passed on: the shorter a stop, the
+  // smaller the window in which a killed daemon leaves it a SIGTRAP.
   Resume(*t, status, deliver);
+  if (sink_.hit) sink_.hit(hit);
 }
 
 Result<std::vector<arch::PerfBreakpoint>> Tracer::OpenPerfStop(pid_t tid, const TraceUse& use) {

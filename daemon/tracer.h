@@ -86,7 +86,10 @@ class Tracer {
 
   // `journal_dir`: where armed registers are recorded ("" for none); what a
   // previous daemon left there is cleared before the tracer serves.
-  Tracer(std::string journal_dir, Sink sink);
+  // `keep_fds`: descriptors of this process the tracer thread uses besides
+  // its own (its file table is private, see above; everything else is
+  // closed there).
+  Tracer(std::string journal_dir, Sink sink, std::vector<int> keep_fds = {});
   // Clears every register it armed and detaches from everything.
   ~Tracer();
   Tracer(const Tracer&) = delete;
@@ -149,6 +152,7 @@ class Tracer {
 
   const std::string journal_dir_;
   const Sink sink_;
+  const std::vector<int> keep_fds_;
   unsigned leftovers_cleared_ = 0;
 
   // Tracer thread only.

@@ -154,6 +154,11 @@ hwwatch --socket /tmp/h.sock reserve --pid $c "$c_addr" --len 4 --slot 1 --hold 
 hwwatch --socket /tmp/h.sock reserve --pid $dpid 0x10000 --len 8 --slot 2 --hold 600 >/dev/null 2>&1 &
 sleep 1
 armed=$(hwwatch --socket /tmp/h.sock list --all | grep -c 'weight 1')
+# A thread stopped at a hit when its tracer dies gets that SIGTRAP (the
+# kernel delivers a stop's signal on detach): the one window left, some
+# microseconds per hit. Kill the daemon while B runs, not inside it.
+i=0
+while [ "$(awk '/^State:/ { print $2 }' /proc/$b/status)" = t ] && [ $i -lt 100 ]; do i=$((i + 1)); done
 kill -9 $daemon
 wait $daemon 2>/dev/null
 sleep 1
