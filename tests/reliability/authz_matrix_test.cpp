@@ -229,8 +229,7 @@ TEST(AuthzMatrix, TheDaemonDecidesAsTheKernelWould) {
           ++agree;
         } else {
           disagreements += std::string(c.name) + " -> own child: kernel " +
-                           std::to_string(v.kernel) + ", daemon " + std::to_string(v.daemon) +
-                           "\n";
+                           std::to_string(v.kernel) + ", daemon " + std::to_string(v.daemon) + "\n";
         }
       }
     }
