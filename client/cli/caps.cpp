@@ -59,6 +59,12 @@ std::string Name(v1::SelfTestResult::Outcome o) {
   }
 }
 
+// One line per backend: "perf    fires: 5 of 5 writes hit".
+void PrintSelfTestLine(const v1::SelfTestResult& t) {
+  std::printf("%-7s %s%s%s\n", Name(t.backend()).c_str(), Name(t.outcome()).c_str(),
+              t.detail().empty() ? "" : ": ", t.detail().c_str());
+}
+
 void PrintHuman(const v1::Capabilities& c) {
   std::printf("hwwatchd %s on %s, kernel %s, %u CPUs\n", c.daemon_version().c_str(),
               Name(c.arch()).c_str(), c.kernel_release().c_str(), c.cpus());
@@ -87,8 +93,8 @@ void PrintHuman(const v1::Capabilities& c) {
   std::printf("backends: %s\n", backends.empty() ? "none yet" : backends.c_str());
   std::printf("hardware self-test:\n");
   for (const auto& t : c.self_test()) {
-    std::printf("  %-7s %s%s%s\n", Name(t.backend()).c_str(), Name(t.outcome()).c_str(),
-                t.detail().empty() ? "" : ": ", t.detail().c_str());
+    std::printf("  ");
+    PrintSelfTestLine(t);
   }
 }
 
@@ -132,10 +138,7 @@ void AddSelfTestCommand(CLI::App& app, const GlobalOptions& g, Action* run) {
       bool all_fire = caps->self_test_size() > 0;
       for (const auto& t : caps->self_test()) {
         all_fire = all_fire && t.outcome() == v1::SelfTestResult::FIRES;
-        if (!g.json) {
-          std::printf("%-7s %s%s%s\n", Name(t.backend()).c_str(), Name(t.outcome()).c_str(),
-                      t.detail().empty() ? "" : ": ", t.detail().c_str());
-        }
+        if (!g.json) PrintSelfTestLine(t);
       }
       if (g.json) {
         v1::Capabilities only;

@@ -20,7 +20,9 @@
 namespace hwwatch {
 namespace {
 
+using testing::Execer;
 using testing::Sleeper;
+using testing::TracerOf;
 
 using client::Client;
 namespace v1 = ::hwwatch::v1;
@@ -44,20 +46,6 @@ std::optional<v1::Event> NextWithin10s(client::EventStream& s) {
   });
   if (got.wait_for(std::chrono::seconds(10)) != std::future_status::ready) s.Cancel();
   return got.get();
-}
-
-std::string StatusField(pid_t pid, const std::string& key) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(key + ":", 0) == 0) return line.substr(key.size() + 1);
-  }
-  return "-1";
-}
-
-// The process whose thread traces `pid` (TracerPid names the thread), or 0.
-pid_t TracerOf(pid_t pid) {
-  const pid_t tracer = static_cast<pid_t>(std::stol(StatusField(pid, "TracerPid")));
-  return tracer == 0 ? 0 : static_cast<pid_t>(std::stol(StatusField(tracer, "Tgid")));
 }
 
 TEST(Events, ReleaseIsReportedToTheStreamThatFollowsIt) {
@@ -107,36 +95,6 @@ TEST(Events, AWatchOnAThreadThatExitsIsReleasedAndReported) {
   EXPECT_EQ(l->reservations_size(), 0);
   stream->Cancel();
 }
-
-// A child that execs /bin/sleep when told (a byte on its pipe).
-class Execer {
- public:
-  Execer() {
-    int go[2];
-    if (pipe(go) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      char c;
-      close(go[1]);
-      (void)!read(go[0], &c, 1);
-      execl("/bin/sleep", "sleep", "30", nullptr);
-      _exit(127);
-    }
-    close(go[0]);
-    go_ = go[1];
-  }
-  ~Execer() {
-    close(go_);
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
-  pid_t pid() const { return pid_; }
-  void Exec() { (void)!write(go_, "x", 1); }
-
- private:
-  pid_t pid_ = -1;
-  int go_ = -1;
-};
 
 // perf reports the exec in the ring of a sampled watch: the watch ends
 // with TargetExeced (its address means nothing in the new program).

@@ -22,6 +22,7 @@ namespace hwwatch {
 namespace {
 
 using testing::KernelFreeOnThread;
+using testing::TracerOf;
 
 using client::Client;
 namespace v1 = ::hwwatch::v1;
@@ -134,18 +135,6 @@ TEST(ProcessTarget, EveryThreadNowAndLaterIsArmedAndExitsAreDropped) {
   ASSERT_TRUE(c.value()->Release(r->id()));
   for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 4u) << "thread " << tid;
   stream->Cancel();
-}
-
-pid_t TracerOf(pid_t tid) {
-  auto field = [](pid_t pid, const std::string& key) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind(key + ":", 0) == 0) return std::stoi(line.substr(key.size() + 1));
-    }
-    return -1;
-  };
-  const int tracer = field(tid, "TracerPid");
-  return tracer <= 0 ? tracer : field(tracer, "Tgid");
 }
 
 // The ptrace backend: the daemon traces every thread, and the kernel

@@ -30,8 +30,10 @@
 namespace hwwatch {
 namespace {
 
+using testing::Execer;
 using testing::KernelFreeOnThread;
 using testing::Sleeper;
+using testing::TracerOf;
 
 using client::Client;
 namespace v1 = ::hwwatch::v1;
@@ -45,23 +47,6 @@ v1::ReserveRequest Ptrace(pid_t tid, uint64_t address, std::optional<uint32_t> s
   r.set_backend(v1::BACKEND_PTRACE);
   if (slot) r.set_slot(*slot);
   return r;
-}
-
-std::string StatusField(pid_t pid, const std::string& key) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(key + ":", 0) == 0) {
-      const size_t v = line.find_first_not_of(" \t", key.size() + 1);
-      return v == std::string::npos ? "" : line.substr(v);
-    }
-  }
-  return "";
-}
-
-// The process whose thread traces `pid` (TracerPid names the thread), or 0.
-pid_t TracerOf(pid_t pid) {
-  const pid_t tracer = static_cast<pid_t>(std::stol(StatusField(pid, "TracerPid")));
-  return tracer == 0 ? 0 : static_cast<pid_t>(std::stol(StatusField(tracer, "Tgid")));
 }
 
 // The state letter of /proc/PID/stat: S, R, t (traced and stopped), T, ...
@@ -352,17 +337,8 @@ TEST(PtraceSignals, TheTargetsOwnSignalsArriveUnchanged) {
 }
 
 TEST(PtraceExec, ExecEndsTheWatchWithAnEvent) {
-  int go[2];
-  ASSERT_EQ(pipe(go), 0);
-  const pid_t child = fork();
-  if (child == 0) {
-    char c;
-    close(go[1]);
-    (void)!read(go[0], &c, 1);
-    execl("/bin/sleep", "sleep", "30", nullptr);
-    _exit(127);
-  }
-  close(go[0]);
+  Execer execer;
+  const pid_t child = execer.pid();
   testing::DaemonProcess d;
   ASSERT_TRUE(d.running()) << d.Log();
   auto c = Client::Connect(d.socket());
@@ -370,8 +346,7 @@ TEST(PtraceExec, ExecEndsTheWatchWithAnEvent) {
   auto stream = c.value()->Follow({}, true);
   auto r = c.value()->Reserve(Ptrace(child, 0x10000));
   ASSERT_TRUE(r) << r.error().ToString();
-  (void)!write(go[1], "x", 1);
-  close(go[1]);
+  execer.Exec();
   bool execed = false, released = false;
   auto events = std::async(std::launch::async, [&] {
     v1::Event e;
@@ -392,8 +367,6 @@ TEST(PtraceExec, ExecEndsTheWatchWithAnEvent) {
   EXPECT_TRUE(Eventually([&] { return TracerOf(child) == 0; })) << "still traced after exec";
   EXPECT_TRUE(Running(child)) << "the new image runs (sleep): state " << State(child);
   stream->Cancel();
-  kill(child, SIGKILL);
-  waitpid(child, nullptr, 0);
 }
 
 // Registers written through ptrace outlive the tracer; the journal lets

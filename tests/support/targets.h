@@ -44,6 +44,26 @@ class SymbolTarget {
   int to_ = -1;
 };
 
+// A child that execs /bin/sleep when told to (Exec()), killed and reaped
+// on destruction.
+class Execer {
+ public:
+  Execer();
+  ~Execer();
+  Execer(const Execer&) = delete;
+  Execer& operator=(const Execer&) = delete;
+  pid_t pid() const { return pid_; }
+  void Exec();
+
+ private:
+  pid_t pid_ = -1;
+  int go_ = -1;
+};
+
+// The process whose thread traces `pid` (TracerPid names a thread), 0 when
+// none, -1 when `pid` is gone.
+pid_t TracerOf(pid_t pid);
+
 // Write breakpoints the kernel still accepts on thread `tid` (at most 16;
 // every one opened is closed again).
 unsigned KernelFreeOnThread(pid_t tid);
