@@ -274,7 +274,8 @@ TEST_F(PtraceBackend, DaemonTakenStopsModifyAndRelease) {
   EXPECT_EQ(m->weight(), 2u);
   EXPECT_EQ(KernelFreeOnThread(tid), 2u);
   EXPECT_TRUE(Running(tid)) << "state " << State(tid);
-  ASSERT_TRUE(c_->Release(r->id()));
+  auto rel = c_->Release(r->id());
+  ASSERT_TRUE(rel) << rel.error().ToString();
   EXPECT_EQ(TracerOf(tid), 0);
   EXPECT_EQ(KernelFreeOnThread(tid), 4u) << "perf stops leave nothing behind";
 }

@@ -88,6 +88,8 @@ class BadInput : public ::testing::Test {
     auto c = Client::Connect(d_.socket());
     ASSERT_TRUE(c);
     c_ = std::move(c.value());
+    // A 5 MiB request takes a while under the sanitizers.
+    c_->set_call_timeout(std::chrono::seconds(60));
     auto b = Client::Connect(d_.socket());
     ASSERT_TRUE(b);
     bystander_ = std::move(b.value());
