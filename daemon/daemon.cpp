@@ -15,6 +15,10 @@
 
 namespace hwwatch::daemon {
 
+namespace {
+constexpr int kMaxRequestBytes = 256 * 1024;
+}  // namespace
+
 namespace asio = boost::asio;
 
 // Stale sessions (descriptor closed by gRPC, or reused) are found by this
@@ -58,6 +62,9 @@ std::string Daemon::Start(const DaemonOptions& options) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.RegisterService(service_.get());
+  // Requests are small (a target, a watch, some ids): anything bigger is
+  // refused before it is read, not buffered.
+  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
   // No listening port: every connection arrives through the listener below.
   server_ = builder.BuildAndStart();
   if (!server_) return "the gRPC server did not start";
