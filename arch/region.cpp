@@ -46,7 +46,7 @@ std::vector<CoverRegister> X86Fewest(uint64_t begin, uint64_t end) {
     uint64_t s = std::max(begin, w);
     uint64_t e = end - w <= kWord ? end : w + kWord;
     uint64_t size = 1;
-    while (AlignDown(s, size) + size < e) size *= 2;
+    while (e - AlignDown(s, size) > size) size *= 2;  // no sum: it may wrap at the top
     regs.push_back({AlignDown(s, size), size});
     if (end - w <= kWord) break;
   }
