@@ -24,6 +24,7 @@
 #include <sstream>
 
 #include "arch/perf_event.h"
+#include "daemon/authz.h"
 
 #if defined(__aarch64__)
 #include <asm/ptrace.h>
@@ -69,25 +70,6 @@ std::optional<uint64_t> StartTime(pid_t tid, pid_t tgid) {
     if (!(rest >> field)) return std::nullopt;
   }
   return std::stoull(field);
-}
-
-// The thread that traces `tid` (TracerPid), 0 for none, -1 when gone.
-pid_t TracerOf(pid_t tid) {
-  std::ifstream in("/proc/" + std::to_string(tid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("TracerPid:", 0) == 0) return static_cast<pid_t>(std::stol(line.substr(10)));
-  }
-  return -1;
-}
-
-std::optional<pid_t> Tgid(pid_t tid) {
-  std::ifstream in("/proc/" + std::to_string(tid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("Tgid:", 0) == 0) return static_cast<pid_t>(std::stol(line.substr(5)));
-  }
-  return std::nullopt;
 }
 
 // The stopped tracee's instruction pointer.
@@ -261,7 +243,8 @@ bool Tracer::SweepPending() {
     if (waitid(P_ALL, 0, &si, WEXITED | WSTOPPED | WNOHANG | WNOWAIT | __WALL) != 0) return true;
     if (si.si_pid == 0) return true;  // nothing pending
     const pid_t pid = si.si_pid;
-    if (Find(pid) == nullptr && TracerOf(pid) != self_) {
+    const auto creds = Find(pid) == nullptr ? ReadProcCreds(pid) : std::nullopt;
+    if (Find(pid) == nullptr && (!creds || creds->tracer_pid != self_)) {
       return false;  // a child of someone else in this process: look at ours one by one
     }
     int status = 0;
@@ -297,7 +280,8 @@ Tracer::Tracee* Tracer::Find(pid_t tid) {
 
 Tracer::Tracee* Tracer::Attach(pid_t tid, bool seize) {
   auto t = std::make_unique<Tracee>(tid);
-  t->tgid = Tgid(tid).value_or(tid);
+  const auto creds = ReadProcCreds(tid);
+  t->tgid = creds ? creds->tgid : tid;
   t->start_time = StartTime(tid, t->tgid).value_or(0);
   if (seize && ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(kOptions)) != 0) {
     return nullptr;
