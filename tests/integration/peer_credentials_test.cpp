@@ -30,9 +30,7 @@ TEST(PeerCredentials, DaemonSeesTheCallersUidGidAndPid) {
   if (child == 0) {
     close(p[0]);
     Seen seen;
-    if (setgroups(0, nullptr) == 0 &&
-        setresgid(nobody->pw_gid, nobody->pw_gid, nobody->pw_gid) == 0 &&
-        setresuid(nobody->pw_uid, nobody->pw_uid, nobody->pw_uid) == 0) {
+    if (testing::DropTo(*nobody)) {
       auto c = client::Client::Connect(d.socket());
       if (c) {
         auto st = c.value()->Stats();

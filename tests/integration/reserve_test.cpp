@@ -175,9 +175,7 @@ TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
   pid_t child = fork();
   if (child == 0) {
     ChildResult res;
-    if (setgroups(0, nullptr) == 0 &&
-        setresgid(nobody->pw_gid, nobody->pw_gid, nobody->pw_gid) == 0 &&
-        setresuid(nobody->pw_uid, nobody->pw_uid, nobody->pw_uid) == 0) {
+    if (testing::DropTo(*nobody)) {
       // Changing uid made this process non-dumpable (and so unwatchable,
       // as the kernel would refuse ptrace); an ordinary login is dumpable.
       prctl(PR_SET_DUMPABLE, 1);
@@ -241,9 +239,7 @@ TEST(Authorization, MembersOfTheCpuGroupMayWatchCpus) {
   pid_t child = fork();
   if (child == 0) {
     int res = -1;
-    if (setgroups(0, nullptr) == 0 &&
-        setresgid(nobody->pw_gid, nobody->pw_gid, nobody->pw_gid) == 0 &&
-        setresuid(nobody->pw_uid, nobody->pw_uid, nobody->pw_uid) == 0) {
+    if (testing::DropTo(*nobody)) {
       if (auto c = Client::Connect(d.socket())) {
         auto r = c.value()->Reserve(OnCpu(0, 0xc0000));
         res = r ? 0 : static_cast<int>(r.error().code);
@@ -272,9 +268,7 @@ TEST(Quota, ANonRootUidHoldsAtMostItsQuota) {
   pid_t child = fork();
   if (child == 0) {
     int res[4] = {-1, -1, -1, -1};
-    if (setgroups(0, nullptr) == 0 &&
-        setresgid(nobody->pw_gid, nobody->pw_gid, nobody->pw_gid) == 0 &&
-        setresuid(nobody->pw_uid, nobody->pw_uid, nobody->pw_uid) == 0) {
+    if (testing::DropTo(*nobody)) {
       prctl(PR_SET_DUMPABLE, 1);
       pid_t own = fork();
       if (own == 0) {

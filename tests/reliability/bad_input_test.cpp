@@ -296,9 +296,7 @@ TEST_F(BadInput, ForeignReservationsAreAbsentToAnotherUser) {
   const pid_t child = fork();
   if (child == 0) {
     int got[4] = {-1, -1, -1, -1};
-    if (setgroups(0, nullptr) == 0 &&
-        setresgid(nobody->pw_gid, nobody->pw_gid, nobody->pw_gid) == 0 &&
-        setresuid(nobody->pw_uid, nobody->pw_uid, nobody->pw_uid) == 0) {
+    if (testing::DropTo(*nobody)) {
       if (auto c = Client::Connect(d_.socket())) {
         auto& cl = *c.value();
         auto code = [](const auto& r) { return r ? 0 : static_cast<int>(r.error().code); };
@@ -379,9 +377,7 @@ TEST_F(BadInput, AUserFloodStopsAtItsQuota) {
   const pid_t child = fork();
   if (child == 0) {
     int got[3] = {0, 0, -1};  // admitted, quota refusals, other errors
-    if (setgroups(0, nullptr) == 0 &&
-        setresgid(nobody->pw_gid, nobody->pw_gid, nobody->pw_gid) == 0 &&
-        setresuid(nobody->pw_uid, nobody->pw_uid, nobody->pw_uid) == 0) {
+    if (testing::DropTo(*nobody)) {
       prctl(PR_SET_DUMPABLE, 1);
       const pid_t own = fork();
       if (own == 0) {

@@ -1,5 +1,8 @@
 #include "tests/support/process.h"
 
+#include <grp.h>
+#include <pwd.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -104,6 +107,11 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+}
+
+bool DropTo(const struct passwd& user) {
+  return setgroups(0, nullptr) == 0 && setresgid(user.pw_gid, user.pw_gid, user.pw_gid) == 0 &&
+         setresuid(user.pw_uid, user.pw_uid, user.pw_uid) == 0;
 }
 
 bool SocketAnswers(const std::string& path) {

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+struct passwd;
+
 namespace hwwatch::testing {
 
 // build/bin, from the environment ctest gives every test.
@@ -69,6 +71,10 @@ class DaemonProcess {
   std::string log_;
   pid_t pid_ = -1;
 };
+
+// Drops this (forked, root) process to `user`'s uid and primary gid, with
+// no supplementary groups; false if any step fails.
+bool DropTo(const struct passwd& user);
 
 // True once a connect() to the Unix socket at `path` succeeds.
 bool SocketAnswers(const std::string& path);
