@@ -144,8 +144,9 @@ Decision MayPtrace(const ProcCreds& caller, const ProcCreds& target, int yama_sc
     case 1:
       if (!cap && !relation.target_is_descendant && !relation.declared_tracer) {
         return {false,
-                "Yama ptrace_scope 1: the target is not a descendant of the caller and"
-                " did not allow it with PR_SET_PTRACER"};
+                "Yama ptrace_scope 1: the target is not a descendant of the caller (an"
+                " exception the target made with PR_SET_PTRACER is not visible to hwwatchd"
+                " and is not honoured; CAP_SYS_PTRACE is)"};
       }
       break;
     case 2:

@@ -49,7 +49,9 @@ int ReadYamaScope();
 // What Yama's relational mode (scope 1) needs to know besides credentials.
 struct YamaRelation {
   bool target_is_descendant = false;  // the target descends from the caller
-  bool declared_tracer = false;       // the target named the caller with PR_SET_PTRACER
+  // The target named the caller with PR_SET_PTRACER. The kernel keeps that
+  // list to itself: the daemon always passes false (a conservative denial).
+  bool declared_tracer = false;
 };
 
 // The decision itself (pure). Denials carry the kernel rule that denied.

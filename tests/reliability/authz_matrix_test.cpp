@@ -10,7 +10,9 @@
 // 2 (restored afterwards), with and without PR_SET_PTRACER. PR_SET_PTRACER
 // cannot be read from outside the process: the daemon treats it as unset,
 // so those cases may be denied where the kernel allows (never the reverse);
-// they are counted apart.
+// they are counted apart. This host's kernel has no Yama: the x86_64 VM
+// (vm_x86_64_authz_yama) runs this same binary under Debian's kernel with
+// HWWATCH_REQUIRE_YAMA=1, where a missing Yama is a failure.
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <linux/capability.h>
@@ -22,6 +24,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -185,6 +188,9 @@ TEST(AuthzMatrix, TheDaemonDecidesAsTheKernelWould) {
       {"other user's", kOther, kOther, kOther},
       {"root's", 0, 0, 0},
   };
+  if (std::getenv("HWWATCH_REQUIRE_YAMA") != nullptr) {
+    ASSERT_TRUE(YamaPresent()) << "HWWATCH_REQUIRE_YAMA is set but this kernel has no Yama";
+  }
   testing::DaemonProcess d;
   ASSERT_TRUE(d.running()) << d.Log();
   std::vector<int> scopes = {-1};  // -1: no Yama (or as it is)

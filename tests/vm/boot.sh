@@ -1,10 +1,11 @@
 #!/bin/sh
-# boot.sh ARCH OUTDIR [BINDIR DEBUGGER]: builds tests/vm/guest/vm_guest.cpp
-# and the project's arch/ sources statically for ARCH (x86_64 or aarch64),
-# packs it as /init of an initramfs (with BINDIR, x86_64 only: also
-# hwwatchd and hwwatch from BINDIR, the DEBUGGER client, their shared
-# libraries and tests/vm/guest/init-daemon.sh as /init, which runs the
-# matrix and then the daemon in the guest), boots Debian's kernel for ARCH
+# boot.sh ARCH OUTDIR [BINDIR DEBUGGER [PROGRAM...]]: builds
+# tests/vm/guest/vm_guest.cpp and the project's arch/ sources statically for
+# ARCH (x86_64 or aarch64), packs it as /init of an initramfs (with BINDIR,
+# x86_64 only: also hwwatchd and hwwatch from BINDIR, the DEBUGGER client,
+# each further PROGRAM (in /), their shared libraries and
+# tests/vm/guest/init-daemon.sh as /init, which runs the matrix and then the
+# daemon in the guest), boots Debian's kernel for ARCH
 # under QEMU software
 # emulation (TCG: the debug exceptions are emulated, whatever the host's
 # hypervisor does), and writes the serial console to OUTDIR/console.log.
@@ -16,6 +17,8 @@ arch=$1
 out=$2
 bindir=${3:-}
 debugger=${4:-}
+[ $# -gt 4 ] && shift 4 || set --
+programs="$*"
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 timeout_s=${HWWATCH_VM_TIMEOUT:-300}
@@ -52,9 +55,11 @@ if [ -n "$bindir" ]; then
   cp "$bindir/hwwatchd" "$bindir/hwwatch" "$fs/bin/"
   cp "$debugger" "$fs/vm_debugger"
   cp "$bindir/hwwatch-example-watch-child" "$fs/"
+  for p in $programs; do cp "$p" "$fs/"; done
   # Their shared libraries, at the same paths (plus the dynamic loader).
+  # shellcheck disable=SC2086
   for lib in $(ldd "$bindir/hwwatchd" "$bindir/hwwatch" "$debugger" \
-               "$bindir/hwwatch-example-watch-child" |
+               "$bindir/hwwatch-example-watch-child" $programs |
                awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u); do
     cp --parents -L "$lib" "$fs"
   done

@@ -14,6 +14,17 @@ echo
 /vm_guest
 
 arch=x86_64
+# R5 where Yama exists (this guest's kernel; the host's has none): the
+# authorization matrix under ptrace_scope 0, 1 and 2, with its own daemon.
+HWWATCH_BIN_DIR=/bin HWWATCH_REQUIRE_YAMA=1 /authz_matrix_test >/tmp/authz.out 2>&1
+rc=$?
+cat /tmp/authz.out
+summary=$(grep '^authz matrix:' /tmp/authz.out)
+if [ "$rc" = 0 ] && echo "$summary" | grep -q 'Yama scopes 0, 1, 2'; then
+  echo "CASE $arch authz_yama PASS: $summary"
+else
+  echo "CASE $arch authz_yama FAIL: exit $rc; ${summary:-no summary}"
+fi
 hwwatchd --socket /tmp/h.sock --log-level warn 2>/tmp/hwwatchd.log &
 daemon=$!
 i=0
