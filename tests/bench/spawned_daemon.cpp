@@ -30,6 +30,9 @@ std::atomic<int> g_armed{0};
 std::atomic<pid_t> g_pid{0};
 char g_socket[PATH_MAX];
 char g_dir[PATH_MAX];
+// The daemon's ptrace journal in g_dir (its runtime directory): file, folder.
+char g_journal[PATH_MAX];
+char g_journal_dir[PATH_MAX];
 
 constexpr int kFatalSignals[] = {SIGINT,  SIGTERM, SIGHUP, SIGQUIT, SIGABRT,
                                  SIGSEGV, SIGBUS,  SIGFPE, SIGILL};
@@ -53,7 +56,11 @@ void KillAndReap(pid_t pid, int term_ms) {
 void RemoveFiles() {
   struct stat st;
   if (g_socket[0] && stat(g_socket, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(g_socket);
-  if (g_dir[0]) rmdir(g_dir);
+  if (g_dir[0]) {
+    unlink(g_journal);
+    rmdir(g_journal_dir);
+    rmdir(g_dir);
+  }
 }
 
 void OnFatalSignal(int sig) {
@@ -142,8 +149,10 @@ std::unique_ptr<SpawnedDaemon> SpawnedDaemon::Start(const std::string& binary,
   } else {
     d->socket_ = socket;
   }
-  g_socket[0] = g_dir[0] = '\0';
-  if (!CopyPath(g_socket, d->socket_) || !CopyPath(g_dir, d->temp_dir_)) {
+  g_socket[0] = g_dir[0] = g_journal[0] = g_journal_dir[0] = '\0';
+  if (!CopyPath(g_socket, d->socket_) || !CopyPath(g_dir, d->temp_dir_) ||
+      !CopyPath(g_journal_dir, d->temp_dir_ + "/ptrace") ||
+      !CopyPath(g_journal, d->temp_dir_ + "/ptrace/armed")) {
     if (!d->temp_dir_.empty()) rmdir(d->temp_dir_.c_str());
     *error = "socket path too long";
     return nullptr;
