@@ -611,17 +611,7 @@ Reply<v1::Reservation> ReservationManager::Reserve(const Peer& caller,
     std::lock_guard lock(mu_);
     unsigned& held = held_by_uid_[caller.creds.uid];
     if (caller.creds.uid != 0 && held + weight > limits_.slots_per_uid) {
-      v1::Refusal r;
-      r.set_reason(v1::Refusal::QUOTA_EXCEEDED);
-      r.set_quota(limits_.slots_per_uid);
-      r.set_held(held);
-      r.set_weight(weight);
-      ++refusals_;
-      std::string m = "uid " + std::to_string(caller.creds.uid) + " holds " + std::to_string(held) +
-                      " of its " + std::to_string(limits_.slots_per_uid) +
-                      " registers; this watch needs " + std::to_string(weight);
-      r.set_explanation(m);
-      return Refused{{Code::kResourceExhausted, m}, r};
+      return QuotaRefusal(caller.creds.uid, held, weight);
     }
     held += weight;
   }
@@ -845,6 +835,28 @@ void ReservationManager::Disarm(Entry& e, const char* why) {
   events_.Forget(e.proto.id());
 }
 
+Refused ReservationManager::QuotaRefusal(uid_t uid, unsigned held, unsigned weight, bool modify) {
+  v1::Refusal r;
+  r.set_reason(v1::Refusal::QUOTA_EXCEEDED);
+  r.set_quota(limits_.slots_per_uid);
+  r.set_held(held);
+  r.set_weight(weight);
+  ++refusals_;
+  std::string m =
+      "uid " + std::to_string(uid) + " holds " + std::to_string(held) + " of its " +
+      std::to_string(limits_.slots_per_uid) + " registers" +
+      (modify ? " besides this reservation; its new watch needs " : "; this watch needs ") +
+      std::to_string(weight);
+  r.set_explanation(m);
+  return Refused{{Code::kResourceExhausted, std::move(m)}, std::move(r)};
+}
+
+TargetSpec ReservationManager::WhereArmed(const Entry& e, const Arm& arm) {
+  return e.target.kind == TargetSpec::Kind::kProcess
+             ? TargetSpec{TargetSpec::Kind::kThread, arm.tid, 0}
+             : e.target;
+}
+
 Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
                                                   const v1::ModifyRequest& req) {
   std::lock_guard lock(mu_);
@@ -854,16 +866,18 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
     return Refused{{Code::kNotFound, "you hold no reservation " + std::to_string(req.id())}, {}};
   }
   Entry& e = *it->second;
-  auto refuse = [this](Code code, std::string m, std::optional<v1::Refusal> r = {}) {
+  auto refuse = [this](Refused r) {
     ++refusals_;
-    if (r && r->explanation().empty()) r->set_explanation(m);
-    return Refused{{code, std::move(m)}, std::move(r)};
+    if (r.refusal && r.refusal->explanation().empty())
+      r.refusal->set_explanation(r.problem.message);
+    return r;
   };
   if (e.group->members.size() > 1) {
-    return refuse(Code::kFailedPrecondition,
-                  "reservation " + std::to_string(req.id()) + " shares its registers with " +
-                      std::to_string(e.group->members.size() - 1) +
-                      " other reservation(s); release it and reserve the new watch instead");
+    return refuse({{Code::kFailedPrecondition,
+                    "reservation " + std::to_string(req.id()) + " shares its registers with " +
+                        std::to_string(e.group->members.size() - 1) +
+                        " other reservation(s); release it and reserve the new watch instead"},
+                   {}});
   }
   auto watch = CheckWatch(req.watch(), e.target, caps_);
   if (!watch) {
@@ -872,147 +886,113 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
       r.emplace();
       r->set_reason(v1::Refusal::REGION_TOO_LARGE);
     }
-    return refuse(watch.problem().code, watch.problem().message, r);
+    return refuse({watch.problem(), std::move(r)});
   }
   const unsigned weight = watch->weight();
   const arch::SlotType type = arch::SlotTypeOf(watch->region.access);
-  unsigned& held = held_by_uid_[e.uid];
-  if (e.uid != 0 && held - e.weight + weight > limits_.slots_per_uid) {
-    v1::Refusal r;
-    r.set_reason(v1::Refusal::QUOTA_EXCEEDED);
-    r.set_quota(limits_.slots_per_uid);
-    r.set_held(held);
-    r.set_weight(weight);
-    return refuse(Code::kResourceExhausted,
-                  "uid " + std::to_string(e.uid) + " would hold " +
-                      std::to_string(held - e.weight + weight) + " registers, over its quota of " +
-                      std::to_string(limits_.slots_per_uid),
-                  r);
+  const unsigned others = held_by_uid_[e.uid] - e.weight;  // the uid's other registers
+  if (e.uid != 0 && others + weight > limits_.slots_per_uid) {
+    return QuotaRefusal(e.uid, others, weight, /*modify=*/true);
   }
-  // Where each arm lives: its thread for a process, else the target.
-  auto at = [&e](const Arm& arm) {
-    return e.target.kind == TargetSpec::Kind::kProcess
-               ? TargetSpec{TargetSpec::Kind::kThread, arm.tid, 0}
-               : e.target;
-  };
-  std::vector<Arm>& arms = e.group->arms;
-  // Both backends end here: the entry and its description become the new watch.
-  auto commit = [&]() -> v1::Reservation {
-    held = held - e.weight + weight;
-    e.weight = weight;
-    e.type = type;
-    e.region = watch->region;
-    e.cover = watch->cover;
-    // Now a different watch: shareable under its new key.
-    Group& g = *e.group;
-    if (!g.key.empty()) {
-      if (auto old = groups_.find(g.key); old != groups_.end() && old->second == e.group) {
-        groups_.erase(old);
-      }
-      g.key = GroupKey(e.proto.target(), req.watch(), e.proto.delivery(), e.capture, e.how.ptrace,
-                       e.how.slot);
-      groups_.emplace(g.key, e.group);
-    }
-    v1::Reservation& p = e.proto;
-    *p.mutable_watch() = req.watch();
-    p.set_weight(weight);
-    p.set_slot_type(ToProto(type));
-    SetRegisters(watch->cover, p.mutable_registers());
-    if (e.how.ptrace && e.target.kind == TargetSpec::Kind::kThread && !arms.empty()) {
-      for (int i = 0; i < p.registers_size() && i < static_cast<int>(arms.front().slots.size());
-           ++i) {
-        p.mutable_registers(i)->set_slot(arms.front().slots[static_cast<size_t>(i)]);
-      }
-    }
-    if (e.how.traced()) {
-      // What the tracer arms on threads to come.
-      TraceUse use = UseFor(g.id, *watch, e.capture, e.how);
-      if (g.followed_tgid != 0 && !arms.empty()) {
-        use.slots = arms.front().slots;
-        tracer_.Unfollow(g.followed_tgid, g.id);
-        tracer_.Follow(g.followed_tgid, use);
-      }
-    }
-    return p;
-  };
+  // Every thread moves to the new watch, or none does.
+  std::optional<Refused> no;
   if (e.how.ptrace) {
-    // Per thread: slots taken as if the old watch were released, then one
-    // stop that swaps the registers. A failure puts back the threads done.
-    const WatchSpec old_watch{e.region, arch::CoverMode::kExact, e.cover};
-    std::vector<std::pair<Arm*, std::vector<unsigned>>> done;  // (arm, its old slots)
-    std::optional<Refused> failed;
-    for (Arm& arm : arms) {
-      PutPtraceSlots(arm.tid, arm.slot_type, arm.slots);
-      auto taken = TakePtraceSlots(arm.tid, type, weight, e.how.slot, nullptr);
-      if (auto* no = std::get_if<Refused>(&taken)) {
-        (void)TakePtraceSlots(arm.tid, arm.slot_type, e.weight, std::nullopt, &arm.slots);
-        failed = std::move(*no);
-        break;
-      }
-      TraceUse use = UseFor(e.group->id, *watch, e.capture, e.how);
-      use.slots = std::get<std::vector<unsigned>>(taken);
-      if (Status st = tracer_.Replace(arm.tid, use); !st.ok()) {
-        PutPtraceSlots(arm.tid, type, use.slots);
-        (void)TakePtraceSlots(arm.tid, arm.slot_type, e.weight, std::nullopt, &arm.slots);
-        failed = ArmError(st.error(), at(arm), weight);
-        break;
-      }
-      done.emplace_back(&arm, arm.slots);
-      arm.slots = use.slots;
-      arm.slot_type = type;
-    }
-    if (failed) {
-      for (auto& [arm, old_slots] : done) {
-        PutPtraceSlots(arm->tid, arm->slot_type, arm->slots);
-        (void)TakePtraceSlots(arm->tid, e.type, e.weight, std::nullopt, &old_slots);
-        TraceUse use = UseFor(e.group->id, old_watch, e.capture, e.how);
-        use.slots = old_slots;
-        (void)tracer_.Replace(arm->tid, use);
-        arm->slots = old_slots;
-        arm->slot_type = e.type;
-      }
-      ++refusals_;
-      if (failed->refusal && failed->refusal->explanation().empty()) {
-        failed->refusal->set_explanation(failed->problem.message);
-      }
-      return std::move(*failed);
-    }
-    return commit();
+    no = ModifyPtrace(e, *watch, type);
+  } else {
+    no = ModifyInEngine(e, type, weight);
+    if (!no) no = e.how.daemon_stops ? ModifyDaemonStops(e, *watch) : ModifyPerf(e, *watch);
   }
+  if (no) return refuse(std::move(*no));
+  return CommitModify(e, req.watch(), *watch, type);
+}
+
+std::optional<Refused> ReservationManager::ModifyPtrace(Entry& e, const WatchSpec& watch,
+                                                        arch::SlotType type) {
+  // Per thread: slots taken as if the old watch were released, then one
+  // stop that swaps the registers. A failure puts back the threads done.
+  const unsigned weight = watch.weight();
+  const WatchSpec old_watch{e.region, arch::CoverMode::kExact, e.cover};
+  std::vector<std::pair<Arm*, std::vector<unsigned>>> done;  // (arm, its old slots)
+  std::optional<Refused> failed;
+  for (Arm& arm : e.group->arms) {
+    PutPtraceSlots(arm.tid, arm.slot_type, arm.slots);
+    auto taken = TakePtraceSlots(arm.tid, type, weight, e.how.slot, nullptr);
+    if (auto* no = std::get_if<Refused>(&taken)) {
+      (void)TakePtraceSlots(arm.tid, arm.slot_type, e.weight, std::nullopt, &arm.slots);
+      failed = std::move(*no);
+      break;
+    }
+    TraceUse use = UseFor(e.group->id, watch, e.capture, e.how);
+    use.slots = std::get<std::vector<unsigned>>(taken);
+    if (Status st = tracer_.Replace(arm.tid, use); !st.ok()) {
+      PutPtraceSlots(arm.tid, type, use.slots);
+      (void)TakePtraceSlots(arm.tid, arm.slot_type, e.weight, std::nullopt, &arm.slots);
+      failed = ArmError(st.error(), WhereArmed(e, arm), weight);
+      break;
+    }
+    done.emplace_back(&arm, arm.slots);
+    arm.slots = use.slots;
+    arm.slot_type = type;
+  }
+  if (failed) {
+    for (auto& [arm, old_slots] : done) {
+      PutPtraceSlots(arm->tid, arm->slot_type, arm->slots);
+      (void)TakePtraceSlots(arm->tid, e.type, e.weight, std::nullopt, &old_slots);
+      TraceUse use = UseFor(e.group->id, old_watch, e.capture, e.how);
+      use.slots = old_slots;
+      (void)tracer_.Replace(arm->tid, use);
+      arm->slots = old_slots;
+      arm->slot_type = e.type;
+    }
+  }
+  return failed;
+}
+
+std::optional<Refused> ReservationManager::ModifyInEngine(Entry& e, arch::SlotType type,
+                                                          unsigned weight) {
   // Admitted as the kernel would, on every thread: as if the old watch
   // were released. One refusal puts back the threads already changed.
+  std::vector<Arm>& arms = e.group->arms;
   for (size_t i = 0; i < arms.size(); ++i) {
-    if (auto no = engine_.Modify(arms[i].engine_id, {ToEngine(at(arms[i])), type, weight})) {
-      for (size_t k = 0; k < i; ++k) {
-        (void)engine_.Modify(arms[k].engine_id, {ToEngine(at(arms[k])), e.type, e.weight});
-      }
+    if (auto no =
+            engine_.Modify(arms[i].engine_id, {ToEngine(WhereArmed(e, arms[i])), type, weight})) {
+      RestoreInEngine(e, i);
       v1::Refusal r = FromEngine(*no);
-      return refuse(Code::kResourceExhausted, r.explanation(), r);
+      return Refused{{Code::kResourceExhausted, r.explanation()}, std::move(r)};
     }
   }
-  if (e.how.daemon_stops) {
-    // The tracer replaces each thread's events; a failure puts back the
-    // threads done, and the engine.
-    const WatchSpec old_watch{e.region, arch::CoverMode::kExact, e.cover};
-    for (size_t a = 0; a < arms.size(); ++a) {
-      if (Status st = tracer_.Replace(arms[a].tid, UseFor(e.group->id, *watch, e.capture, e.how));
-          !st.ok()) {
-        for (size_t k = 0; k < a; ++k) {
-          (void)tracer_.Replace(arms[k].tid, UseFor(e.group->id, old_watch, e.capture, e.how));
-        }
-        for (Arm& arm : arms) {
-          (void)engine_.Modify(arm.engine_id, {ToEngine(at(arm)), e.type, e.weight});
-        }
-        ++refusals_;
-        Refused r = ArmError(st.error(), at(arms[a]), weight);
-        if (r.refusal && r.refusal->explanation().empty()) {
-          r.refusal->set_explanation(r.problem.message);
-        }
-        return r;
+  return std::nullopt;
+}
+
+void ReservationManager::RestoreInEngine(const Entry& e, size_t arms) {
+  for (size_t k = 0; k < arms; ++k) {
+    const Arm& arm = e.group->arms[k];
+    if (engine_.Modify(arm.engine_id, {ToEngine(WhereArmed(e, arm)), e.type, e.weight})) {
+      spdlog::error("reservation {}: the engine refused to restore it after a failed modify",
+                    e.proto.id());
+    }
+  }
+}
+
+std::optional<Refused> ReservationManager::ModifyDaemonStops(Entry& e, const WatchSpec& watch) {
+  // The tracer replaces each thread's events; a failure puts back the
+  // threads done, and the engine.
+  const WatchSpec old_watch{e.region, arch::CoverMode::kExact, e.cover};
+  std::vector<Arm>& arms = e.group->arms;
+  for (size_t a = 0; a < arms.size(); ++a) {
+    if (Status st = tracer_.Replace(arms[a].tid, UseFor(e.group->id, watch, e.capture, e.how));
+        !st.ok()) {
+      for (size_t k = 0; k < a; ++k) {
+        (void)tracer_.Replace(arms[k].tid, UseFor(e.group->id, old_watch, e.capture, e.how));
       }
+      RestoreInEngine(e, arms.size());
+      return ArmError(st.error(), WhereArmed(e, arms[a]), watch.weight());
     }
-    return commit();
   }
+  return std::nullopt;
+}
+
+std::optional<Refused> ReservationManager::ModifyPerf(Entry& e, const WatchSpec& watch) {
   // The kernel: move each thread's registers in place, open or close the
   // difference. Any failure puts every moved register back and the engine
   // too, so the caller sees the new watch or the old one, never a mix.
@@ -1022,69 +1002,67 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
     size_t moved = 0;
     std::vector<arch::PerfBreakpoint> added;
   };
+  const unsigned weight = watch.weight();
+  std::vector<Arm>& arms = e.group->arms;
   std::vector<Change> changes(arms.size());
-  arch::Error failure;
-  bool failed = false;
-  for (size_t a = 0; a < arms.size() && !failed; ++a) {
+  std::optional<arch::Error> failure;
+  for (size_t a = 0; a < arms.size() && !failure; ++a) {
     Arm& arm = arms[a];
     Change& c = changes[a];
     for (auto& se : arm.sampled) c.events.push_back(&se->event);
     for (auto& ev : arm.events) c.events.push_back(&ev);
     for (auto* ev : c.events) c.old_specs.push_back(ev->spec());
     for (; c.moved < std::min<size_t>(c.events.size(), weight); ++c.moved) {
-      if (Status st = c.events[c.moved]->Modify(watch->cover.Spec(caps_.arch, c.moved)); !st.ok()) {
+      if (Status st = c.events[c.moved]->Modify(watch.cover.Spec(caps_.arch, c.moved)); !st.ok()) {
         failure = st.error();
-        failed = true;
         break;
       }
     }
-    for (size_t i = c.events.size(); !failed && i < weight; ++i) {
-      auto bp = arch::PerfBreakpoint::Open(watch->cover.Spec(caps_.arch, static_cast<unsigned>(i)),
-                                           ToPerf(at(arm)), e.options);
+    for (size_t i = c.events.size(); !failure && i < weight; ++i) {
+      auto bp = arch::PerfBreakpoint::Open(watch.cover.Spec(caps_.arch, static_cast<unsigned>(i)),
+                                           ToPerf(WhereArmed(e, arm)), e.options);
       if (bp && !arm.sampled.empty()) {
         if (Status st = bp->SetOutput(arm.sampled.front()->event); !st.ok()) bp = st.error();
       }
       if (!bp) {
         failure = bp.error();
-        failed = true;
         break;
       }
       c.added.push_back(std::move(bp.value()));
     }
   }
-  if (failed) {
-    for (size_t a = 0; a < arms.size(); ++a) {
-      Change& c = changes[a];
+  if (failure) {
+    for (Change& c : changes) {
       c.added.clear();
       for (size_t i = 0; i < c.moved; ++i) (void)c.events[i]->Modify(c.old_specs[i]);
-      if (engine_.Modify(arms[a].engine_id, {ToEngine(at(arms[a])), e.type, e.weight})) {
-        spdlog::error("reservation {}: the engine refused to restore it after a failed modify",
-                      e.proto.id());
-      }
     }
-    if (failure.Is(ENOSPC)) {
+    RestoreInEngine(e, arms.size());
+    if (failure->Is(ENOSPC)) {
       v1::Refusal r;
       r.set_reason(v1::Refusal::HELD_OUTSIDE);
       r.set_weight(weight);
-      return refuse(Code::kResourceExhausted,
-                    "the kernel has no free slot for the new watch: registers are held outside "
-                    "hwwatchd; the old watch stays",
-                    r);
+      return Refused{{Code::kResourceExhausted,
+                      "the kernel has no free slot for the new watch: registers are held outside "
+                      "hwwatchd; the old watch stays"},
+                     std::move(r)};
     }
-    if (failure.Is(ESRCH)) {
-      return refuse(Code::kNotFound,
-                    "a watched thread ended during the modify; the old watch "
-                    "stays on the others: " +
-                        failure.message);
+    if (failure->Is(ESRCH)) {
+      return Refused{{Code::kNotFound,
+                      "a watched thread ended during the modify; the old watch stays on the "
+                      "others: " +
+                          failure->message},
+                     {}};
     }
-    return refuse(failure.Is(EINVAL) ? Code::kInvalidArgument : Code::kInternal,
-                  "the kernel refused the new watch (" + failure.message + "); the old one stays");
+    return Refused{
+        {failure->Is(EINVAL) ? Code::kInvalidArgument : Code::kInternal,
+         "the kernel refused the new watch (" + failure->message + "); the old one stays"},
+        {}};
   }
   // Done: drop registers the new watch does not need, adopt new ones.
   std::vector<uint64_t> regs;
-  for (const auto& reg : watch->cover.registers) regs.push_back(reg.address);
-  const uint64_t capture_address = e.capture ? watch->region.address : 0;
-  const uint32_t capture_length = e.capture ? CaptureLength(watch->region) : 0;
+  for (const auto& reg : watch.cover.registers) regs.push_back(reg.address);
+  const uint64_t capture_address = e.capture ? watch.region.address : 0;
+  const uint32_t capture_length = e.capture ? CaptureLength(watch.region) : 0;
   for (size_t a = 0; a < arms.size(); ++a) {
     Arm& arm = arms[a];
     if (changes[a].events.size() > weight) {
@@ -1101,7 +1079,47 @@ Reply<v1::Reservation> ReservationManager::Modify(const Peer& caller,
       });
     }
   }
-  return commit();
+  return std::nullopt;
+}
+
+v1::Reservation ReservationManager::CommitModify(Entry& e, const v1::Watch& request,
+                                                 const WatchSpec& watch, arch::SlotType type) {
+  const unsigned weight = watch.weight();
+  unsigned& held = held_by_uid_[e.uid];
+  held = held - e.weight + weight;
+  e.weight = weight;
+  e.type = type;
+  e.region = watch.region;
+  e.cover = watch.cover;
+  // Now a different watch: shareable under its new key.
+  Group& g = *e.group;
+  if (!g.key.empty()) {
+    if (auto old = groups_.find(g.key); old != groups_.end() && old->second == e.group) {
+      groups_.erase(old);
+    }
+    g.key = GroupKey(e.proto.target(), request, e.proto.delivery(), e.capture, e.how.ptrace,
+                     e.how.slot);
+    groups_.emplace(g.key, e.group);
+  }
+  v1::Reservation& p = e.proto;
+  *p.mutable_watch() = request;
+  p.set_weight(weight);
+  p.set_slot_type(ToProto(type));
+  SetRegisters(watch.cover, p.mutable_registers());
+  if (e.how.ptrace && e.target.kind == TargetSpec::Kind::kThread && !g.arms.empty()) {
+    const std::vector<unsigned>& slots = g.arms.front().slots;
+    for (int i = 0; i < p.registers_size() && i < static_cast<int>(slots.size()); ++i) {
+      p.mutable_registers(i)->set_slot(slots[static_cast<size_t>(i)]);
+    }
+  }
+  if (e.how.traced() && g.followed_tgid != 0 && !g.arms.empty()) {
+    // What the tracer arms on threads to come.
+    TraceUse use = UseFor(g.id, watch, e.capture, e.how);
+    use.slots = g.arms.front().slots;
+    tracer_.Unfollow(g.followed_tgid, g.id);
+    tracer_.Follow(g.followed_tgid, use);
+  }
+  return p;
 }
 
 Reply<bool> ReservationManager::Release(const Peer& caller, uint64_t id) {

@@ -114,6 +114,23 @@ class ReservationManager {
   };
 
   Refused Fail(Code code, std::string message, std::optional<v1::Refusal> refusal = {});
+  // Needs mu_: `uid` holds `held` registers (besides the reservation a
+  // Modify changes) and asks for `weight` more.
+  Refused QuotaRefusal(uid_t uid, unsigned held, unsigned weight, bool modify = false);
+  // Where an arm lives: its thread for a process target, else the target.
+  static TargetSpec WhereArmed(const Entry& e, const Arm& arm);
+  // Modify's steps (need mu_). Each backend moves every arm of `e` to
+  // `watch` or none: on failure the old watch stays armed and accounted.
+  std::optional<Refused> ModifyPtrace(Entry& e, const WatchSpec& watch, arch::SlotType type);
+  // Admits the new watch in the engine on every arm (perf and daemon stops).
+  std::optional<Refused> ModifyInEngine(Entry& e, arch::SlotType type, unsigned weight);
+  // Puts the old watch back in the engine on the first `arms` arms.
+  void RestoreInEngine(const Entry& e, size_t arms);
+  std::optional<Refused> ModifyDaemonStops(Entry& e, const WatchSpec& watch);
+  std::optional<Refused> ModifyPerf(Entry& e, const WatchSpec& watch);
+  // The entry becomes the new watch (its quota, key, description, followers).
+  v1::Reservation CommitModify(Entry& e, const v1::Watch& request, const WatchSpec& watch,
+                               arch::SlotType type);
   // Admits `t` (a thread or CPU) in the engine and arms the watch there;
   // everything rolled back on failure. `reservation` 0: the arm's engine
   // id becomes the reservation's id.

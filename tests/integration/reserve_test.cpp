@@ -267,7 +267,7 @@ TEST(Quota, ANonRootUidHoldsAtMostItsQuota) {
   ASSERT_EQ(pipe(p), 0);
   pid_t child = fork();
   if (child == 0) {
-    int res[4] = {-1, -1, -1, -1};
+    int res[7] = {-1, -1, -1, -1, -1, -1, -1};
     if (testing::DropTo(*nobody)) {
       prctl(PR_SET_DUMPABLE, 1);
       pid_t own = fork();
@@ -282,6 +282,17 @@ TEST(Quota, ANonRootUidHoldsAtMostItsQuota) {
         res[1] = b ? 0 : static_cast<int>(b.error().code);
         res[2] = !b && b.error().refusal ? static_cast<int>(b.error().refusal->reason()) : -1;
         res[3] = !b && b.error().refusal ? static_cast<int>(b.error().refusal->held()) : -1;
+        // A Modify counts the registers the reservation gives back: a to 4
+        // registers is over 3, to 3 is not.
+        if (a) {
+          v1::Watch w = OnTid(own, 0xc0000, 32).watch();
+          auto m4 = cl.Modify(a->id(), w);
+          res[4] = !m4 && m4.error().refusal ? static_cast<int>(m4.error().refusal->reason()) : -1;
+          res[5] = !m4 && m4.error().refusal ? static_cast<int>(m4.error().refusal->held()) : -1;
+          w.set_length(24);
+          auto m3 = cl.Modify(a->id(), w);
+          res[6] = m3 ? static_cast<int>(m3->weight()) : -static_cast<int>(m3.error().code);
+        }
       }
       kill(own, SIGKILL);
       waitpid(own, nullptr, 0);
@@ -289,7 +300,7 @@ TEST(Quota, ANonRootUidHoldsAtMostItsQuota) {
     (void)!write(p[1], res, sizeof res);
     _exit(0);
   }
-  int res[4];
+  int res[7];
   ASSERT_EQ(read(p[0], res, sizeof res), static_cast<ssize_t>(sizeof res));
   waitpid(child, nullptr, 0);
   close(p[0]);
@@ -298,6 +309,9 @@ TEST(Quota, ANonRootUidHoldsAtMostItsQuota) {
   EXPECT_EQ(res[1], grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(res[2], v1::Refusal::QUOTA_EXCEEDED);
   EXPECT_EQ(res[3], 2);
+  EXPECT_EQ(res[4], v1::Refusal::QUOTA_EXCEEDED);
+  EXPECT_EQ(res[5], 0);  // besides the reservation being modified
+  EXPECT_EQ(res[6], 3);
   auto c = Connect(d);
   ASSERT_TRUE(c);
   auto st = c->Stats();
