@@ -295,7 +295,7 @@ TEST_F(BadInput, ForeignReservationsAreAbsentToAnotherUser) {
   ASSERT_EQ(pipe(p), 0);
   const pid_t child = fork();
   if (child == 0) {
-    int got[4] = {-1, -1, -1, -1};
+    int got[5] = {-1, -1, -1, -1, -1};
     if (testing::DropTo(*nobody)) {
       if (auto c = Client::Connect(d_.socket())) {
         auto& cl = *c.value();
@@ -310,16 +310,20 @@ TEST_F(BadInput, ForeignReservationsAreAbsentToAnotherUser) {
         while (s->Next(&e)) {
         }
         got[3] = static_cast<int>(s->Finish().error_code());
+        // Listing everything shows a non-root caller only its own (none).
+        auto all = cl.List(true);
+        got[4] = all ? all->reservations_size() : -1;
       }
     }
     (void)!write(p[1], got, sizeof got);
     _exit(0);
   }
-  int got[4];
+  int got[5];
   ASSERT_EQ(read(p[0], got, sizeof got), static_cast<ssize_t>(sizeof got));
   waitpid(child, nullptr, 0);
   close(p[0]);
   close(p[1]);
+  EXPECT_EQ(got[4], 0) << "reservations another user sees with List(all)";
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(got[i], static_cast<int>(grpc::StatusCode::NOT_FOUND))
         << "call " << i << " (modify, release, reclaim, stream) of another user's reservation";
