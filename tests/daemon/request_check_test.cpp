@@ -123,6 +123,20 @@ TEST(CheckWatch, CpuTargetsMayWatchKernelAddresses) {
   EXPECT_TRUE(w) << w.problem().message;
 }
 
+TEST(CheckWatch, ACpuWatchOfTheLastBytesMayBeCoveredUpTo2To64) {
+  TargetSpec cpu;
+  cpu.kind = TargetSpec::Kind::kCpu;
+  // The last 30 bytes but one: 8 exact registers, or one 8-byte register
+  // per doubleword, the last holding the top byte too (its end is 2^64).
+  auto w = CheckWatch(W(0xffffffffffffffe1ull, 30, v1::ACCESS_WRITE, true), cpu, X86());
+  ASSERT_TRUE(w) << w.problem().message;
+  ASSERT_EQ(w->weight(), 4u);
+  EXPECT_EQ(w->cover.registers.back().address, 0xfffffffffffffff8ull);
+  EXPECT_EQ(w->cover.registers.back().length, 8u);
+  EXPECT_EQ(w->cover.covered_address, 0xffffffffffffffe0ull);
+  EXPECT_EQ(w->cover.covered_length, 32u);
+}
+
 TEST(CheckWatch, OverCoverOnlyWhenTheExactCoverDoesNotFit) {
   TargetSpec task;
   // 6 bytes at 0x1001 fit exactly in 4 registers: over-cover keeps them exact.
