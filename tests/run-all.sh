@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds hwwatch and runs every test: the full suite in a release build,
-# then the engine and service suites again under ASan+UBSan and TSan, then
+# then the engine and service suites again under ASan+UBSan and TSan (and
+# the release concurrency test's 64 clients against each sanitized daemon), then
 # the libFuzzer targets (clang) for a bounded time each.
 # Tests run one at a time: the kernel tests share the host's real slots.
 set -eu
@@ -14,6 +15,14 @@ for san in address thread; do
   cmake -S . -B "build-$san" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DHWWATCH_SANITIZE="$san"
   cmake --build "build-$san" --target hwwatch_sanitized_tests
   ctest --test-dir "build-$san" --output-on-failure -L 'engine|service'
+  # R7 with 64 clients: the release-built clients (64 sanitized client
+  # threads, not the daemon, were the bottleneck) against this sanitized
+  # daemon, which stops at its first report and must exit 0.
+  HWWATCH_BIN_DIR="$PWD/build-$san/bin" HWWATCH_STRESS_CLIENTS=64 HWWATCH_STRESS_OPS=1000 \
+    TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1" \
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=16 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    build/tests/concurrency_test
 done
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
