@@ -24,30 +24,21 @@ TEST(PeerCredentials, DaemonSeesTheCallersUidGidAndPid) {
   testing::DaemonProcess d;
   ASSERT_TRUE(d.running()) << d.Log();
 
-  int p[2];
-  ASSERT_EQ(pipe(p), 0);
-  pid_t child = fork();
-  if (child == 0) {
-    close(p[0]);
-    Seen seen;
-    if (testing::DropTo(*nobody)) {
-      auto c = client::Client::Connect(d.socket());
-      if (c) {
-        auto st = c.value()->Stats();
-        if (st) {
-          seen = Seen{1, st->caller().uid(), st->caller().gid(), st->caller().pid()};
+  pid_t child = -1;
+  const auto got = testing::RunAs(
+      *nobody, Seen{},
+      [&](Seen& seen) {
+        auto c = client::Client::Connect(d.socket());
+        if (c) {
+          auto st = c.value()->Stats();
+          if (st) {
+            seen = Seen{1, st->caller().uid(), st->caller().gid(), st->caller().pid()};
+          }
         }
-      }
-    }
-    (void)!write(p[1], &seen, sizeof(seen));
-    _exit(0);
-  }
-  close(p[1]);
-  Seen seen;
-  ASSERT_EQ(read(p[0], &seen, sizeof(seen)), static_cast<ssize_t>(sizeof(seen)));
-  close(p[0]);
-  int status = 0;
-  waitpid(child, &status, 0);
+      },
+      &child);
+  ASSERT_TRUE(got) << "the child as nobody sent no result";
+  const Seen& seen = *got;
   ASSERT_EQ(seen.ok, 1) << "the child could not call the daemon as nobody";
   EXPECT_EQ(seen.uid, nobody->pw_uid);
   EXPECT_EQ(seen.gid, nobody->pw_gid);

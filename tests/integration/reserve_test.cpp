@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <thread>
 
@@ -170,48 +171,37 @@ TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
   auto mine = root->Reserve(OnTid(roots.pid(), 0x60000, 8));
   ASSERT_TRUE(mine) << mine.error().ToString();
 
-  int p[2];
-  ASSERT_EQ(pipe(p), 0);
-  pid_t child = fork();
-  if (child == 0) {
-    ChildResult res;
-    if (testing::DropTo(*nobody)) {
-      // Changing uid made this process non-dumpable (and so unwatchable,
-      // as the kernel would refuse ptrace); an ordinary login is dumpable.
-      prctl(PR_SET_DUMPABLE, 1);
-      pid_t own = fork();
-      if (own == 0) {
-        for (;;) pause();
-      }
-      if (auto c = Client::Connect(d.socket())) {
-        auto& cl = *c.value();
-        auto code = [](const auto& r) { return r ? 0 : static_cast<int>(r.error().code); };
-        res.own_child = code(cl.Reserve(OnTid(own, 0x70000, 8)));
-        res.roots_process = code(cl.Reserve(OnTid(roots.pid(), 0x70000, 8)));
-        res.cpu = code(cl.Reserve(OnCpu(0, 0x70000)));
-        res.release_roots = code(cl.Release(mine->id()));
-        v1::ReserveRequest reclaim;
-        reclaim.set_reclaim(mine->id());
-        res.reclaim_roots = code(cl.Reserve(reclaim));
-        auto stream = cl.Follow({mine->id()});
-        v1::Event e;
-        while (stream->Next(&e)) {
-        }
-        res.stream_roots = static_cast<int>(stream->Finish().error_code());
-        auto l = cl.List(true);
-        res.list_count = l ? l->reservations_size() : -1;
-      }
-      kill(own, SIGKILL);
-      waitpid(own, nullptr, 0);
+  const auto got = testing::RunAs(*nobody, ChildResult{}, [&](ChildResult& res) {
+    // Changing uid made this process non-dumpable (and so unwatchable,
+    // as the kernel would refuse ptrace); an ordinary login is dumpable.
+    prctl(PR_SET_DUMPABLE, 1);
+    pid_t own = fork();
+    if (own == 0) {
+      for (;;) pause();
     }
-    (void)!write(p[1], &res, sizeof res);
-    _exit(0);
-  }
-  ChildResult res;
-  ASSERT_EQ(read(p[0], &res, sizeof res), static_cast<ssize_t>(sizeof res));
-  waitpid(child, nullptr, 0);
-  close(p[0]);
-  close(p[1]);
+    if (auto c = Client::Connect(d.socket())) {
+      auto& cl = *c.value();
+      auto code = [](const auto& r) { return r ? 0 : static_cast<int>(r.error().code); };
+      res.own_child = code(cl.Reserve(OnTid(own, 0x70000, 8)));
+      res.roots_process = code(cl.Reserve(OnTid(roots.pid(), 0x70000, 8)));
+      res.cpu = code(cl.Reserve(OnCpu(0, 0x70000)));
+      res.release_roots = code(cl.Release(mine->id()));
+      v1::ReserveRequest reclaim;
+      reclaim.set_reclaim(mine->id());
+      res.reclaim_roots = code(cl.Reserve(reclaim));
+      auto stream = cl.Follow({mine->id()});
+      v1::Event e;
+      while (stream->Next(&e)) {
+      }
+      res.stream_roots = static_cast<int>(stream->Finish().error_code());
+      auto l = cl.List(true);
+      res.list_count = l ? l->reservations_size() : -1;
+    }
+    kill(own, SIGKILL);
+    waitpid(own, nullptr, 0);
+  });
+  ASSERT_TRUE(got) << "the child as nobody sent no result";
+  const ChildResult& res = *got;
   EXPECT_EQ(res.own_child, 0) << "nobody may watch its own child";
   EXPECT_EQ(res.roots_process, grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(res.cpu, grpc::StatusCode::PERMISSION_DENIED);
@@ -234,27 +224,15 @@ TEST(Authorization, MembersOfTheCpuGroupMayWatchCpus) {
   // nobody's own group is the CPU group here.
   testing::DaemonProcess d({"--cpu-group", std::to_string(nobody->pw_gid)});
   ASSERT_TRUE(d.running()) << d.Log();
-  int p[2];
-  ASSERT_EQ(pipe(p), 0);
-  pid_t child = fork();
-  if (child == 0) {
-    int res = -1;
-    if (testing::DropTo(*nobody)) {
-      if (auto c = Client::Connect(d.socket())) {
-        auto r = c.value()->Reserve(OnCpu(0, 0xc0000));
-        res = r ? 0 : static_cast<int>(r.error().code);
-        if (r) (void)c.value()->Release(r->id());
-      }
+  const auto res = testing::RunAs(*nobody, -1, [&](int& res) {
+    if (auto c = Client::Connect(d.socket())) {
+      auto r = c.value()->Reserve(OnCpu(0, 0xc0000));
+      res = r ? 0 : static_cast<int>(r.error().code);
+      if (r) (void)c.value()->Release(r->id());
     }
-    (void)!write(p[1], &res, sizeof res);
-    _exit(0);
-  }
-  int res = -1;
-  ASSERT_EQ(read(p[0], &res, sizeof res), static_cast<ssize_t>(sizeof res));
-  waitpid(child, nullptr, 0);
-  close(p[0]);
-  close(p[1]);
-  EXPECT_EQ(res, 0) << "a member of --cpu-group may watch a CPU";
+  });
+  ASSERT_TRUE(res) << "the child as nobody sent no result";
+  EXPECT_EQ(*res, 0) << "a member of --cpu-group may watch a CPU";
 }
 
 TEST(Quota, ANonRootUidHoldsAtMostItsQuota) {
@@ -263,48 +241,38 @@ TEST(Quota, ANonRootUidHoldsAtMostItsQuota) {
   ASSERT_NE(nobody, nullptr);
   testing::DaemonProcess d({"--quota-slots", "3", "--lock", "global"});
   ASSERT_TRUE(d.running()) << d.Log();
-  int p[2];
-  ASSERT_EQ(pipe(p), 0);
-  pid_t child = fork();
-  if (child == 0) {
-    int res[7] = {-1, -1, -1, -1, -1, -1, -1};
-    if (testing::DropTo(*nobody)) {
-      prctl(PR_SET_DUMPABLE, 1);
-      pid_t own = fork();
-      if (own == 0) {
-        for (;;) pause();
-      }
-      if (auto c = Client::Connect(d.socket())) {
-        auto& cl = *c.value();
-        auto a = cl.Reserve(OnTid(own, 0xa0000, 16));  // 2 registers
-        res[0] = a ? 0 : static_cast<int>(a.error().code);
-        auto b = cl.Reserve(OnTid(own, 0xb0000, 16));  // 2 more: over 3
-        res[1] = b ? 0 : static_cast<int>(b.error().code);
-        res[2] = !b && b.error().refusal ? static_cast<int>(b.error().refusal->reason()) : -1;
-        res[3] = !b && b.error().refusal ? static_cast<int>(b.error().refusal->held()) : -1;
-        // A Modify counts the registers the reservation gives back: a to 4
-        // registers is over 3, to 3 is not.
-        if (a) {
-          v1::Watch w = OnTid(own, 0xc0000, 32).watch();
-          auto m4 = cl.Modify(a->id(), w);
-          res[4] = !m4 && m4.error().refusal ? static_cast<int>(m4.error().refusal->reason()) : -1;
-          res[5] = !m4 && m4.error().refusal ? static_cast<int>(m4.error().refusal->held()) : -1;
-          w.set_length(24);
-          auto m3 = cl.Modify(a->id(), w);
-          res[6] = m3 ? static_cast<int>(m3->weight()) : -static_cast<int>(m3.error().code);
-        }
-      }
-      kill(own, SIGKILL);
-      waitpid(own, nullptr, 0);
+  using Results = std::array<int, 7>;
+  const auto got = testing::RunAs(*nobody, Results{-1, -1, -1, -1, -1, -1, -1}, [&](Results& res) {
+    prctl(PR_SET_DUMPABLE, 1);
+    pid_t own = fork();
+    if (own == 0) {
+      for (;;) pause();
     }
-    (void)!write(p[1], res, sizeof res);
-    _exit(0);
-  }
-  int res[7];
-  ASSERT_EQ(read(p[0], res, sizeof res), static_cast<ssize_t>(sizeof res));
-  waitpid(child, nullptr, 0);
-  close(p[0]);
-  close(p[1]);
+    if (auto c = Client::Connect(d.socket())) {
+      auto& cl = *c.value();
+      auto a = cl.Reserve(OnTid(own, 0xa0000, 16));  // 2 registers
+      res[0] = a ? 0 : static_cast<int>(a.error().code);
+      auto b = cl.Reserve(OnTid(own, 0xb0000, 16));  // 2 more: over 3
+      res[1] = b ? 0 : static_cast<int>(b.error().code);
+      res[2] = !b && b.error().refusal ? static_cast<int>(b.error().refusal->reason()) : -1;
+      res[3] = !b && b.error().refusal ? static_cast<int>(b.error().refusal->held()) : -1;
+      // A Modify counts the registers the reservation gives back: a to 4
+      // registers is over 3, to 3 is not.
+      if (a) {
+        v1::Watch w = OnTid(own, 0xc0000, 32).watch();
+        auto m4 = cl.Modify(a->id(), w);
+        res[4] = !m4 && m4.error().refusal ? static_cast<int>(m4.error().refusal->reason()) : -1;
+        res[5] = !m4 && m4.error().refusal ? static_cast<int>(m4.error().refusal->held()) : -1;
+        w.set_length(24);
+        auto m3 = cl.Modify(a->id(), w);
+        res[6] = m3 ? static_cast<int>(m3->weight()) : -static_cast<int>(m3.error().code);
+      }
+    }
+    kill(own, SIGKILL);
+    waitpid(own, nullptr, 0);
+  });
+  ASSERT_TRUE(got) << "the child as nobody sent no result";
+  const Results& res = *got;
   EXPECT_EQ(res[0], 0);
   EXPECT_EQ(res[1], grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(res[2], v1::Refusal::QUOTA_EXCEEDED);

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -300,38 +301,28 @@ TEST_F(BadInput, BadIdsForEveryOtherCall) {
 TEST_F(BadInput, ForeignReservationsAreAbsentToAnotherUser) {
   const passwd* nobody = getpwnam("nobody");
   ASSERT_NE(nobody, nullptr);
-  int p[2];
-  ASSERT_EQ(pipe(p), 0);
-  const pid_t child = fork();
-  if (child == 0) {
-    int got[5] = {-1, -1, -1, -1, -1};
-    if (testing::DropTo(*nobody)) {
-      if (auto c = Client::Connect(d_.socket())) {
-        auto& cl = *c.value();
-        auto code = [](const auto& r) { return r ? 0 : static_cast<int>(r.error().code); };
-        got[0] = code(cl.Modify(kept_, Good(0).watch()));
-        got[1] = code(cl.Release(kept_));
-        v1::ReserveRequest reclaim;
-        reclaim.set_reclaim(kept_);
-        got[2] = code(cl.Reserve(reclaim));
-        auto s = cl.Follow({kept_});
-        v1::Event e;
-        while (s->Next(&e)) {
-        }
-        got[3] = static_cast<int>(s->Finish().error_code());
-        // Listing everything shows a non-root caller only its own (none).
-        auto all = cl.List(true);
-        got[4] = all ? all->reservations_size() : -1;
+  using Results = std::array<int, 5>;
+  const auto results = testing::RunAs(*nobody, Results{-1, -1, -1, -1, -1}, [&](Results& got) {
+    if (auto c = Client::Connect(d_.socket())) {
+      auto& cl = *c.value();
+      auto code = [](const auto& r) { return r ? 0 : static_cast<int>(r.error().code); };
+      got[0] = code(cl.Modify(kept_, Good(0).watch()));
+      got[1] = code(cl.Release(kept_));
+      v1::ReserveRequest reclaim;
+      reclaim.set_reclaim(kept_);
+      got[2] = code(cl.Reserve(reclaim));
+      auto s = cl.Follow({kept_});
+      v1::Event e;
+      while (s->Next(&e)) {
       }
+      got[3] = static_cast<int>(s->Finish().error_code());
+      // Listing everything shows a non-root caller only its own (none).
+      auto all = cl.List(true);
+      got[4] = all ? all->reservations_size() : -1;
     }
-    (void)!write(p[1], got, sizeof got);
-    _exit(0);
-  }
-  int got[5];
-  ASSERT_EQ(read(p[0], got, sizeof got), static_cast<ssize_t>(sizeof got));
-  waitpid(child, nullptr, 0);
-  close(p[0]);
-  close(p[1]);
+  });
+  ASSERT_TRUE(results) << "the child as nobody sent no result";
+  const Results& got = *results;
   EXPECT_EQ(got[4], 0) << "reservations another user sees with List(all)";
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(got[i], static_cast<int>(grpc::StatusCode::NOT_FOUND))
@@ -385,44 +376,34 @@ TEST_F(BadInput, FloodsGarbageAndSilentReadersHurtNobodyElse) {
 TEST_F(BadInput, AUserFloodStopsAtItsQuota) {
   const passwd* nobody = getpwnam("nobody");
   ASSERT_NE(nobody, nullptr);
-  int p[2];
-  ASSERT_EQ(pipe(p), 0);
-  const pid_t child = fork();
-  if (child == 0) {
-    int got[3] = {0, 0, -1};  // admitted, quota refusals, other errors
-    if (testing::DropTo(*nobody)) {
-      prctl(PR_SET_DUMPABLE, 1);
-      const pid_t own = fork();
-      if (own == 0) {
-        for (;;) pause();
-      }
-      got[2] = 0;
-      if (auto c = Client::Connect(d_.socket())) {
-        for (int i = 0; i < 200; ++i) {
-          v1::ReserveRequest r = Good(own);
-          r.mutable_watch()->set_address(0x10000 + 8 * static_cast<uint64_t>(i % 2));
-          auto res = c.value()->Reserve(r);
-          if (res) {
-            ++got[0];
-          } else if (res.error().refusal &&
-                     res.error().refusal->reason() == v1::Refusal::QUOTA_EXCEEDED) {
-            ++got[1];
-          } else if (res.error().code != grpc::StatusCode::RESOURCE_EXHAUSTED) {
-            ++got[2];
-          }
+  using Results = std::array<int, 3>;  // admitted, quota refusals, other errors
+  const auto results = testing::RunAs(*nobody, Results{0, 0, -1}, [&](Results& got) {
+    prctl(PR_SET_DUMPABLE, 1);
+    const pid_t own = fork();
+    if (own == 0) {
+      for (;;) pause();
+    }
+    got[2] = 0;
+    if (auto c = Client::Connect(d_.socket())) {
+      for (int i = 0; i < 200; ++i) {
+        v1::ReserveRequest r = Good(own);
+        r.mutable_watch()->set_address(0x10000 + 8 * static_cast<uint64_t>(i % 2));
+        auto res = c.value()->Reserve(r);
+        if (res) {
+          ++got[0];
+        } else if (res.error().refusal &&
+                   res.error().refusal->reason() == v1::Refusal::QUOTA_EXCEEDED) {
+          ++got[1];
+        } else if (res.error().code != grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          ++got[2];
         }
       }
-      kill(own, SIGKILL);
-      waitpid(own, nullptr, 0);
     }
-    (void)!write(p[1], got, sizeof got);
-    _exit(0);
-  }
-  int got[3];
-  ASSERT_EQ(read(p[0], got, sizeof got), static_cast<ssize_t>(sizeof got));
-  waitpid(child, nullptr, 0);
-  close(p[0]);
-  close(p[1]);
+    kill(own, SIGKILL);
+    waitpid(own, nullptr, 0);
+  });
+  ASSERT_TRUE(results) << "the child as nobody sent no result";
+  const Results& got = *results;
   EXPECT_EQ(got[2], 0) << "errors other than honest refusals";
   EXPECT_LE(got[0], 4) << "the quota is 4 registers";
   EXPECT_GT(got[1], 100) << "most of the flood hit the quota";

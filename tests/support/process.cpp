@@ -114,6 +114,30 @@ bool DropTo(const struct passwd& user) {
          setresuid(user.pw_uid, user.pw_uid, user.pw_uid) == 0;
 }
 
+bool RunAsUser(const struct passwd& user, const std::function<void()>& body, void* result,
+               size_t size, pid_t* child_pid) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return false;
+  const pid_t child = fork();
+  if (child < 0) {
+    close(p[0]);
+    close(p[1]);
+    return false;
+  }
+  if (child == 0) {
+    close(p[0]);
+    if (DropTo(user)) body();
+    (void)!write(p[1], result, size);
+    _exit(0);
+  }
+  close(p[1]);
+  if (child_pid != nullptr) *child_pid = child;
+  const bool whole = read(p[0], result, size) == static_cast<ssize_t>(size);
+  close(p[0]);
+  waitpid(child, nullptr, 0);
+  return whole;
+}
+
 bool SocketAnswers(const std::string& path) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un addr{};

@@ -5,7 +5,10 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 struct passwd;
@@ -75,6 +78,27 @@ class DaemonProcess {
 // Drops this (forked, root) process to `user`'s uid and primary gid, with
 // no supplementary groups; false if any step fails.
 bool DropTo(const struct passwd& user);
+
+// Runs `body` in a forked child that has dropped to `user` (DropTo; `body`
+// is skipped if that fails), then sends the `size` bytes at `result` back
+// through a pipe into the same bytes of this process, and reaps the child.
+// False if they did not arrive whole (the child died). The child's pid goes
+// to `child_pid` if given. RunAs is the typed way to call it.
+bool RunAsUser(const struct passwd& user, const std::function<void()>& body, void* result,
+               size_t size, pid_t* child_pid = nullptr);
+
+// `body(result)` as `user` in a forked child; the child's `result`, or
+// nullopt if the child died before sending it.
+template <typename T, typename Body>
+std::optional<T> RunAs(const struct passwd& user, T result, Body&& body,
+                       pid_t* child_pid = nullptr) {
+  static_assert(std::is_trivially_copyable_v<T>, "sent through a pipe as bytes");
+  if (!RunAsUser(
+          user, [&] { body(result); }, &result, sizeof result, child_pid)) {
+    return std::nullopt;
+  }
+  return result;
+}
 
 // True once a connect() to the Unix socket at `path` succeeds.
 bool SocketAnswers(const std::string& path);
