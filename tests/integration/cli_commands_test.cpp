@@ -2,7 +2,6 @@
 // parsed back: reserve by symbol (a 32-byte global takes 4 x86 registers),
 // list, slots, release, watch, selftest, stats, caps; --help with examples
 // on each; clear one-line errors with the documented exit status.
-#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -13,29 +12,18 @@
 #include <vector>
 
 #include "hwwatch/v1/hwwatch.pb.h"
+#include "tests/support/cli.h"
 #include "tests/support/process.h"
 #include "tests/support/targets.h"
 
 namespace hwwatch {
 namespace {
 
+using testing::Cli;
 using testing::CommandResult;
 using testing::DaemonProcess;
+using testing::ParseJson;
 using testing::SymbolTarget;
-
-CommandResult Cli(const std::string& socket, std::vector<std::string> args) {
-  std::vector<std::string> argv = {testing::BinDir() + "/hwwatch", "--socket", socket};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return testing::RunCommand(argv);
-}
-
-template <class M>
-M ParseJson(const std::string& text) {
-  M m;
-  auto st = google::protobuf::util::JsonStringToMessage(text, &m);
-  EXPECT_TRUE(st.ok()) << st.ToString() << "\n" << text;
-  return m;
-}
 
 std::string Hex(uint64_t v) {
   std::ostringstream s;

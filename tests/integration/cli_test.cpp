@@ -1,5 +1,4 @@
 // The real hwwatchd on a temporary socket, driven by the real hwwatch CLI.
-#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <sys/utsname.h>
 
@@ -7,29 +6,18 @@
 
 #include "arch/capabilities.h"
 #include "hwwatch/v1/hwwatch.pb.h"
+#include "tests/support/cli.h"
 #include "tests/support/process.h"
 
 namespace hwwatch {
 namespace {
 
 using testing::BinDir;
+using testing::Cli;
 using testing::CommandResult;
 using testing::DaemonProcess;
+using testing::ParseJson;
 using testing::RunCommand;
-
-CommandResult Cli(const std::string& socket, std::vector<std::string> args) {
-  std::vector<std::string> argv = {BinDir() + "/hwwatch", "--socket", socket};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return RunCommand(argv);
-}
-
-template <class M>
-M ParseJson(const std::string& text) {
-  M m;
-  auto st = google::protobuf::util::JsonStringToMessage(text, &m);
-  EXPECT_TRUE(st.ok()) << st.ToString() << "\n" << text;
-  return m;
-}
 
 TEST(CliCaps, JsonReportsThisHostFieldByField) {
   DaemonProcess d;

@@ -15,6 +15,7 @@
 
 #include "arch/perf_event.h"
 #include "client/client.h"
+#include "tests/support/cli.h"
 #include "tests/support/process.h"
 #include "tests/support/targets.h"
 
@@ -344,15 +345,13 @@ TEST(CliSlots, ExplainSaysWhyAWatchDoesNotFit) {
   auto c = Connect(d);
   ASSERT_TRUE(c);
   ASSERT_TRUE(c->Reserve(OnTid(target.pid(), 0x90000, 24)));  // 3 registers
-  auto r = testing::RunCommand({testing::BinDir() + "/hwwatch", "--socket", d.socket(), "slots",
-                                "--explain", "--tid", std::to_string(target.pid()), "0x91000",
-                                "--len", "16"});
+  auto r = testing::Cli(d.socket(), {"slots", "--explain", "--tid", std::to_string(target.pid()),
+                                     "0x91000", "--len", "16"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.out.find("does not fit"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("3 held by the task + 2 needed > 4"), std::string::npos) << r.out;
-  auto fits = testing::RunCommand({testing::BinDir() + "/hwwatch", "--socket", d.socket(), "slots",
-                                   "--explain", "--tid", std::to_string(target.pid()), "0x91000",
-                                   "--len", "8"});
+  auto fits = testing::Cli(d.socket(), {"slots", "--explain", "--tid", std::to_string(target.pid()),
+                                        "0x91000", "--len", "8"});
   EXPECT_EQ(fits.exit_code, 0) << fits.err;
   EXPECT_NE(fits.out.find("fits: needs 1 register"), std::string::npos) << fits.out;
 }
