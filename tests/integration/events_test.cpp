@@ -14,28 +14,32 @@
 #include <thread>
 
 #include "client/client.h"
-#include "tests/support/process.h"
+#include "tests/support/daemon_fixture.h"
+#include "tests/support/requests.h"
 #include "tests/support/targets.h"
 
 namespace hwwatch {
 namespace {
 
 using testing::Execer;
+using testing::Request;
 using testing::Sleeper;
 using testing::TracerOf;
 
-using client::Client;
 namespace v1 = ::hwwatch::v1;
 
-v1::ReserveRequest Watch(pid_t tid, v1::Delivery delivery = v1::DELIVERY_DEFAULT) {
-  v1::ReserveRequest r;
-  r.mutable_target()->set_tid(tid);
-  r.mutable_watch()->set_address(0x10000);
-  r.mutable_watch()->set_length(8);
-  r.mutable_watch()->set_access(v1::ACCESS_WRITE);
-  r.set_delivery(delivery);
-  return r;
-}
+// A daemon, a thread to watch, a client: in that order (the thread is
+// forked before the client's threads start).
+class Events : public testing::DaemonTest {
+ protected:
+  Sleeper target;
+};
+
+// The same with two children that exec when told to.
+class EventsOfExec : public testing::DaemonTest {
+ protected:
+  Execer by_tid, by_pid;
+};
 
 // The next event of `s`, or nullopt when none comes within 10 s (the
 // stream is then cancelled so the test never hangs).
@@ -48,20 +52,15 @@ std::optional<v1::Event> NextWithin10s(client::EventStream& s) {
   return got.get();
 }
 
-TEST(Events, ReleaseIsReportedToTheStreamThatFollowsIt) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  Sleeper target;
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c) << c.error().ToString();
-  auto r = c.value()->Reserve(Watch(target.pid()));
+TEST_F(Events, ReleaseIsReportedToTheStreamThatFollowsIt) {
+  auto r = client().Reserve(Request().Tid(target.pid()).At(0x10000, 8));
   ASSERT_TRUE(r) << r.error().ToString();
   EXPECT_EQ(r->delivery(), v1::DELIVERY_SAMPLES) << "perf delivers samples by default";
-  auto stream = c.value()->Follow({r->id()}, true);
+  auto stream = client().Follow({r->id()}, true);
   // A second connection releases it (same uid: allowed).
-  auto other = Client::Connect(d.socket());
+  auto other = Connect();
   ASSERT_TRUE(other);
-  ASSERT_TRUE(other.value()->Release(r->id()));
+  ASSERT_TRUE(other->Release(r->id()));
   auto e = NextWithin10s(*stream);
   ASSERT_TRUE(e.has_value()) << "no event within 10 s";
   ASSERT_TRUE(e->has_released()) << e->DebugString();
@@ -70,27 +69,22 @@ TEST(Events, ReleaseIsReportedToTheStreamThatFollowsIt) {
   EXPECT_EQ(e->sequence(), 1u);
   EXPECT_GT(e->time().seconds(), 0);
   stream->Cancel();
-  auto st = c.value()->Stats();
+  auto st = client().Stats();
   ASSERT_TRUE(st);
   EXPECT_GE(st->events_sent(), 1u);
 }
 
-TEST(Events, AWatchOnAThreadThatExitsIsReleasedAndReported) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  Sleeper target;
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c);
-  auto r = c.value()->Reserve(Watch(target.pid()));
+TEST_F(Events, AWatchOnAThreadThatExitsIsReleasedAndReported) {
+  auto r = client().Reserve(Request().Tid(target.pid()).At(0x10000, 8));
   ASSERT_TRUE(r) << r.error().ToString();
-  auto stream = c.value()->Follow({}, true);  // the whole session
+  auto stream = client().Follow({}, true);  // the whole session
   target.Kill();
   auto e = NextWithin10s(*stream);
   ASSERT_TRUE(e.has_value()) << "no event within 10 s of the target's exit";
   ASSERT_TRUE(e->has_released()) << e->DebugString();
   EXPECT_EQ(e->released().reservation_id(), r->id());
   EXPECT_EQ(e->released().why(), "target exited");
-  auto l = c.value()->List();
+  auto l = client().List();
   ASSERT_TRUE(l);
   EXPECT_EQ(l->reservations_size(), 0);
   stream->Cancel();
@@ -98,19 +92,14 @@ TEST(Events, AWatchOnAThreadThatExitsIsReleasedAndReported) {
 
 // perf reports the exec in the ring of a sampled watch: the watch ends
 // with TargetExeced (its address means nothing in the new program).
-TEST(Events, ExecEndsASampledWatch) {
-  Execer by_tid, by_pid;
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c);
+TEST_F(EventsOfExec, ExecEndsASampledWatch) {
   for (Execer* child : {&by_tid, &by_pid}) {
     SCOPED_TRACE(child == &by_pid ? "pid target" : "tid target");
-    v1::ReserveRequest req = Watch(child->pid());
+    v1::ReserveRequest req = Request().Tid(child->pid()).At(0x10000, 8);
     if (child == &by_pid) req.mutable_target()->set_pid(child->pid());
-    auto r = c.value()->Reserve(req);
+    auto r = client().Reserve(req);
     ASSERT_TRUE(r) << r.error().ToString();
-    auto stream = c.value()->Follow({r->id()}, true);
+    auto stream = client().Follow({r->id()}, true);
     child->Exec();
     auto e = NextWithin10s(*stream);
     ASSERT_TRUE(e.has_value()) << "no event within 10 s of the exec";
@@ -124,12 +113,8 @@ TEST(Events, ExecEndsASampledWatch) {
   }
 }
 
-TEST(Events, FollowingAnUnknownReservationIsNotFound) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c);
-  auto stream = c.value()->Follow({123456789});
+TEST_F(Events, FollowingAnUnknownReservationIsNotFound) {
+  auto stream = client().Follow({123456789});
   v1::Event e;
   EXPECT_FALSE(stream->Next(&e));
   grpc::Status st = stream->Finish();
@@ -137,32 +122,27 @@ TEST(Events, FollowingAnUnknownReservationIsNotFound) {
   EXPECT_NE(st.error_message().find("123456789"), std::string::npos) << st.error_message();
 }
 
-TEST(Events, StopDeliveryGoesToTheTracerOrToTheDaemon) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  Sleeper target;
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c);
+TEST_F(Events, StopDeliveryGoesToTheTracerOrToTheDaemon) {
   // Nobody traces it: a SIGTRAP would kill it, so the daemon traces it and
   // takes the traps itself.
-  auto untraced = c.value()->Reserve(Watch(target.pid(), v1::DELIVERY_STOP));
+  auto untraced =
+      client().Reserve(Request().Tid(target.pid()).At(0x10000, 8).Delivery(v1::DELIVERY_STOP));
   ASSERT_TRUE(untraced) << untraced.error().ToString();
   EXPECT_EQ(untraced->delivery(), v1::DELIVERY_STOP);
   EXPECT_EQ(untraced->backend(), v1::BACKEND_PERF);
-  EXPECT_EQ(TracerOf(target.pid()), d.pid());
-  ASSERT_TRUE(c.value()->Release(untraced->id()));
+  EXPECT_EQ(TracerOf(target.pid()), daemon().pid());
+  ASSERT_TRUE(client().Release(untraced->id()));
   EXPECT_EQ(TracerOf(target.pid()), 0) << "the daemon lets go with the reservation";
   // This test becomes its debugger: the daemon arms it and stays out.
   ASSERT_EQ(ptrace(PTRACE_SEIZE, target.pid(), nullptr, nullptr), 0);
-  auto traced = c.value()->Reserve(Watch(target.pid(), v1::DELIVERY_STOP));
+  auto traced =
+      client().Reserve(Request().Tid(target.pid()).At(0x10000, 8).Delivery(v1::DELIVERY_STOP));
   ASSERT_TRUE(traced) << traced.error().ToString();
   EXPECT_EQ(traced->delivery(), v1::DELIVERY_STOP);
   EXPECT_EQ(TracerOf(target.pid()), getpid());
-  ASSERT_TRUE(c.value()->Release(traced->id()));
+  ASSERT_TRUE(client().Release(traced->id()));
   // CPU targets have no tracer.
-  v1::ReserveRequest cpu = Watch(0, v1::DELIVERY_STOP);
-  cpu.mutable_target()->set_cpu(0);
-  auto on_cpu = c.value()->Reserve(cpu);
+  auto on_cpu = client().Reserve(Request().Cpu(0).At(0x10000, 8).Delivery(v1::DELIVERY_STOP));
   ASSERT_FALSE(on_cpu);
   EXPECT_EQ(on_cpu.error().code, grpc::StatusCode::INVALID_ARGUMENT);
 }

@@ -11,27 +11,30 @@
 
 #include "arch/perf_event.h"
 #include "client/client.h"
-#include "tests/support/process.h"
+#include "tests/support/daemon_fixture.h"
+#include "tests/support/requests.h"
 #include "tests/support/targets.h"
 
 namespace hwwatch {
 namespace {
 
 using testing::KernelFreeOnThread;
+using testing::Request;
 using testing::Sleeper;
 
 using client::Client;
 namespace v1 = ::hwwatch::v1;
 
 v1::ReserveRequest Leased(pid_t tid, int64_t seconds) {
-  v1::ReserveRequest r;
-  r.mutable_target()->set_tid(tid);
-  r.mutable_watch()->set_address(0x10000);
-  r.mutable_watch()->set_length(8);
-  r.mutable_watch()->set_access(v1::ACCESS_WRITE);
-  r.mutable_lease()->set_seconds(seconds);
-  return r;
+  return Request().Tid(tid).At(0x10000, 8).LeaseSeconds(seconds);
 }
+
+// A daemon, a thread to watch, a client (the observer): in that order
+// (the thread is forked before the client's threads start).
+class Lease : public testing::DaemonTest {
+ protected:
+  Sleeper target;
+};
 
 // Polls List (every reservation, root) for up to 5 s until `pred` holds.
 template <class Pred>
@@ -44,19 +47,15 @@ bool ListUntil(Client& c, Pred pred) {
   return false;
 }
 
-TEST(Lease, AnOrphanStaysArmedUntilItsUidReclaimsIt) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  Sleeper target;
+TEST_F(Lease, AnOrphanStaysArmedUntilItsUidReclaimsIt) {
   const unsigned baseline = KernelFreeOnThread(target.pid());
   ASSERT_GE(baseline, 1u) << "something outside this test holds every slot";
-  auto observer = Client::Connect(d.socket());
-  ASSERT_TRUE(observer);
+  Client& observer = client();
   uint64_t id = 0;
   {
-    auto first = Client::Connect(d.socket());
+    auto first = Connect();
     ASSERT_TRUE(first);
-    auto r = first.value()->Reserve(Leased(target.pid(), 30));
+    auto r = first->Reserve(Leased(target.pid(), 30));
     ASSERT_TRUE(r) << r.error().ToString();
     EXPECT_EQ(r->lease().seconds(), 30);
     id = r->id();
@@ -65,59 +64,50 @@ TEST(Lease, AnOrphanStaysArmedUntilItsUidReclaimsIt) {
     return l.reservations_size() == 1 && l.reservations(0).id() == id &&
            l.reservations(0).orphaned();
   };
-  ASSERT_TRUE(ListUntil(*observer.value(), orphaned)) << "not orphaned within 5 s";
+  ASSERT_TRUE(ListUntil(observer, orphaned)) << "not orphaned within 5 s";
   EXPECT_EQ(KernelFreeOnThread(target.pid()), baseline - 1) << "the orphan is still armed";
 
   // A live session's reservation cannot be taken over...
-  auto second = Client::Connect(d.socket());
+  auto second = Connect();
   ASSERT_TRUE(second);
   v1::ReserveRequest reclaim;
   reclaim.set_reclaim(id);
-  auto back = second.value()->Reserve(reclaim);
+  auto back = second->Reserve(reclaim);
   ASSERT_TRUE(back) << back.error().ToString();
   EXPECT_EQ(back->id(), id);
   EXPECT_FALSE(back->orphaned());
-  auto again = observer.value()->Reserve(reclaim);
+  auto again = observer.Reserve(reclaim);
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code, grpc::StatusCode::FAILED_PRECONDITION);
   // ...and an unknown one is not found.
   v1::ReserveRequest unknown;
   unknown.set_reclaim(987654321);
-  EXPECT_EQ(observer.value()->Reserve(unknown).error().code, grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(observer.Reserve(unknown).error().code, grpc::StatusCode::NOT_FOUND);
 
   // The lease holds for the new session too.
-  second.value().reset();
-  EXPECT_TRUE(ListUntil(*observer.value(), orphaned));
+  second.reset();
+  EXPECT_TRUE(ListUntil(observer, orphaned));
 }
 
-TEST(Lease, AnExpiredLeaseGivesTheSlotBack) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  Sleeper target;
+TEST_F(Lease, AnExpiredLeaseGivesTheSlotBack) {
   const unsigned baseline = KernelFreeOnThread(target.pid());
   ASSERT_GE(baseline, 1u);
-  auto observer = Client::Connect(d.socket());
-  ASSERT_TRUE(observer);
+  Client& observer = client();
   {
-    auto first = Client::Connect(d.socket());
+    auto first = Connect();
     ASSERT_TRUE(first);
-    auto r = first.value()->Reserve(Leased(target.pid(), 1));
+    auto r = first->Reserve(Leased(target.pid(), 1));
     ASSERT_TRUE(r) << r.error().ToString();
   }
-  EXPECT_TRUE(ListUntil(*observer.value(), [](const v1::ListResponse& l) {
+  EXPECT_TRUE(ListUntil(observer, [](const v1::ListResponse& l) {
     return l.reservations_size() == 0;
   })) << "a 1 s lease still held after 5 s";
   EXPECT_EQ(KernelFreeOnThread(target.pid()), baseline);
 }
 
-TEST(Lease, ImpossibleLeasesAreInvalid) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  Sleeper target;
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c);
+TEST_F(Lease, ImpossibleLeasesAreInvalid) {
   for (int64_t s : {int64_t{-1}, int64_t{10} * 24 * 3600}) {
-    auto r = c.value()->Reserve(Leased(target.pid(), s));
+    auto r = client().Reserve(Leased(target.pid(), s));
     ASSERT_FALSE(r) << s;
     EXPECT_EQ(r.error().code, grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_NE(r.error().message.find("lease"), std::string::npos) << r.error().message;

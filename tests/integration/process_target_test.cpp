@@ -15,16 +15,17 @@
 
 #include "arch/perf_event.h"
 #include "client/client.h"
-#include "tests/support/process.h"
+#include "tests/support/daemon_fixture.h"
+#include "tests/support/requests.h"
 #include "tests/support/targets.h"
 
 namespace hwwatch {
 namespace {
 
 using testing::KernelFreeOnThread;
+using testing::Request;
 using testing::TracerOf;
 
-using client::Client;
 namespace v1 = ::hwwatch::v1;
 
 // tests/integration/threads_target.cpp, driven through its stdin/stdout.
@@ -79,6 +80,12 @@ class ThreadsTarget {
   FILE* from_ = nullptr;
 };
 
+// A daemon, tests/integration/threads_target, a client: in that order.
+class ProcessTarget : public testing::DaemonTest {
+ protected:
+  ThreadsTarget target;
+};
+
 // The next event other than a hit within 10 s (cancels the stream if none).
 std::optional<v1::Event> NextLifecycle(client::EventStream& s) {
   auto got = std::async(std::launch::async, [&s] {
@@ -92,28 +99,18 @@ std::optional<v1::Event> NextLifecycle(client::EventStream& s) {
   return got.get();
 }
 
-TEST(ProcessTarget, EveryThreadNowAndLaterIsArmedAndExitsAreDropped) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  ThreadsTarget target;
+TEST_F(ProcessTarget, EveryThreadNowAndLaterIsArmedAndExitsAreDropped) {
   ASSERT_EQ(target.Line(), "ready\n");
   const std::vector<pid_t> threads = target.Threads();
   // Main and two workers (a sanitizer runtime may add its own thread).
   ASSERT_GE(threads.size(), 3u);
   for (pid_t tid : threads) ASSERT_EQ(KernelFreeOnThread(tid), 4u) << "slots held outside";
 
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c) << c.error().ToString();
-  v1::ReserveRequest req;
-  req.mutable_target()->set_pid(target.pid());
-  req.mutable_watch()->set_address(0x10000);
-  req.mutable_watch()->set_length(8);
-  req.mutable_watch()->set_access(v1::ACCESS_WRITE);
-  auto r = c.value()->Reserve(req);
+  auto r = client().Reserve(Request().Pid(target.pid()).At(0x10000, 8));
   ASSERT_TRUE(r) << r.error().ToString();
   for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 3u) << "thread " << tid;
 
-  auto stream = c.value()->Follow({r->id()}, true);
+  auto stream = client().Follow({r->id()}, true);
   int added = 0;
   ASSERT_EQ(std::sscanf(target.Ask('n').c_str(), "tid %d", &added), 1);
   auto e = NextLifecycle(*stream);
@@ -132,7 +129,7 @@ TEST(ProcessTarget, EveryThreadNowAndLaterIsArmedAndExitsAreDropped) {
   ASSERT_TRUE(e->has_exited()) << e->DebugString();
   EXPECT_EQ(e->exited().tid(), exited);
 
-  ASSERT_TRUE(c.value()->Release(r->id()));
+  ASSERT_TRUE(client().Release(r->id()));
   for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 4u) << "thread " << tid;
   stream->Cancel();
 }
@@ -140,35 +137,24 @@ TEST(ProcessTarget, EveryThreadNowAndLaterIsArmedAndExitsAreDropped) {
 // The ptrace backend: the daemon traces every thread, and the kernel
 // attaches the threads the process starts, so they are armed at their
 // first stop, before they run: no window in which they go unwatched.
-TEST(ProcessTarget, ThePtraceBackendArmsNewThreadsBeforeTheyRun) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  ThreadsTarget target;
+TEST_F(ProcessTarget, ThePtraceBackendArmsNewThreadsBeforeTheyRun) {
   ASSERT_EQ(target.Line(), "ready\n");
   const std::vector<pid_t> threads = target.Threads();
   ASSERT_GE(threads.size(), 3u);
   for (pid_t tid : threads) ASSERT_EQ(KernelFreeOnThread(tid), 4u) << "slots held outside";
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c);
-  v1::ReserveRequest req;
-  req.mutable_target()->set_pid(target.pid());
-  req.mutable_watch()->set_address(0x10000);
-  req.mutable_watch()->set_length(8);
-  req.mutable_watch()->set_access(v1::ACCESS_WRITE);
-  req.set_backend(v1::BACKEND_PTRACE);
-  auto r = c.value()->Reserve(req);
+  auto r = client().Reserve(Request().Pid(target.pid()).At(0x10000, 8).Backend(v1::BACKEND_PTRACE));
   ASSERT_TRUE(r) << r.error().ToString();
   EXPECT_EQ(r->backend(), v1::BACKEND_PTRACE);
   for (pid_t tid : threads) {
-    EXPECT_EQ(TracerOf(tid), d.pid()) << "thread " << tid;
+    EXPECT_EQ(TracerOf(tid), daemon().pid()) << "thread " << tid;
     EXPECT_EQ(KernelFreeOnThread(tid), 3u) << "thread " << tid;
   }
-  auto stream = c.value()->Follow({r->id()}, true);
+  auto stream = client().Follow({r->id()}, true);
   int added = 0;
   ASSERT_EQ(std::sscanf(target.Ask('n').c_str(), "tid %d", &added), 1);
   // It has run (it printed its tid): armed already, not 250 ms later.
   EXPECT_EQ(KernelFreeOnThread(added), 3u) << "the new thread ran unarmed";
-  EXPECT_EQ(TracerOf(added), d.pid());
+  EXPECT_EQ(TracerOf(added), daemon().pid());
   auto e = NextLifecycle(*stream);
   ASSERT_TRUE(e.has_value()) << "no ThreadAdded within 10 s";
   ASSERT_TRUE(e->has_thread_added()) << e->DebugString();
@@ -181,50 +167,36 @@ TEST(ProcessTarget, ThePtraceBackendArmsNewThreadsBeforeTheyRun) {
   ASSERT_TRUE(e->has_exited()) << e->DebugString();
   EXPECT_EQ(e->exited().tid(), exited);
 
-  ASSERT_TRUE(c.value()->Release(r->id()));
+  ASSERT_TRUE(client().Release(r->id()));
   for (pid_t tid : threads) EXPECT_EQ(TracerOf(tid), 0) << "thread " << tid;
   stream->Cancel();
 }
 
 // Modify of a process-wide watch: every thread moves to the new watch or
 // none does; threads started later get the new one.
-TEST(ProcessTarget, ModifyMovesEveryThreadOrNone) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  ThreadsTarget target;
+TEST_F(ProcessTarget, ModifyMovesEveryThreadOrNone) {
   ASSERT_EQ(target.Line(), "ready\n");
   const std::vector<pid_t> threads = target.Threads();
   ASSERT_GE(threads.size(), 3u);
   for (pid_t tid : threads) ASSERT_EQ(KernelFreeOnThread(tid), 4u) << "slots held outside";
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c);
-  v1::ReserveRequest req;
-  req.mutable_target()->set_pid(target.pid());
-  req.mutable_watch()->set_address(0x10000);
-  req.mutable_watch()->set_length(8);
-  req.mutable_watch()->set_access(v1::ACCESS_WRITE);
-  auto r = c.value()->Reserve(req);
+  v1::ReserveRequest req = Request().Pid(target.pid()).At(0x10000, 8);
+  auto r = client().Reserve(req);
   ASSERT_TRUE(r) << r.error().ToString();
   v1::Watch wide = req.watch();
   wide.set_length(32);  // 4 registers
-  auto m = c.value()->Modify(r->id(), wide);
+  auto m = client().Modify(r->id(), wide);
   ASSERT_TRUE(m) << m.error().ToString();
   EXPECT_EQ(m->weight(), 4u);
   for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 0u) << "thread " << tid;
   v1::Watch two = req.watch();
   two.set_length(16);  // 2 registers
-  m = c.value()->Modify(r->id(), two);
+  m = client().Modify(r->id(), two);
   ASSERT_TRUE(m) << m.error().ToString();
   for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 2u) << "thread " << tid;
 
   // One thread cannot take 4: nobody moves.
-  v1::ReserveRequest one;
-  one.mutable_target()->set_tid(threads.back());
-  one.mutable_watch()->set_address(0x20000);
-  one.mutable_watch()->set_length(2);
-  one.mutable_watch()->set_access(v1::ACCESS_WRITE);
-  ASSERT_TRUE(c.value()->Reserve(one));
-  auto refused = c.value()->Modify(r->id(), wide);
+  ASSERT_TRUE(client().Reserve(Request().Tid(threads.back()).At(0x20000, 2)));
+  auto refused = client().Modify(r->id(), wide);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED);
   ASSERT_TRUE(refused.error().refusal.has_value());
@@ -235,7 +207,7 @@ TEST(ProcessTarget, ModifyMovesEveryThreadOrNone) {
   EXPECT_EQ(KernelFreeOnThread(threads.back()), 1u);
 
   // A thread started now gets the 2-register watch.
-  auto stream = c.value()->Follow({r->id()}, true);
+  auto stream = client().Follow({r->id()}, true);
   int added = 0;
   ASSERT_EQ(std::sscanf(target.Ask('n').c_str(), "tid %d", &added), 1);
   auto e = NextLifecycle(*stream);
@@ -244,27 +216,18 @@ TEST(ProcessTarget, ModifyMovesEveryThreadOrNone) {
   stream->Cancel();
 }
 
-TEST(ProcessTarget, AFullThreadRefusesTheWholeProcessAndLeavesNothingArmed) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  ThreadsTarget target;
+TEST_F(ProcessTarget, AFullThreadRefusesTheWholeProcessAndLeavesNothingArmed) {
   ASSERT_EQ(target.Line(), "ready\n");
   const std::vector<pid_t> threads = target.Threads();
   // Main and two workers (a sanitizer runtime may add its own thread).
   ASSERT_GE(threads.size(), 3u);
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c);
   // Fill the last thread through the daemon.
-  v1::ReserveRequest one;
-  one.mutable_target()->set_tid(threads.back());
-  one.mutable_watch()->set_address(0x20000);
-  one.mutable_watch()->set_length(32);
-  one.mutable_watch()->set_access(v1::ACCESS_WRITE);
-  ASSERT_TRUE(c.value()->Reserve(one));
+  v1::ReserveRequest one = Request().Tid(threads.back()).At(0x20000, 32);
+  ASSERT_TRUE(client().Reserve(one));
   v1::ReserveRequest all = one;
   all.mutable_target()->set_pid(target.pid());
   all.mutable_watch()->set_length(8);
-  auto r = c.value()->Reserve(all);
+  auto r = client().Reserve(all);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED);
   ASSERT_TRUE(r.error().refusal.has_value());

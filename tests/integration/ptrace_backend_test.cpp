@@ -24,7 +24,9 @@
 #include "arch/child_process.h"
 #include "arch/ptrace_debugreg.h"
 #include "client/client.h"
+#include "tests/support/daemon_fixture.h"
 #include "tests/support/process.h"
+#include "tests/support/requests.h"
 #include "tests/support/targets.h"
 
 namespace hwwatch {
@@ -32,20 +34,17 @@ namespace {
 
 using testing::Execer;
 using testing::KernelFreeOnThread;
+using testing::Request;
 using testing::Sleeper;
 using testing::TracerOf;
+using testing::Watch;
 
 using client::Client;
 namespace v1 = ::hwwatch::v1;
 
 v1::ReserveRequest Ptrace(pid_t tid, uint64_t address, std::optional<uint32_t> slot = {}) {
-  v1::ReserveRequest r;
-  r.mutable_target()->set_tid(tid);
-  r.mutable_watch()->set_address(address);
-  r.mutable_watch()->set_length(4);
-  r.mutable_watch()->set_access(v1::ACCESS_WRITE);
-  r.set_backend(v1::BACKEND_PTRACE);
-  if (slot) r.set_slot(*slot);
+  Request r = Request().Tid(tid).At(address, 4).Backend(v1::BACKEND_PTRACE);
+  if (slot) r.Slot(*slot);
   return r;
 }
 
@@ -125,47 +124,54 @@ class SignalEcho {
   int from_ = -1;
 };
 
-class PtraceBackend : public ::testing::Test {
+class PtraceBackend : public testing::DaemonTest {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(d_.running()) << d_.Log();
-    auto c = Client::Connect(d_.socket());
-    ASSERT_TRUE(c) << c.error().ToString();
-    c_ = std::move(c.value());
+    ASSERT_NO_FATAL_FAILURE(DaemonTest::SetUp());
     ASSERT_EQ(KernelFreeOnThread(target_.pid()), 4u)
         << "something outside this test holds debug registers";
   }
   Sleeper target_;
-  testing::DaemonProcess d_;
-  std::unique_ptr<Client> c_;
+};
+
+// A daemon, a child that echoes SIGUSR1, a client.
+class PtraceSignals : public testing::DaemonTest {
+ protected:
+  SignalEcho target;
+};
+
+// A daemon, a child that execs when told to, a client.
+class PtraceExec : public testing::DaemonTest {
+ protected:
+  Execer execer;
 };
 
 TEST_F(PtraceBackend, ArmsTheChosenSlotAndClearsItOnRelease) {
   const pid_t tid = target_.pid();
-  auto r = c_->Reserve(Ptrace(tid, 0x10000, 2));
+  auto r = client().Reserve(Ptrace(tid, 0x10000, 2));
   ASSERT_TRUE(r) << r.error().ToString();
   EXPECT_EQ(r->backend(), v1::BACKEND_PTRACE);
   EXPECT_EQ(r->delivery(), v1::DELIVERY_STOP);
   ASSERT_EQ(r->registers_size(), 1);
   ASSERT_TRUE(r->registers(0).has_slot());
   EXPECT_EQ(r->registers(0).slot(), 2u);
-  EXPECT_EQ(TracerOf(tid), d_.pid()) << "the daemon traces the target";
+  EXPECT_EQ(TracerOf(tid), daemon().pid()) << "the daemon traces the target";
   EXPECT_TRUE(Running(tid)) << "the target runs on, not stopped: state " << State(tid);
   EXPECT_EQ(KernelFreeOnThread(tid), 3u) << "the kernel accounts the register";
 
   // The same slot again is taken; any slot is the first free one.
-  auto again = c_->Reserve(Ptrace(tid, 0x20000, 2));
+  auto again = client().Reserve(Ptrace(tid, 0x20000, 2));
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code, grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(again.error().message.find("slot 2"), std::string::npos) << again.error().message;
-  auto any = c_->Reserve(Ptrace(tid, 0x20000));
+  auto any = client().Reserve(Ptrace(tid, 0x20000));
   ASSERT_TRUE(any) << any.error().ToString();
   EXPECT_EQ(any->registers(0).slot(), 0u);
   EXPECT_EQ(KernelFreeOnThread(tid), 2u);
 
-  ASSERT_TRUE(c_->Release(r->id()));
-  EXPECT_EQ(TracerOf(tid), d_.pid()) << "still traced for the other reservation";
-  ASSERT_TRUE(c_->Release(any->id()));
+  ASSERT_TRUE(client().Release(r->id()));
+  EXPECT_EQ(TracerOf(tid), daemon().pid()) << "still traced for the other reservation";
+  ASSERT_TRUE(client().Release(any->id()));
   EXPECT_EQ(TracerOf(tid), 0) << "detached once nothing is left";
   EXPECT_TRUE(Running(tid)) << "state " << State(tid);
   for (unsigned slot : {0u, 2u}) {
@@ -179,12 +185,12 @@ TEST_F(PtraceBackend, ArmsTheChosenSlotAndClearsItOnRelease) {
 // until the thread execs or ends; the daemon's accounting must agree.
 TEST_F(PtraceBackend, ClearedRegistersStayAccountedUntilTheThreadEnds) {
   const pid_t tid = target_.pid();
-  auto r = c_->Reserve(Ptrace(tid, 0x10000, 2));
+  auto r = client().Reserve(Ptrace(tid, 0x10000, 2));
   ASSERT_TRUE(r) << r.error().ToString();
-  ASSERT_TRUE(c_->Release(r->id()));
+  ASSERT_TRUE(client().Release(r->id()));
   EXPECT_EQ(KernelFreeOnThread(tid), 3u) << "the kernel let the cleared register go";
   auto held_by = [&] {
-    auto slots = c_->Slots();
+    auto slots = client().Slots();
     unsigned n = 0;
     for (const auto& t : slots->tasks()) {
       if (t.tid() == tid) n += t.all_cpus();
@@ -193,16 +199,16 @@ TEST_F(PtraceBackend, ClearedRegistersStayAccountedUntilTheThreadEnds) {
   };
   EXPECT_EQ(held_by(), 1u) << "the engine must count what the kernel still holds";
   // A later ptrace watch reuses it first: no new kernel slot.
-  auto again = c_->Reserve(Ptrace(tid, 0x20000));
+  auto again = client().Reserve(Ptrace(tid, 0x20000));
   ASSERT_TRUE(again) << again.error().ToString();
   EXPECT_EQ(again->registers(0).slot(), 2u);
   EXPECT_EQ(KernelFreeOnThread(tid), 3u);
-  ASSERT_TRUE(c_->Release(again->id()));
+  ASSERT_TRUE(client().Release(again->id()));
   // Four perf registers no longer fit; the engine says so, not the kernel.
   v1::ReserveRequest four = Ptrace(tid, 0x30000);
   four.set_backend(v1::BACKEND_PERF);
   four.mutable_watch()->set_length(32);
-  auto full = c_->Reserve(four);
+  auto full = client().Reserve(four);
   ASSERT_FALSE(full);
   EXPECT_EQ(full.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED);
   ASSERT_TRUE(full.error().refusal.has_value());
@@ -214,13 +220,10 @@ TEST_F(PtraceBackend, ClearedRegistersStayAccountedUntilTheThreadEnds) {
 
 TEST_F(PtraceBackend, ModifyMovesTheRegistersOrLeavesTheOldOnes) {
   const pid_t tid = target_.pid();
-  auto r = c_->Reserve(Ptrace(tid, 0x10000, 1));
+  auto r = client().Reserve(Ptrace(tid, 0x10000, 1));
   ASSERT_TRUE(r) << r.error().ToString();
-  v1::Watch two;
-  two.set_address(0x20000);
-  two.set_length(16);  // 2 registers
-  two.set_access(v1::ACCESS_WRITE);
-  auto m = c_->Modify(r->id(), two);
+  v1::Watch two = Watch(0x20000, 16);  // 2 registers
+  auto m = client().Modify(r->id(), two);
   ASSERT_TRUE(m) << m.error().ToString();
   EXPECT_EQ(m->weight(), 2u);
   ASSERT_EQ(m->registers_size(), 2);
@@ -228,14 +231,14 @@ TEST_F(PtraceBackend, ModifyMovesTheRegistersOrLeavesTheOldOnes) {
   EXPECT_NE(m->registers(1).slot(), 1u);
   EXPECT_EQ(KernelFreeOnThread(tid), 2u);
   // A third register elsewhere; then 4 no longer fit: refused, 2 stay.
-  auto other = c_->Reserve(Ptrace(tid, 0x30000));
+  auto other = client().Reserve(Ptrace(tid, 0x30000));
   ASSERT_TRUE(other) << other.error().ToString();
   v1::Watch four = two;
   four.set_length(32);
-  auto refused = c_->Modify(r->id(), four);
+  auto refused = client().Modify(r->id(), four);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error().message;
-  auto l = c_->List();
+  auto l = client().List();
   ASSERT_TRUE(l);
   for (const auto& res : l->reservations()) {
     if (res.id() == r->id()) {
@@ -244,8 +247,8 @@ TEST_F(PtraceBackend, ModifyMovesTheRegistersOrLeavesTheOldOnes) {
     }
   }
   EXPECT_EQ(KernelFreeOnThread(tid), 1u);
-  ASSERT_TRUE(c_->Release(r->id()));
-  ASSERT_TRUE(c_->Release(other->id()));
+  ASSERT_TRUE(client().Release(r->id()));
+  ASSERT_TRUE(client().Release(other->id()));
   EXPECT_EQ(TracerOf(tid), 0);
   for (unsigned slot = 0; slot < 4; ++slot) {
     auto raw = ReadSlotAsTracer(tid, slot);
@@ -261,20 +264,17 @@ TEST_F(PtraceBackend, DaemonTakenStopsModifyAndRelease) {
   v1::ReserveRequest req = Ptrace(tid, 0x10000);
   req.set_backend(v1::BACKEND_PERF);
   req.set_delivery(v1::DELIVERY_STOP);
-  auto r = c_->Reserve(req);
+  auto r = client().Reserve(req);
   ASSERT_TRUE(r) << r.error().ToString();
-  EXPECT_EQ(TracerOf(tid), d_.pid());
+  EXPECT_EQ(TracerOf(tid), daemon().pid());
   EXPECT_EQ(KernelFreeOnThread(tid), 3u);
-  v1::Watch two;
-  two.set_address(0x20000);
-  two.set_length(16);
-  two.set_access(v1::ACCESS_WRITE);
-  auto m = c_->Modify(r->id(), two);
+  v1::Watch two = Watch(0x20000, 16);
+  auto m = client().Modify(r->id(), two);
   ASSERT_TRUE(m) << m.error().ToString();
   EXPECT_EQ(m->weight(), 2u);
   EXPECT_EQ(KernelFreeOnThread(tid), 2u);
   EXPECT_TRUE(Running(tid)) << "state " << State(tid);
-  auto rel = c_->Release(r->id());
+  auto rel = client().Release(r->id());
   ASSERT_TRUE(rel) << rel.error().ToString();
   EXPECT_EQ(TracerOf(tid), 0);
   EXPECT_EQ(KernelFreeOnThread(tid), 4u) << "perf stops leave nothing behind";
@@ -283,20 +283,20 @@ TEST_F(PtraceBackend, DaemonTakenStopsModifyAndRelease) {
 TEST_F(PtraceBackend, RefusesBadCombinations) {
   auto slot_with_perf = Ptrace(target_.pid(), 0x10000, 1);
   slot_with_perf.set_backend(v1::BACKEND_PERF);
-  auto a = c_->Reserve(slot_with_perf);
+  auto a = client().Reserve(slot_with_perf);
   ASSERT_FALSE(a);
   EXPECT_EQ(a.error().code, grpc::StatusCode::INVALID_ARGUMENT);
   auto on_cpu = Ptrace(0, 0x10000);
   on_cpu.mutable_target()->set_cpu(0);
-  auto b = c_->Reserve(on_cpu);
+  auto b = client().Reserve(on_cpu);
   ASSERT_FALSE(b);
   EXPECT_EQ(b.error().code, grpc::StatusCode::INVALID_ARGUMENT);
   auto samples = Ptrace(target_.pid(), 0x10000);
   samples.set_delivery(v1::DELIVERY_SAMPLES);
-  auto c = c_->Reserve(samples);
+  auto c = client().Reserve(samples);
   ASSERT_FALSE(c);
   EXPECT_EQ(c.error().code, grpc::StatusCode::INVALID_ARGUMENT);
-  auto no_slot = c_->Reserve(Ptrace(target_.pid(), 0x10000, 9));
+  auto no_slot = client().Reserve(Ptrace(target_.pid(), 0x10000, 9));
   ASSERT_FALSE(no_slot);
   EXPECT_EQ(no_slot.error().code, grpc::StatusCode::INVALID_ARGUMENT) << no_slot.error().ToString();
   EXPECT_EQ(TracerOf(target_.pid()), 0) << "a refused reservation leaves no tracer behind";
@@ -305,7 +305,7 @@ TEST_F(PtraceBackend, RefusesBadCombinations) {
 
 TEST_F(PtraceBackend, RefusesAThreadAnotherTracerHas) {
   ASSERT_EQ(ptrace(PTRACE_SEIZE, target_.pid(), nullptr, nullptr), 0);
-  auto r = c_->Reserve(Ptrace(target_.pid(), 0x10000));
+  auto r = client().Reserve(Ptrace(target_.pid(), 0x10000));
   ptrace(PTRACE_DETACH, target_.pid(), nullptr, nullptr);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, grpc::StatusCode::FAILED_PRECONDITION);
@@ -313,15 +313,10 @@ TEST_F(PtraceBackend, RefusesAThreadAnotherTracerHas) {
   EXPECT_EQ(KernelFreeOnThread(target_.pid()), 4u) << "the engine gave the slot back";
 }
 
-TEST(PtraceSignals, TheTargetsOwnSignalsArriveUnchanged) {
-  SignalEcho target;
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c);
-  auto r = c.value()->Reserve(Ptrace(target.pid(), 0x10000));
+TEST_F(PtraceSignals, TheTargetsOwnSignalsArriveUnchanged) {
+  auto r = client().Reserve(Ptrace(target.pid(), 0x10000));
   ASSERT_TRUE(r) << r.error().ToString();
-  ASSERT_EQ(TracerOf(target.pid()), d.pid());
+  ASSERT_EQ(TracerOf(target.pid()), daemon().pid());
   kill(target.pid(), SIGUSR1);
   EXPECT_TRUE(target.Echoed()) << "SIGUSR1 did not reach the traced target's handler";
   // Job control still works: stopped by SIGSTOP, running again after SIGCONT.
@@ -333,19 +328,14 @@ TEST(PtraceSignals, TheTargetsOwnSignalsArriveUnchanged) {
       << "left stopped after SIGCONT: state " << State(target.pid());
   kill(target.pid(), SIGUSR1);
   EXPECT_TRUE(target.Echoed()) << "SIGUSR1 after SIGCONT did not arrive";
-  ASSERT_TRUE(c.value()->Release(r->id()));
+  ASSERT_TRUE(client().Release(r->id()));
   EXPECT_EQ(TracerOf(target.pid()), 0);
 }
 
-TEST(PtraceExec, ExecEndsTheWatchWithAnEvent) {
-  Execer execer;
+TEST_F(PtraceExec, ExecEndsTheWatchWithAnEvent) {
   const pid_t child = execer.pid();
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  auto c = Client::Connect(d.socket());
-  ASSERT_TRUE(c);
-  auto stream = c.value()->Follow({}, true);
-  auto r = c.value()->Reserve(Ptrace(child, 0x10000));
+  auto stream = client().Follow({}, true);
+  auto r = client().Reserve(Ptrace(child, 0x10000));
   ASSERT_TRUE(r) << r.error().ToString();
   execer.Exec();
   bool execed = false, released = false;
@@ -362,7 +352,7 @@ TEST(PtraceExec, ExecEndsTheWatchWithAnEvent) {
   events.get();
   EXPECT_TRUE(execed) << "no TargetExeced event";
   EXPECT_TRUE(released) << "no ReservationReleased(target exec'd)";
-  auto l = c.value()->List();
+  auto l = client().List();
   ASSERT_TRUE(l);
   EXPECT_EQ(l->reservations_size(), 0);
   EXPECT_TRUE(Eventually([&] { return TracerOf(child) == 0; })) << "still traced after exec";

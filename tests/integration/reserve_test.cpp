@@ -16,36 +16,31 @@
 #include "arch/perf_event.h"
 #include "client/client.h"
 #include "tests/support/cli.h"
+#include "tests/support/daemon_fixture.h"
 #include "tests/support/process.h"
+#include "tests/support/requests.h"
 #include "tests/support/targets.h"
 
 namespace hwwatch {
 namespace {
 
 using testing::KernelFreeOnCpu;
+using testing::Request;
 using testing::Sleeper;
+using testing::Watch;
 
 using client::Client;
 namespace v1 = ::hwwatch::v1;
 
-v1::ReserveRequest OnTid(pid_t tid, uint64_t addr, uint64_t len,
-                         v1::Access access = v1::ACCESS_WRITE) {
-  v1::ReserveRequest r;
-  r.mutable_target()->set_tid(tid);
-  r.mutable_watch()->set_address(addr);
-  r.mutable_watch()->set_length(len);
-  r.mutable_watch()->set_access(access);
-  return r;
-}
-
-v1::ReserveRequest OnCpu(unsigned cpu, uint64_t addr) {
-  v1::ReserveRequest r;
-  r.mutable_target()->set_cpu(cpu);
-  r.mutable_watch()->set_address(addr);
-  r.mutable_watch()->set_length(8);
-  r.mutable_watch()->set_access(v1::ACCESS_READ_WRITE);
-  return r;
-}
+// A daemon, a thread to watch, a client: in that order (the thread is
+// forked before the client's threads start).
+class WithTarget : public testing::DaemonTest {
+ protected:
+  Sleeper target;
+};
+using Reserve = WithTarget;
+using BadRequests = WithTarget;
+using CliSlots = WithTarget;
 
 std::unique_ptr<Client> Connect(const testing::DaemonProcess& d) {
   auto c = Client::Connect(d.socket());
@@ -53,22 +48,17 @@ std::unique_ptr<Client> Connect(const testing::DaemonProcess& d) {
   return c ? std::move(c.value()) : nullptr;
 }
 
-TEST(Reserve, UntilFullThenTheReasonNamesTaskCpuAndCounts) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  Sleeper target;
-  auto c = Connect(d);
-  ASSERT_TRUE(c);
+TEST_F(Reserve, UntilFullThenTheReasonNamesTaskCpuAndCounts) {
   std::vector<uint64_t> ids;
   for (int i = 0; i < 4; ++i) {
-    auto r = c->Reserve(OnTid(target.pid(), 0x10000 + 8 * i, 8));
+    auto r = client().Reserve(Request().Tid(target.pid()).At(0x10000 + 8 * i, 8));
     ASSERT_TRUE(r) << r.error().ToString();
     EXPECT_EQ(r->weight(), 1u);
     EXPECT_EQ(r->backend(), v1::BACKEND_PERF);
     EXPECT_EQ(r->owner().pid(), getpid());
     ids.push_back(r->id());
   }
-  auto full = c->Reserve(OnTid(target.pid(), 0x20000, 1));
+  auto full = client().Reserve(Request().Tid(target.pid()).At(0x20000, 1));
   ASSERT_FALSE(full);
   EXPECT_EQ(full.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED);
   ASSERT_TRUE(full.error().refusal.has_value()) << full.error().ToString();
@@ -82,16 +72,16 @@ TEST(Reserve, UntilFullThenTheReasonNamesTaskCpuAndCounts) {
   EXPECT_NE(why.explanation().find("task " + std::to_string(target.pid())), std::string::npos);
 
   // A 32-byte region takes four registers at once: refused with weight 4.
-  ASSERT_TRUE(c->Release(ids[0]));
-  auto wide = c->Reserve(OnTid(target.pid(), 0x30000, 32));
+  ASSERT_TRUE(client().Release(ids[0]));
+  auto wide = client().Reserve(Request().Tid(target.pid()).At(0x30000, 32));
   ASSERT_FALSE(wide);
   EXPECT_EQ(wide.error().refusal->weight(), 4u);
   EXPECT_EQ(wide.error().refusal->task_pinned(), 3u);
 
-  auto list = c->List();
+  auto list = client().List();
   ASSERT_TRUE(list);
   EXPECT_EQ(list->reservations_size(), 3);
-  auto slots = c->Slots();
+  auto slots = client().Slots();
   ASSERT_TRUE(slots);
   ASSERT_EQ(slots->tasks_size(), 1);
   EXPECT_EQ(slots->tasks(0).tid(), target.pid());
@@ -99,13 +89,8 @@ TEST(Reserve, UntilFullThenTheReasonNamesTaskCpuAndCounts) {
   for (const auto& cpu : slots->cpus()) EXPECT_EQ(cpu.free(), 1u);
 }
 
-TEST(Reserve, ARegionOverSeveralRegistersIsOneReservation) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  Sleeper target;
-  auto c = Connect(d);
-  ASSERT_TRUE(c);
-  auto r = c->Reserve(OnTid(target.pid(), 0x40000, 32));
+TEST_F(Reserve, ARegionOverSeveralRegistersIsOneReservation) {
+  auto r = client().Reserve(Request().Tid(target.pid()).At(0x40000, 32));
   ASSERT_TRUE(r) << r.error().ToString();
   EXPECT_EQ(r->weight(), 4u);
   ASSERT_EQ(r->registers_size(), 4);
@@ -115,7 +100,9 @@ TEST(Reserve, ARegionOverSeveralRegistersIsOneReservation) {
   }
 }
 
-TEST(Reserve, KilledClientGivesItsSlotsBackToTheKernel) {
+// Not on the fixture: the child connects, so this process holds no client
+// of its own until the child is gone.
+TEST(KilledClient, GivesItsSlotsBackToTheKernel) {
   ASSERT_EQ(geteuid(), 0u);
   testing::DaemonProcess d;
   ASSERT_TRUE(d.running()) << d.Log();
@@ -128,7 +115,10 @@ TEST(Reserve, KilledClientGivesItsSlotsBackToTheKernel) {
     auto c = Client::Connect(d.socket());
     int ok = 0;
     if (c) {
-      for (int i = 0; i < 3; ++i) ok += c.value()->Reserve(OnCpu(0, 0x50000 + 8 * i)).ok();
+      for (int i = 0; i < 3; ++i) {
+        ok +=
+            c.value()->Reserve(Request().Cpu(0).At(0x50000 + 8 * i, 8, v1::ACCESS_READ_WRITE)).ok();
+      }
     }
     (void)!write(ready[1], &ok, sizeof ok);
     for (;;) pause();
@@ -169,7 +159,7 @@ TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
   Sleeper roots;  // root's process
   auto root = Connect(d);
   ASSERT_TRUE(root);
-  auto mine = root->Reserve(OnTid(roots.pid(), 0x60000, 8));
+  auto mine = root->Reserve(Request().Tid(roots.pid()).At(0x60000, 8));
   ASSERT_TRUE(mine) << mine.error().ToString();
 
   const auto got = testing::RunAs(*nobody, ChildResult{}, [&](ChildResult& res) {
@@ -183,9 +173,9 @@ TEST(Authorization, AnotherUserMayWatchOnlyWhatItCouldPtrace) {
     if (auto c = Client::Connect(d.socket())) {
       auto& cl = *c.value();
       auto code = [](const auto& r) { return r ? 0 : static_cast<int>(r.error().code); };
-      res.own_child = code(cl.Reserve(OnTid(own, 0x70000, 8)));
-      res.roots_process = code(cl.Reserve(OnTid(roots.pid(), 0x70000, 8)));
-      res.cpu = code(cl.Reserve(OnCpu(0, 0x70000)));
+      res.own_child = code(cl.Reserve(Request().Tid(own).At(0x70000, 8)));
+      res.roots_process = code(cl.Reserve(Request().Tid(roots.pid()).At(0x70000, 8)));
+      res.cpu = code(cl.Reserve(Request().Cpu(0).At(0x70000, 8, v1::ACCESS_READ_WRITE)));
       res.release_roots = code(cl.Release(mine->id()));
       v1::ReserveRequest reclaim;
       reclaim.set_reclaim(mine->id());
@@ -227,7 +217,7 @@ TEST(Authorization, MembersOfTheCpuGroupMayWatchCpus) {
   ASSERT_TRUE(d.running()) << d.Log();
   const auto res = testing::RunAs(*nobody, -1, [&](int& res) {
     if (auto c = Client::Connect(d.socket())) {
-      auto r = c.value()->Reserve(OnCpu(0, 0xc0000));
+      auto r = c.value()->Reserve(Request().Cpu(0).At(0xc0000, 8, v1::ACCESS_READ_WRITE));
       res = r ? 0 : static_cast<int>(r.error().code);
       if (r) (void)c.value()->Release(r->id());
     }
@@ -251,16 +241,16 @@ TEST(Quota, ANonRootUidHoldsAtMostItsQuota) {
     }
     if (auto c = Client::Connect(d.socket())) {
       auto& cl = *c.value();
-      auto a = cl.Reserve(OnTid(own, 0xa0000, 16));  // 2 registers
+      auto a = cl.Reserve(Request().Tid(own).At(0xa0000, 16));  // 2 registers
       res[0] = a ? 0 : static_cast<int>(a.error().code);
-      auto b = cl.Reserve(OnTid(own, 0xb0000, 16));  // 2 more: over 3
+      auto b = cl.Reserve(Request().Tid(own).At(0xb0000, 16));  // 2 more: over 3
       res[1] = b ? 0 : static_cast<int>(b.error().code);
       res[2] = !b && b.error().refusal ? static_cast<int>(b.error().refusal->reason()) : -1;
       res[3] = !b && b.error().refusal ? static_cast<int>(b.error().refusal->held()) : -1;
       // A Modify counts the registers the reservation gives back: a to 4
       // registers is over 3, to 3 is not.
       if (a) {
-        v1::Watch w = OnTid(own, 0xc0000, 32).watch();
+        v1::Watch w = Watch(0xc0000, 32);
         auto m4 = cl.Modify(a->id(), w);
         res[4] = !m4 && m4.error().refusal ? static_cast<int>(m4.error().refusal->reason()) : -1;
         res[5] = !m4 && m4.error().refusal ? static_cast<int>(m4.error().refusal->held()) : -1;
@@ -288,21 +278,17 @@ TEST(Quota, ANonRootUidHoldsAtMostItsQuota) {
   EXPECT_EQ(st->lock_mode(), "global");
 }
 
-TEST(BadRequests, EachGetsAClearStatusAndOthersKeepTheirs) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  Sleeper target;
-  auto good = Connect(d);
-  ASSERT_TRUE(good);
-  auto kept = good->Reserve(OnTid(target.pid(), 0x80000, 4));
+TEST_F(BadRequests, EachGetsAClearStatusAndOthersKeepTheirs) {
+  Client* good = &client();
+  auto kept = good->Reserve(Request().Tid(target.pid()).At(0x80000, 4));
   ASSERT_TRUE(kept);
-  auto bad = Connect(d);
+  auto bad = Connect();
   ASSERT_TRUE(bad);
-  v1::ReserveRequest no_target = OnTid(target.pid(), 0x1000, 4);
+  v1::ReserveRequest no_target = Request().Tid(target.pid()).At(0x1000, 4);
   no_target.clear_target();
-  v1::ReserveRequest bad_access = OnTid(target.pid(), 0x1000, 4);
+  v1::ReserveRequest bad_access = Request().Tid(target.pid()).At(0x1000, 4);
   bad_access.mutable_watch()->set_access(static_cast<v1::Access>(99));
-  v1::ReserveRequest cpu_range = OnCpu(4096, 0x1000);
+  v1::ReserveRequest cpu_range = Request().Cpu(4096).At(0x1000, 8, v1::ACCESS_READ_WRITE);
   struct Case {
     const char* what;
     v1::ReserveRequest req;
@@ -310,17 +296,19 @@ TEST(BadRequests, EachGetsAClearStatusAndOthersKeepTheirs) {
   };
   const Case cases[] = {
       {"no target", no_target, grpc::StatusCode::INVALID_ARGUMENT},
-      {"zero length", OnTid(target.pid(), 0x1000, 0), grpc::StatusCode::INVALID_ARGUMENT},
-      {"overflowing length", OnTid(target.pid(), UINT64_MAX - 2, 8),
+      {"zero length", Request().Tid(target.pid()).At(0x1000, 0),
        grpc::StatusCode::INVALID_ARGUMENT},
-      {"kernel address on a task", OnTid(target.pid(), 0xffffffff81000000ull, 8),
+      {"overflowing length", Request().Tid(target.pid()).At(UINT64_MAX - 2, 8),
        grpc::StatusCode::INVALID_ARGUMENT},
-      {"non-canonical", OnTid(target.pid(), 0x0000900000000000ull, 8),
+      {"kernel address on a task", Request().Tid(target.pid()).At(0xffffffff81000000ull, 8),
+       grpc::StatusCode::INVALID_ARGUMENT},
+      {"non-canonical", Request().Tid(target.pid()).At(0x0000900000000000ull, 8),
        grpc::StatusCode::INVALID_ARGUMENT},
       {"unknown access", bad_access, grpc::StatusCode::INVALID_ARGUMENT},
-      {"huge length", OnTid(target.pid(), 0x1000, 1 << 20), grpc::StatusCode::RESOURCE_EXHAUSTED},
-      {"negative tid", OnTid(-5, 0x1000, 4), grpc::StatusCode::INVALID_ARGUMENT},
-      {"nonexistent tid", OnTid(0x3ffffff0, 0x1000, 4), grpc::StatusCode::NOT_FOUND},
+      {"huge length", Request().Tid(target.pid()).At(0x1000, 1 << 20),
+       grpc::StatusCode::RESOURCE_EXHAUSTED},
+      {"negative tid", Request().Tid(-5).At(0x1000, 4), grpc::StatusCode::INVALID_ARGUMENT},
+      {"nonexistent tid", Request().Tid(0x3ffffff0).At(0x1000, 4), grpc::StatusCode::NOT_FOUND},
       {"cpu out of range", cpu_range, grpc::StatusCode::INVALID_ARGUMENT},
   };
   for (const Case& c : cases) {
@@ -338,20 +326,17 @@ TEST(BadRequests, EachGetsAClearStatusAndOthersKeepTheirs) {
   EXPECT_EQ(l->reservations(0).id(), kept->id());
 }
 
-TEST(CliSlots, ExplainSaysWhyAWatchDoesNotFit) {
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  Sleeper target;
-  auto c = Connect(d);
-  ASSERT_TRUE(c);
-  ASSERT_TRUE(c->Reserve(OnTid(target.pid(), 0x90000, 24)));  // 3 registers
-  auto r = testing::Cli(d.socket(), {"slots", "--explain", "--tid", std::to_string(target.pid()),
-                                     "0x91000", "--len", "16"});
+TEST_F(CliSlots, ExplainSaysWhyAWatchDoesNotFit) {
+  ASSERT_TRUE(client().Reserve(Request().Tid(target.pid()).At(0x90000, 24)));  // 3 registers
+  auto r = testing::Cli(
+      daemon().socket(),
+      {"slots", "--explain", "--tid", std::to_string(target.pid()), "0x91000", "--len", "16"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.out.find("does not fit"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("3 held by the task + 2 needed > 4"), std::string::npos) << r.out;
-  auto fits = testing::Cli(d.socket(), {"slots", "--explain", "--tid", std::to_string(target.pid()),
-                                        "0x91000", "--len", "8"});
+  auto fits = testing::Cli(
+      daemon().socket(),
+      {"slots", "--explain", "--tid", std::to_string(target.pid()), "0x91000", "--len", "8"});
   EXPECT_EQ(fits.exit_code, 0) << fits.err;
   EXPECT_NE(fits.out.find("fits: needs 1 register"), std::string::npos) << fits.out;
 }
