@@ -18,13 +18,15 @@
 
 #include "arch/perf_event.h"
 #include "client/client.h"
-#include "tests/support/process.h"
+#include "tests/support/daemon_fixture.h"
+#include "tests/support/requests.h"
 #include "tests/support/targets.h"
 
 namespace hwwatch {
 namespace {
 
 using client::Client;
+using testing::Cpu;
 using testing::Sleeper;
 namespace v1 = ::hwwatch::v1;
 
@@ -74,29 +76,22 @@ bool KernelTakes(const v1::Target& t, unsigned weight, pid_t process,
   return true;
 }
 
-TEST(Agreement, TheDaemonAdmitsExactlyWhatTheKernelWould) {
-  const char* env = std::getenv("HWWATCH_AGREEMENT_OPS");
-  const int ops = env ? std::atoi(env) : 10000;
+class Agreement : public testing::DaemonTest {
+ protected:
   // Targets: three single threads and a process of three (forked before
   // any thread of this test exists).
   Sleeper a, b, c;
   Sleeper proc;
-  testing::DaemonProcess d;
-  ASSERT_TRUE(d.running()) << d.Log();
-  auto conn = Client::Connect(d.socket());
-  ASSERT_TRUE(conn);
-  Client& cl = *conn.value();
+};
+
+TEST_F(Agreement, TheDaemonAdmitsExactlyWhatTheKernelWould) {
+  const char* env = std::getenv("HWWATCH_AGREEMENT_OPS");
+  const int ops = env ? std::atoi(env) : 10000;
+  Client& cl = client();
   const std::vector<pid_t> singles = {a.pid(), b.pid(), c.pid()};
   const std::vector<pid_t> proc_threads = {proc.pid()};
   const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
-  ASSERT_TRUE(KernelTakes(
-      [&] {
-        v1::Target t;
-        t.set_cpu(0);
-        return t;
-      }(),
-      4, 0, {}))
-      << "something outside this test holds debug registers";
+  ASSERT_TRUE(KernelTakes(Cpu(0), 4, 0, {})) << "something outside this test holds debug registers";
 
   std::mt19937_64 rng(20261125);
   auto pick = [&](uint64_t n) { return static_cast<uint64_t>(rng() % n); };
@@ -125,11 +120,8 @@ TEST(Agreement, TheDaemonAdmitsExactlyWhatTheKernelWould) {
   };
   uint64_t next_address = 0x100000;
   auto watch = [&](unsigned weight) {
-    v1::Watch w;
-    w.set_address(next_address);
+    const v1::Watch w = testing::Watch(next_address, 8 * weight);
     next_address += 0x40;  // every watch distinct: no sharing
-    w.set_length(8 * weight);
-    w.set_access(v1::ACCESS_WRITE);
     return w;
   };
   std::vector<Held> held;
@@ -202,9 +194,7 @@ TEST(Agreement, TheDaemonAdmitsExactlyWhatTheKernelWould) {
   EXPECT_EQ(disagreements, 0) << first_disagreement;
   EXPECT_GT(refused, ops / 50) << "the sequence should often fill the slots";
   EXPECT_GT(admitted, ops / 10);
-  v1::Target cpu0;
-  cpu0.set_cpu(0);
-  EXPECT_TRUE(KernelTakes(cpu0, 4, 0, {})) << "registers left armed after every release";
+  EXPECT_TRUE(KernelTakes(Cpu(0), 4, 0, {})) << "registers left armed after every release";
 }
 
 }  // namespace

@@ -33,6 +33,7 @@
 #include "arch/child_process.h"
 #include "client/client.h"
 #include "tests/support/process.h"
+#include "tests/support/requests.h"
 
 namespace hwwatch {
 namespace {
@@ -126,12 +127,7 @@ Verdict Ask(const std::string& socket, const Creds& caller, pid_t target) {
         target = own;
       }
       if (auto c = Client::Connect(socket)) {
-        v1::ReserveRequest r;
-        r.mutable_target()->set_tid(target);
-        r.mutable_watch()->set_address(0x10000);
-        r.mutable_watch()->set_length(8);
-        r.mutable_watch()->set_access(v1::ACCESS_WRITE);
-        auto res = c.value()->Reserve(r);
+        auto res = c.value()->Reserve(testing::Request().Tid(target).At(0x10000, 8));
         if (res) {
           v.daemon = 1;
           (void)c.value()->Release(res->id());

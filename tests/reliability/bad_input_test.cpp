@@ -21,7 +21,9 @@
 #include <vector>
 
 #include "client/client.h"
+#include "tests/support/daemon_fixture.h"
 #include "tests/support/process.h"
+#include "tests/support/requests.h"
 #include "tests/support/targets.h"
 
 namespace hwwatch {
@@ -29,17 +31,11 @@ namespace {
 
 using client::Client;
 using testing::KernelFreeOnThread;
+using testing::Request;
 using testing::Sleeper;
 namespace v1 = ::hwwatch::v1;
 
-v1::ReserveRequest Good(pid_t tid) {
-  v1::ReserveRequest r;
-  r.mutable_target()->set_tid(tid);
-  r.mutable_watch()->set_address(0x10000);
-  r.mutable_watch()->set_length(8);
-  r.mutable_watch()->set_access(v1::ACCESS_WRITE);
-  return r;
-}
+v1::ReserveRequest Good(pid_t tid) { return Request().Tid(tid).At(0x10000, 8); }
 
 struct Case {
   const char* name;
@@ -82,18 +78,15 @@ class RawConnection {
   int fd_ = -1;
 };
 
-class BadInput : public ::testing::Test {
+class BadInput : public testing::DaemonTest {
  protected:
+  BadInput() : DaemonTest({"--quota-slots", "4"}) {}
   void SetUp() override {
-    ASSERT_TRUE(d_.running()) << d_.Log();
-    auto c = Client::Connect(d_.socket());
-    ASSERT_TRUE(c);
-    c_ = std::move(c.value());
+    ASSERT_NO_FATAL_FAILURE(DaemonTest::SetUp());
     // A 5 MiB request takes a while under the sanitizers.
-    c_->set_call_timeout(std::chrono::seconds(60));
-    auto b = Client::Connect(d_.socket());
-    ASSERT_TRUE(b);
-    bystander_ = std::move(b.value());
+    client().set_call_timeout(std::chrono::seconds(60));
+    bystander_ = Connect();
+    ASSERT_TRUE(bystander_);
     auto kept = bystander_->Reserve(Good(bystanders_target_.pid()));
     ASSERT_TRUE(kept) << kept.error().ToString();
     kept_ = kept->id();
@@ -101,10 +94,10 @@ class BadInput : public ::testing::Test {
   // The daemon still shuts down cleanly: exit 0, which a sanitized build
   // turns into "no report, no leak" (its reports end it with another code).
   void TearDown() override {
-    c_.reset();
+    client_.reset();
     bystander_.reset();
-    const int exit_code = d_.Terminate();
-    const std::string log = d_.Log();  // with what it printed at exit
+    const int exit_code = daemon().Terminate();
+    const std::string log = daemon().Log();  // with what it printed at exit
     EXPECT_EQ(exit_code, 0) << log.substr(log.size() > 8000 ? log.size() - 8000 : 0);
   }
   // The bystander's reservation is still there and armed in the kernel.
@@ -117,8 +110,6 @@ class BadInput : public ::testing::Test {
   }
   Sleeper target_;
   Sleeper bystanders_target_;
-  testing::DaemonProcess d_{{"--quota-slots", "4"}};
-  std::unique_ptr<Client> c_;
   std::unique_ptr<Client> bystander_;
   uint64_t kept_ = 0;
 };
@@ -226,10 +217,10 @@ TEST_F(BadInput, EveryBadReserveGetsItsStatusAndAReason) {
   for (const Case& k : cases) {
     v1::ReserveRequest req = Good(tid);
     k.spoil(req);
-    auto r = c_->Reserve(req);
+    auto r = client().Reserve(req);
     EXPECT_FALSE(r) << k.name << ": accepted";
     if (r) {
-      (void)c_->Release(r->id());
+      (void)client().Release(r->id());
       continue;
     }
     EXPECT_EQ(r.error().code, k.want) << k.name << ": " << r.error().ToString();
@@ -241,7 +232,7 @@ TEST_F(BadInput, EveryBadReserveGetsItsStatusAndAReason) {
 
 TEST_F(BadInput, BadIdsForEveryOtherCall) {
   using S = grpc::StatusCode;
-  auto own = c_->Reserve(Good(target_.pid()));
+  auto own = client().Reserve(Good(target_.pid()));
   ASSERT_TRUE(own);
   v1::Watch w = Good(0).watch();
   struct IdCase {
@@ -255,24 +246,24 @@ TEST_F(BadInput, BadIdsForEveryOtherCall) {
   v1::Watch kernel = w;
   kernel.set_address(0xffff800000000000u);
   const std::vector<IdCase> cases = {
-      {"modify unknown", [&] { return code(c_->Modify(987654321, w)); }, S::NOT_FOUND},
-      {"modify 0", [&] { return code(c_->Modify(0, w)); }, S::NOT_FOUND},
-      {"modify to length 0", [&] { return code(c_->Modify(own->id(), zero)); },
+      {"modify unknown", [&] { return code(client().Modify(987654321, w)); }, S::NOT_FOUND},
+      {"modify 0", [&] { return code(client().Modify(0, w)); }, S::NOT_FOUND},
+      {"modify to length 0", [&] { return code(client().Modify(own->id(), zero)); },
        S::INVALID_ARGUMENT},
-      {"modify to a kernel address", [&] { return code(c_->Modify(own->id(), kernel)); },
+      {"modify to a kernel address", [&] { return code(client().Modify(own->id(), kernel)); },
        S::INVALID_ARGUMENT},
-      {"release unknown", [&] { return code(c_->Release(987654321)); }, S::NOT_FOUND},
-      {"release 0", [&] { return code(c_->Release(0)); }, S::NOT_FOUND},
+      {"release unknown", [&] { return code(client().Release(987654321)); }, S::NOT_FOUND},
+      {"release 0", [&] { return code(client().Release(0)); }, S::NOT_FOUND},
       {"reclaim a live one",
        [&] {
          v1::ReserveRequest r;
          r.set_reclaim(own->id());
-         return code(c_->Reserve(r));
+         return code(client().Reserve(r));
        },
        S::FAILED_PRECONDITION},
       {"stream unknown",
        [&] {
-         auto s = c_->Follow({55555555});
+         auto s = client().Follow({55555555});
          v1::Event e;
          while (s->Next(&e)) {
          }
@@ -281,8 +272,8 @@ TEST_F(BadInput, BadIdsForEveryOtherCall) {
        S::NOT_FOUND},
       {"release twice",
        [&] {
-         (void)c_->Release(own->id());
-         return code(c_->Release(own->id()));
+         (void)client().Release(own->id());
+         return code(client().Release(own->id()));
        },
        S::NOT_FOUND},
   };
@@ -291,7 +282,7 @@ TEST_F(BadInput, BadIdsForEveryOtherCall) {
   v1::SlotsRequest probe;
   probe.mutable_probe_target()->set_tid(target_.pid());
   *probe.mutable_probe_watch() = zero;
-  auto s = c_->Slots(probe);
+  auto s = client().Slots(probe);
   ASSERT_TRUE(s) << s.error().ToString();
   EXPECT_FALSE(s->probe().fits());
   EXPECT_FALSE(s->probe().refusal().explanation().empty());
@@ -303,7 +294,7 @@ TEST_F(BadInput, ForeignReservationsAreAbsentToAnotherUser) {
   ASSERT_NE(nobody, nullptr);
   using Results = std::array<int, 5>;
   const auto results = testing::RunAs(*nobody, Results{-1, -1, -1, -1, -1}, [&](Results& got) {
-    if (auto c = Client::Connect(d_.socket())) {
+    if (auto c = Client::Connect(daemon().socket())) {
       auto& cl = *c.value();
       auto code = [](const auto& r) { return r ? 0 : static_cast<int>(r.error().code); };
       got[0] = code(cl.Modify(kept_, Good(0).watch()));
@@ -332,42 +323,42 @@ TEST_F(BadInput, ForeignReservationsAreAbsentToAnotherUser) {
 }
 
 TEST_F(BadInput, FloodsGarbageAndSilentReadersHurtNobodyElse) {
-  const long rss_before = RssKiB(d_.pid());
+  const long rss_before = RssKiB(daemon().pid());
   // A flood of Reserve from one uid (root here: quotas do not apply; each
   // reservation is released again) and of refused ones.
   for (int i = 0; i < 2000; ++i) {
-    auto r = c_->Reserve(Good(target_.pid()));
+    auto r = client().Reserve(Good(target_.pid()));
     ASSERT_TRUE(r) << i << ": " << r.error().ToString();
-    ASSERT_TRUE(c_->Release(r->id()));
+    ASSERT_TRUE(client().Release(r->id()));
     v1::ReserveRequest bad = Good(target_.pid());
     bad.mutable_watch()->set_length(0);
-    EXPECT_FALSE(c_->Reserve(bad));
+    EXPECT_FALSE(client().Reserve(bad));
   }
   // Raw garbage, a half-open HTTP/2 connection (preface, then silence), and
   // a connection that says nothing at all.
-  RawConnection garbage(d_.socket(), std::string(4096, '\x17'));
-  RawConnection half_open(d_.socket(), "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-  RawConnection silent(d_.socket(), "");
+  RawConnection garbage(daemon().socket(), std::string(4096, '\x17'));
+  RawConnection half_open(daemon().socket(), "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+  RawConnection silent(daemon().socket(), "");
   // A stream subscribed to every lifecycle event that is never read, while
   // this client makes thousands of events for it.
-  auto never_read = c_->Follow({}, true);
+  auto never_read = client().Follow({}, true);
   for (int i = 0; i < 3000; ++i) {
-    auto r = c_->Reserve(Good(target_.pid()));
+    auto r = client().Reserve(Good(target_.pid()));
     ASSERT_TRUE(r) << r.error().ToString();
-    ASSERT_TRUE(c_->Release(r->id()));
+    ASSERT_TRUE(client().Release(r->id()));
   }
   // Others are served meanwhile, promptly.
-  auto other = Client::Connect(d_.socket());
+  auto other = Client::Connect(daemon().socket());
   ASSERT_TRUE(other) << "a new client could not connect";
   auto caps = other.value()->GetCapabilities();
   EXPECT_TRUE(caps) << caps.error().ToString();
   ExpectBystanderIntact("after floods and garbage");
-  const long rss_after = RssKiB(d_.pid());
+  const long rss_after = RssKiB(daemon().pid());
   EXPECT_LT(rss_after - rss_before, 64 * 1024)
       << "daemon RSS grew from " << rss_before << " KiB to " << rss_after << " KiB";
   // The daemon handed every event on (to gRPC's flow-controlled buffers,
   // which absorb this many) or counted it lost; it kept none back.
-  auto st = c_->Stats();
+  auto st = client().Stats();
   ASSERT_TRUE(st);
   EXPECT_GE(st->events_sent() + st->events_lost(), 3000u);
   never_read->Cancel();
@@ -384,7 +375,7 @@ TEST_F(BadInput, AUserFloodStopsAtItsQuota) {
       for (;;) pause();
     }
     got[2] = 0;
-    if (auto c = Client::Connect(d_.socket())) {
+    if (auto c = Client::Connect(daemon().socket())) {
       for (int i = 0; i < 200; ++i) {
         v1::ReserveRequest r = Good(own);
         r.mutable_watch()->set_address(0x10000 + 8 * static_cast<uint64_t>(i % 2));
