@@ -2,25 +2,16 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/requests.h"
+
 namespace hwwatch::daemon {
 namespace {
 
 namespace v1 = ::hwwatch::v1;
 
-v1::Target Tid(int tid) {
-  v1::Target t;
-  t.set_tid(tid);
-  return t;
-}
-
-v1::Watch W(uint64_t addr, uint64_t len, v1::Access a = v1::ACCESS_WRITE, bool over = false) {
-  v1::Watch w;
-  w.set_address(addr);
-  w.set_length(len);
-  w.set_access(a);
-  w.set_over_cover(over);
-  return w;
-}
+using testing::OverCover;
+using testing::Tid;
+using testing::Watch;
 
 const arch::HostCapabilities& X86() {
   static const arch::HostCapabilities caps = arch::X86_64Capabilities(4);
@@ -71,15 +62,15 @@ TEST(CheckTarget, Refusals) {
 
 TEST(CheckWatch, PlansRegistersAndWeight) {
   TargetSpec task;
-  auto w = CheckWatch(W(0x1000, 8), task, X86());
+  auto w = CheckWatch(Watch(0x1000, 8), task, X86());
   ASSERT_TRUE(w) << w.problem().message;
   EXPECT_EQ(w->weight(), 1u);
   // 32 bytes aligned: four 8-byte registers, the whole x86 pool.
-  w = CheckWatch(W(0x1000, 32), task, X86());
+  w = CheckWatch(Watch(0x1000, 32), task, X86());
   ASSERT_TRUE(w);
   EXPECT_EQ(w->weight(), 4u);
   // 3 bytes at an odd address: 1 + 2 bytes.
-  w = CheckWatch(W(0x1001, 3), task, X86());
+  w = CheckWatch(Watch(0x1001, 3), task, X86());
   ASSERT_TRUE(w);
   EXPECT_EQ(w->weight(), 2u);
 }
@@ -95,17 +86,17 @@ TEST(CheckWatch, Refusals) {
     const char* says;
   };
   const Case cases[] = {
-      {W(0x1000, 0), task, Code::kInvalidArgument, "at least 1"},
-      {W(0x1000, 4, v1::ACCESS_UNSPECIFIED), task, Code::kInvalidArgument, "access"},
-      {W(0x1000, 4, static_cast<v1::Access>(77)), task, Code::kInvalidArgument, "access"},
-      {W(UINT64_MAX, 2), cpu, Code::kInvalidArgument, "wraps"},
-      {W(0xffffffff81000000ull, 8), task, Code::kInvalidArgument, "kernel memory"},
-      {W((uint64_t{1} << 47) - 4, 8), task, Code::kInvalidArgument, "not a user-space"},
-      {W(0x0000900000000000ull, 8), cpu, Code::kInvalidArgument, "not canonical"},
-      {W(0x1000, 4, v1::ACCESS_READ), task, Code::kInvalidArgument, ""},  // no read-only on x86
-      {W(0x1000, 33), task, Code::kResourceExhausted, "5"},               // needs 5 registers
-      {W(0x1001, 32), task, Code::kResourceExhausted, ""},
-      {W(0x1000, 2, v1::ACCESS_EXECUTE), task, Code::kInvalidArgument, ""},
+      {Watch(0x1000, 0), task, Code::kInvalidArgument, "at least 1"},
+      {Watch(0x1000, 4, v1::ACCESS_UNSPECIFIED), task, Code::kInvalidArgument, "access"},
+      {Watch(0x1000, 4, static_cast<v1::Access>(77)), task, Code::kInvalidArgument, "access"},
+      {Watch(UINT64_MAX, 2), cpu, Code::kInvalidArgument, "wraps"},
+      {Watch(0xffffffff81000000ull, 8), task, Code::kInvalidArgument, "kernel memory"},
+      {Watch((uint64_t{1} << 47) - 4, 8), task, Code::kInvalidArgument, "not a user-space"},
+      {Watch(0x0000900000000000ull, 8), cpu, Code::kInvalidArgument, "not canonical"},
+      {Watch(0x1000, 4, v1::ACCESS_READ), task, Code::kInvalidArgument, ""},  // no read-only on x86
+      {Watch(0x1000, 33), task, Code::kResourceExhausted, "5"},               // needs 5 registers
+      {Watch(0x1001, 32), task, Code::kResourceExhausted, ""},
+      {Watch(0x1000, 2, v1::ACCESS_EXECUTE), task, Code::kInvalidArgument, ""},
   };
   for (const Case& c : cases) {
     auto r = CheckWatch(c.w, c.t, X86());
@@ -119,7 +110,7 @@ TEST(CheckWatch, Refusals) {
 TEST(CheckWatch, CpuTargetsMayWatchKernelAddresses) {
   TargetSpec cpu;
   cpu.kind = TargetSpec::Kind::kCpu;
-  auto w = CheckWatch(W(0xffffffff81000000ull, 8), cpu, X86());
+  auto w = CheckWatch(Watch(0xffffffff81000000ull, 8), cpu, X86());
   EXPECT_TRUE(w) << w.problem().message;
 }
 
@@ -128,7 +119,7 @@ TEST(CheckWatch, ACpuWatchOfTheLastBytesMayBeCoveredUpTo2To64) {
   cpu.kind = TargetSpec::Kind::kCpu;
   // The last 30 bytes but one: 8 exact registers, or one 8-byte register
   // per doubleword, the last holding the top byte too (its end is 2^64).
-  auto w = CheckWatch(W(0xffffffffffffffe1ull, 30, v1::ACCESS_WRITE, true), cpu, X86());
+  auto w = CheckWatch(OverCover(Watch(0xffffffffffffffe1ull, 30)), cpu, X86());
   ASSERT_TRUE(w) << w.problem().message;
   ASSERT_EQ(w->weight(), 4u);
   EXPECT_EQ(w->cover.registers.back().address, 0xfffffffffffffff8ull);
@@ -140,15 +131,15 @@ TEST(CheckWatch, ACpuWatchOfTheLastBytesMayBeCoveredUpTo2To64) {
 TEST(CheckWatch, OverCoverOnlyWhenTheExactCoverDoesNotFit) {
   TargetSpec task;
   // 6 bytes at 0x1001 fit exactly in 4 registers: over-cover keeps them exact.
-  auto fits = CheckWatch(W(0x1001, 6, v1::ACCESS_WRITE, true), task, X86());
+  auto fits = CheckWatch(OverCover(Watch(0x1001, 6)), task, X86());
   ASSERT_TRUE(fits);
   EXPECT_TRUE(fits->cover.exact);
   // 12 bytes at 0x1001 need 5 exact registers: refused, but over-cover
   // takes two 8-byte registers and the daemon filters the extra bytes.
-  auto exact = CheckWatch(W(0x1001, 12), task, X86());
+  auto exact = CheckWatch(Watch(0x1001, 12), task, X86());
   ASSERT_FALSE(exact);
   EXPECT_EQ(exact.problem().code, Code::kResourceExhausted);
-  auto over = CheckWatch(W(0x1001, 12, v1::ACCESS_WRITE, true), task, X86());
+  auto over = CheckWatch(OverCover(Watch(0x1001, 12)), task, X86());
   ASSERT_TRUE(over) << over.problem().message;
   EXPECT_EQ(over->weight(), 2u);
   EXPECT_FALSE(over->cover.exact);
