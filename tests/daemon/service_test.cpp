@@ -18,6 +18,7 @@
 #include "client/client.h"
 #include "daemon/daemon.h"
 #include "tests/support/process.h"
+#include "tests/support/requests.h"
 #include "tests/support/targets.h"
 
 namespace hwwatch::daemon {
@@ -54,11 +55,7 @@ TEST(Service, ModifyOfAnUnknownReservationIsNotFound) {
   ASSERT_EQ(d.error(), "");
   auto c = client::Client::Connect(d.socket());
   ASSERT_TRUE(c) << c.error().ToString();
-  v1::Watch w;
-  w.set_address(0x10000);
-  w.set_length(8);
-  w.set_access(v1::ACCESS_WRITE);
-  auto r = c.value()->Modify(424242, w);
+  auto r = c.value()->Modify(424242, testing::Watch(0x10000, 8));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, grpc::StatusCode::NOT_FOUND);
   EXPECT_NE(r.error().message.find("424242"), std::string::npos) << r.error().message;
@@ -80,12 +77,7 @@ TEST(Service, StreamsSeeTheirOwnReleasesConcurrently) {
       auto c = client::Client::Connect(d.socket());
       if (!c) return;
       for (int round = 0; round < kRounds; ++round) {
-        v1::ReserveRequest req;
-        req.mutable_target()->set_tid(targets[i]->pid());
-        req.mutable_watch()->set_address(0x10000);
-        req.mutable_watch()->set_length(8);
-        req.mutable_watch()->set_access(v1::ACCESS_WRITE);
-        auto r = c.value()->Reserve(req);
+        auto r = c.value()->Reserve(testing::Request().Tid(targets[i]->pid()).At(0x10000, 8));
         if (!r) {
           ++wrong;
           continue;
