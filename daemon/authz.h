@@ -11,8 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "daemon/problem.h"
-
 namespace hwwatch::daemon {
 
 // CAP_SYS_PTRACE and CAP_PERFMON as bit numbers of the capability sets.

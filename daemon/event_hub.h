@@ -11,29 +11,23 @@
 //
 // Lock order: EventHub::mu_ -> Stream::notify_mu_ -> (the consumer's own
 // lock, taken inside its notify callback) -> Stream::mu_. Consumers call
-// Pop() without holding anything of the hub.
+// Pop() without holding anything of the hub. Membership's lock is taken
+// before the hub's, never inside it.
 #pragma once
-
-#include <sys/types.h>
 
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
-#include "hwwatch/v1/hwwatch.pb.h"
+#include "daemon/membership.h"
+#include "daemon/thread_annotations.h"
+#include "daemon/types.h"
 
 namespace hwwatch::daemon {
-
-namespace v1 = ::hwwatch::v1;
-
-// The wall clock with nanoseconds, for Event.time.
-google::protobuf::Timestamp Now();
 
 class EventStream {
  public:
@@ -43,9 +37,9 @@ class EventStream {
 
   // The next event to send: a pending EventsLost first, then the oldest
   // queued event, sequence-numbered.
-  std::optional<v1::Event> Pop();
+  std::optional<Event> Pop() EXCLUDES(mu_);
   // Calls the notify callback (e.g. once the consumer is ready).
-  void Kick();
+  void Kick() EXCLUDES(notify_mu_);
 
   uint64_t session() const { return session_; }
 
@@ -59,21 +53,21 @@ class EventStream {
         capacity_(capacity),
         notify_(std::move(notify)) {}
   // Queues `e`; false when the queue was full (the event is counted lost).
-  bool Push(const v1::Event& e, bool* was_empty);
-  void CallNotify();
+  bool Push(const Event& e, bool* was_empty) EXCLUDES(mu_);
+  void CallNotify() EXCLUDES(notify_mu_);
 
   const uint64_t session_;
   const std::unordered_set<uint64_t> ids_;  // empty: the whole session
   const bool lifecycle_;
   const size_t capacity_;
 
-  std::mutex notify_mu_;  // guards notify_ (cleared when unsubscribed)
-  Notify notify_;
+  Mutex notify_mu_ ACQUIRED_BEFORE(mu_);
+  Notify notify_ GUARDED_BY(notify_mu_);  // cleared when unsubscribed
 
-  std::mutex mu_;  // guards the queue and counters
-  std::deque<v1::Event> queue_;
-  uint64_t lost_pending_ = 0;
-  uint64_t sequence_ = 0;
+  Mutex mu_;
+  std::deque<Event> queue_ GUARDED_BY(mu_);
+  uint64_t lost_pending_ GUARDED_BY(mu_) = 0;
+  uint64_t sequence_ GUARDED_BY(mu_) = 0;
 };
 
 class EventHub {
@@ -81,39 +75,34 @@ class EventHub {
   // Events a stream may hold before it loses them.
   static constexpr size_t kDefaultCapacity = 4096;
 
-  explicit EventHub(size_t capacity = kDefaultCapacity) : capacity_(capacity) {}
-
-  // Who owns a reservation (set by the manager on reserve and reclaim).
-  void SetOwner(uint64_t reservation, uint64_t session);
-  void Forget(uint64_t reservation);
+  // Routes by `membership` (who owns and who shares each reservation).
+  explicit EventHub(const Membership& membership, size_t capacity = kDefaultCapacity)
+      : membership_(membership), capacity_(capacity) {}
 
   // A stream of the session's reservations (ids empty) or of `ids`.
   std::shared_ptr<EventStream> Subscribe(uint64_t session, std::vector<uint64_t> ids,
-                                         bool lifecycle, EventStream::Notify notify);
+                                         bool lifecycle, EventStream::Notify notify) EXCLUDES(mu_);
   // After this returns the stream's notify callback is never called again.
-  void Unsubscribe(const std::shared_ptr<EventStream>& s);
+  void Unsubscribe(const std::shared_ptr<EventStream>& s) EXCLUDES(mu_);
 
   // Delivers `e` (a hit when !lifecycle) of `reservation` to the streams
   // following it. Never blocks on a consumer.
-  void Publish(uint64_t reservation, const v1::Event& e, bool lifecycle);
+  void Publish(uint64_t reservation, const Event& e, bool lifecycle) EXCLUDES(mu_);
+  // An event of the registers of `group`: every member gets it under its
+  // own reservation id.
+  void PublishGroup(uint64_t group, const Event& e, bool lifecycle) EXCLUDES(mu_);
 
-  // Reservations sharing registers: events of the registers (published for
-  // `group`) reach every member, each under its own reservation id.
-  void SetMembers(uint64_t group, std::vector<uint64_t> members);
-  void PublishGroup(uint64_t group, const v1::Event& e, bool lifecycle);
-
-  uint64_t sent() const;  // events queued to some stream
-  uint64_t lost() const;  // events dropped on full queues
-  size_t streams() const;
+  uint64_t sent() const EXCLUDES(mu_);  // events queued to some stream
+  uint64_t lost() const EXCLUDES(mu_);  // events dropped on full queues
+  size_t streams() const EXCLUDES(mu_);
 
  private:
+  const Membership& membership_;
   const size_t capacity_;
-  mutable std::mutex mu_;                                        // guards the members below
-  std::unordered_map<uint64_t, uint64_t> owner_;                 // reservation -> session
-  std::unordered_map<uint64_t, std::vector<uint64_t>> members_;  // group -> ids
-  std::vector<std::shared_ptr<EventStream>> streams_;
-  uint64_t sent_ = 0;
-  uint64_t lost_ = 0;
+  mutable Mutex mu_;  // before any stream's locks
+  std::vector<std::shared_ptr<EventStream>> streams_ GUARDED_BY(mu_);
+  uint64_t sent_ GUARDED_BY(mu_) = 0;
+  uint64_t lost_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace hwwatch::daemon

@@ -1,44 +1,57 @@
-// Validation of watch requests against what this host can do. Pure: no
-// system calls; the existence of targets is checked elsewhere.
+// Validation of requests against what this host can do. Pure: no system
+// calls; the existence of targets is checked elsewhere.
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 
 #include "arch/capabilities.h"
 #include "arch/region.h"
-#include "daemon/problem.h"
-#include "hwwatch/v1/hwwatch.pb.h"
+#include "daemon/error.h"
+#include "daemon/types.h"
 
 namespace hwwatch::daemon {
-
-struct TargetSpec {
-  enum class Kind { kThread, kProcess, kCpu, kThreadOnCpu };
-  Kind kind = Kind::kThread;
-  pid_t tid = 0;     // thread or process id (unused for kCpu)
-  unsigned cpu = 0;  // kCpu and kThreadOnCpu
-
-  bool is_task() const { return kind != Kind::kCpu; }
-};
-
-struct WatchSpec {
-  arch::Region region;
-  arch::CoverMode mode = arch::CoverMode::kExact;
-  // The registers chosen for it.
-  arch::Cover cover;
-  unsigned weight() const { return cover.needed(); }
-};
 
 // Highest user-space address + 1 on this architecture (x86-64: 47-bit
 // user half; arm64: 48-bit VA, the kernel's TASK_SIZE_64 without LVA).
 uint64_t UserAddressLimit(arch::Arch a);
 
-Outcome<TargetSpec> CheckTarget(const hwwatch::v1::Target& t, unsigned cpus);
+// The longest lease a reservation may ask for.
+inline constexpr int64_t kMaxLeaseSeconds = 24 * 3600;
+
+Result<TargetSpec> CheckTarget(const TargetSpec& t, unsigned cpus);
 
 // Checks the watch for the target and plans its registers. Task targets
 // take user-space addresses only; CPU targets may watch kernel addresses.
-Outcome<WatchSpec> CheckWatch(const hwwatch::v1::Watch& w, const TargetSpec& target,
-                              const arch::HostCapabilities& caps);
+Result<WatchSpec> CheckWatch(const WatchRequest& w, const TargetSpec& target,
+                             const arch::HostCapabilities& caps);
+
+// How a reservation reaches the registers, decided from the request.
+struct ArmHow {
+  // The ptrace backend: the daemon traces the thread and writes its
+  // registers, in `slot` (first register) or free ones.
+  bool ptrace = false;
+  std::optional<unsigned> slot;
+  // Perf stop delivery on threads nobody else traces: the daemon traces
+  // them and takes the SIGTRAPs (decided later, from the target's state).
+  bool daemon_stops = false;
+  Delivery delivery = Delivery::kSamples;  // never kDefault
+  bool traced() const { return ptrace || daemon_stops; }
+};
+
+// A reserve request's lease, target, backend, slot and delivery, checked
+// in that order, with the delivery resolved (perf samples by default;
+// ptrace always stops). The watch is checked by CheckWatch.
+struct CheckedReserve {
+  TargetSpec target;
+  ArmHow how;
+};
+Result<CheckedReserve> CheckReserve(const ReserveArgs& req, unsigned cpus);
+
+// A refused watch as the caller sees it: a region too large for the
+// registers gets its Refusal (of `type`), other problems go as they are.
+Problem WatchProblem(Problem p, std::optional<arch::SlotType> type);
 
 }  // namespace hwwatch::daemon

@@ -1,18 +1,18 @@
-// Reservations: validated, authorized, admitted through the constraint
-// engine, armed through a backend, owned by a session. Knows protobuf
-// messages (the API's vocabulary) but not gRPC; failures are Problems that
-// the service maps to status codes.
+// Reservations: validated, authorized, charged to a quota, admitted through
+// the constraint engine, armed through a backend and owned by a session.
+// The steps live in their own files: request_check (validation),
+// authorizer, quota, the backends (backend.h), modify.cpp (Modify and its
+// rollback), lifecycle.cpp (sessions, leases, reclaim, reaping). Speaks the
+// daemon's vocabulary (types.h), never protobuf or gRPC; failures are
+// Problems (error.h). Lock order: daemon/README.md.
 #pragma once
 
 #include <sys/types.h>
 
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -20,15 +20,22 @@
 
 #include "arch/capabilities.h"
 #include "arch/perf_event.h"
-#include "daemon/authz.h"
+#include "daemon/authorizer.h"
+#include "daemon/backend.h"
 #include "daemon/engine/constraints.h"
+#include "daemon/error.h"
 #include "daemon/event_hub.h"
+#include "daemon/executor.h"
+#include "daemon/hit_sink.h"
+#include "daemon/membership.h"
 #include "daemon/peers.h"
-#include "daemon/problem.h"
+#include "daemon/ptrace_slots.h"
+#include "daemon/quota.h"
 #include "daemon/request_check.h"
 #include "daemon/sample_reader.h"
+#include "daemon/thread_annotations.h"
 #include "daemon/tracer.h"
-#include "hwwatch/v1/hwwatch.pb.h"
+#include "daemon/types.h"
 
 namespace hwwatch::daemon {
 
@@ -40,192 +47,159 @@ struct ReservationLimits {
   gid_t cpu_group = static_cast<gid_t>(-1);
 };
 
-// A refusal with its structured reason, for the service to attach.
-struct Refused {
-  Problem problem;
-  std::optional<v1::Refusal> refusal;
+// The backends a manager arms through (see backend.h). Tests may replace
+// one with a test double before the manager uses it.
+struct Backends {
+  std::unique_ptr<Backend> events;        // counting, a debugger's own stops
+  std::unique_ptr<Backend> samples;       // perf samples
+  std::unique_ptr<Backend> tracer_stops;  // stops hwwatchd takes
+  std::unique_ptr<Backend> ptrace;        // registers written by the tracer
 };
 
-template <class T>
-using Reply = std::variant<T, Refused>;
-
-class ReservationManager {
+class ReservationManager final : private HitSink {
  public:
   // `journal_dir`: where the tracer records registers it writes through
   // ptrace ("" for none); leftovers of a previous daemon there are cleared.
+  // `customize` may swap backends (test doubles, which account in the
+  // engine given) before any is used.
   ReservationManager(arch::HostCapabilities caps, engine::LockMode lock, ReservationLimits limits,
-                     std::string journal_dir = "");
-  ~ReservationManager();
+                     std::string journal_dir = "",
+                     const std::function<void(Backends&, engine::Engine&)>& customize = {});
+  ~ReservationManager() override;
 
-  Reply<v1::Reservation> Reserve(const Peer& caller, const v1::ReserveRequest& req);
+  Result<ReservationInfo> Reserve(const Peer& caller, const ReserveArgs& req) EXCLUDES(mu_);
   // Replaces the watch of a reservation (same target): admitted as if the
   // old one were released; atomic to the caller (new watch, or old intact).
-  Reply<v1::Reservation> Modify(const Peer& caller, const v1::ModifyRequest& req);
-  Reply<bool> Release(const Peer& caller, uint64_t id);
-  std::vector<v1::Reservation> List(const Peer& caller, bool all) const;
+  Result<ReservationInfo> Modify(const Peer& caller, uint64_t id, const WatchRequest& watch)
+      EXCLUDES(mu_);
+  std::optional<Problem> Release(const Peer& caller, uint64_t id) EXCLUDES(mu_);
+  std::vector<ReservationInfo> List(const Peer& caller, bool all) const EXCLUDES(mu_);
   // A stream of the caller's events (StreamEvents); the ids must be the
   // caller's own (root: any).
-  Reply<std::shared_ptr<EventStream>> Follow(const Peer& caller, const v1::StreamEventsRequest& req,
-                                             EventStream::Notify notify);
+  Result<std::shared_ptr<EventStream>> Follow(const Peer& caller, std::vector<uint64_t> ids,
+                                              bool lifecycle, EventStream::Notify notify)
+      EXCLUDES(mu_);
   void Unfollow(const std::shared_ptr<EventStream>& s) { events_.Unsubscribe(s); }
-  v1::SlotsResponse Slots(const v1::SlotsRequest& req);
+  SlotsView Slots(const SlotsArgs& req);
   // The session's peer went away: release what it owns, except what has a
   // lease: that stays armed, orphaned, until reclaimed or the lease ends.
-  void SessionEnded(uint64_t session_id);
-  // Releases reservations whose target is gone (found by the sample
-  // reader) and orphans whose lease ran out; called periodically (every
-  // 250 ms by the daemon), never from the reader's thread.
-  void Reap();
+  void SessionEnded(uint64_t session_id) EXCLUDES(mu_);
+  // Releases reservations whose target is gone (found by the backends)
+  // and orphans whose lease ran out; called periodically (every 250 ms by
+  // the daemon), never from the reader's thread.
+  void Reap() EXCLUDES(mu_, gone_mu_);
 
-  uint64_t active() const;
-  uint64_t refusals() const;
+  uint64_t active() const EXCLUDES(mu_);
+  // Threads of watched processes left unwatched because they did not fit.
+  uint64_t threads_refused() const { return threads_refused_.load(std::memory_order_relaxed); }
   uint64_t events_sent() const { return events_.sent(); }
   uint64_t events_lost() const { return events_.lost(); }
   engine::LockMode lock_mode() const { return engine_.config().lock; }
 
  private:
-  struct Entry;
-  // How a reservation reaches the registers beyond perf's defaults.
-  struct ArmHow {
-    // The ptrace backend: the daemon traces the thread and writes its
-    // registers, in `slot` (first register) or free ones.
-    bool ptrace = false;
-    std::optional<unsigned> slot;
-    // Perf stop delivery on threads nobody else traces: the daemon traces
-    // them and takes the SIGTRAPs.
-    bool daemon_stops = false;
-    bool traced() const { return ptrace || daemon_stops; }
-  };
-  // What is armed on one thread (or one CPU) for a reservation.
-  struct Arm {
-    pid_t tid = -1;  // -1: a CPU target
-    engine::ReservationId engine_id = 0;
-    // The tracer holds the thread for group `traced_group` (0: not traced);
-    // ptrace backend: the debug register index of each register.
-    uint64_t traced_group = 0;
-    std::vector<unsigned> slots;
-    arch::SlotType slot_type = arch::SlotType::kData;
-    // Counting and stop deliveries; with samples, the region's registers
-    // after the first (they write into its ring).
-    std::vector<arch::PerfBreakpoint> events;
-    // Sample delivery: the first register with the ring, shared with the
-    // reader.
-    std::vector<std::shared_ptr<SampledEvent>> sampled;
-  };
-
-  Refused Fail(Code code, std::string message, std::optional<v1::Refusal> refusal = {});
-  // Needs mu_: `uid` holds `held` registers (besides the reservation a
-  // Modify changes) and asks for `weight` more.
-  Refused QuotaRefusal(uid_t uid, unsigned held, unsigned weight, bool modify = false);
-  // Where an arm lives: its thread for a process target, else the target.
-  static TargetSpec WhereArmed(const Entry& e, const Arm& arm);
-  // Modify's steps (need mu_). Each backend moves every arm of `e` to
-  // `watch` or none: on failure the old watch stays armed and accounted.
-  std::optional<Refused> ModifyPtrace(Entry& e, const WatchSpec& watch, arch::SlotType type);
-  // Admits the new watch in the engine on every arm (perf and daemon stops).
-  std::optional<Refused> ModifyInEngine(Entry& e, arch::SlotType type, unsigned weight);
-  // Puts the old watch back in the engine on the first `arms` arms.
-  void RestoreInEngine(const Entry& e, size_t arms);
-  std::optional<Refused> ModifyDaemonStops(Entry& e, const WatchSpec& watch);
-  std::optional<Refused> ModifyPerf(Entry& e, const WatchSpec& watch);
-  // The entry becomes the new watch (its quota, key, description, followers).
-  v1::Reservation CommitModify(Entry& e, const v1::Watch& request, const WatchSpec& watch,
-                               arch::SlotType type);
-  // Admits `t` (a thread or CPU) in the engine and arms the watch there;
-  // everything rolled back on failure. `reservation` 0: the arm's engine
-  // id becomes the reservation's id.
-  std::variant<Arm, Refused> ArmThread(const TargetSpec& t, const WatchSpec& watch,
-                                       arch::SlotType type, arch::PerfOptions opts,
-                                       uint64_t reservation, bool capture, const ArmHow& how);
-  TraceUse UseFor(uint64_t group, const WatchSpec& watch, bool capture, const ArmHow& how) const;
-  Refused ArmError(const arch::Error& err, const TargetSpec& t, unsigned weight) const;
-  // The ptrace backend's slots of one thread, accounted per debug register
-  // index: the kernel keeps a register written through ptrace registered
-  // (disabled) after it is cleared, until the thread execs or ends, so the
-  // engine keeps it too, and later ptrace watches reuse it first. Picks
-  // `weight` free indices (`first` first, or exactly `exact`), admitting in
-  // the engine those not registered yet.
-  std::variant<std::vector<unsigned>, Refused> TakePtraceSlots(pid_t tid, arch::SlotType type,
-                                                               unsigned weight,
-                                                               std::optional<unsigned> first,
-                                                               const std::vector<unsigned>* exact);
-  // No longer in use (still registered in the kernel).
-  void PutPtraceSlots(pid_t tid, arch::SlotType type, const std::vector<unsigned>& slots);
-  // The thread ended or exec'd: the kernel freed its registers.
-  void ForgetPtraceThread(pid_t tid);
-  void DisarmOne(Arm& arm);
-  // Process targets (need mu_): drop a thread that exited; arm threads the
-  // process started since the last look and drop those gone.
   // Registers armed once and shared by every reservation of the same watch
-  // on the same target (reference-counted by `members`).
+  // on the same target (members: membership_).
   struct Group {
     uint64_t id = 0;  // the first member's id: samples and si_perf_data carry it
     std::string key;  // empty: never shared (stop delivery: the id matters)
-    std::vector<Arm> arms;
-    std::vector<uint64_t> members;
+    Backend* backend = nullptr;
+    std::vector<ThreadArm> arms;
     // The tracer arms new threads of this process for the group (0: no).
     pid_t followed_tgid = 0;
   };
-  void DropThread(Group& g, pid_t tid);
-  void FollowThreads(const Entry& e, Group& g);
-  // Needs mu_: sets Reservation.sharers on every member of `g`.
-  void UpdateSharers(const Group& g);
-  Reply<v1::Reservation> Reclaim(const Peer& caller, uint64_t id);
-  std::optional<Refused> Authorize(const Peer& caller, const TargetSpec& target,
-                                   const WatchSpec& watch) const;
-  v1::Refusal FromEngine(const engine::Refusal& r) const;
-  // The caller's credentials as its first call of the session found them:
-  // ids from SO_PEERCRED, capabilities from /proc (a session keeps the
-  // privileges it connected with, as SO_PEERCRED keeps its ids).
-  ProcCreds SessionCreds(const Peer& caller) const;
-  // A member (primary or supplementary) of the configured CPU group.
-  bool InCpuGroup(const Peer& caller, const ProcCreds& me) const;
+  struct Entry {
+    ReservationInfo info;  // hits and sharers are filled in by List
+    uid_t uid = 0;
+    uint64_t session = 0;
+    std::shared_ptr<Group> group;
+    ArmSpec spec;     // how its registers were armed (spec.watch: &watch)
+    WatchSpec watch;  // the checked watch
+    std::chrono::nanoseconds lease{0};
+    // While orphaned: until when it stays.
+    std::optional<std::chrono::steady_clock::time_point> orphaned_until;
+    unsigned weight() const { return watch.weight(); }
+  };
+
+  // HitSink: from the reader's thread and (through executor_) the tracer's.
+  void Hit(const RawHit& hit) override;
+  void Lost(uint64_t group, uint64_t count) override;
+  void ThreadGone(uint64_t group, pid_t tid) override EXCLUDES(gone_mu_);
+  void Execed(uint64_t group, pid_t tgid) override EXCLUDES(gone_mu_);
+
+  Backend& BackendFor(const ArmHow& how);
+  // Perf stops: hwwatchd takes them itself unless the thread's own
+  // debugger (its tracer) will.
+  std::optional<Problem> DecideStops(const TargetSpec& target, ArmHow& how);
+  // Admits and arms `e`'s watch on one thread or CPU (rolled back on
+  // failure). spec.group 0: the admission's engine id becomes the group's.
+  Result<ThreadArm> ArmOne(Backend& backend, const TargetSpec& where, ArmSpec& spec);
+  // Joins the group of an equal watch, or arms a new one on every thread
+  // of the target; sets e.info.id.
+  std::optional<Problem> Place(const Peer& caller, Entry& e) EXCLUDES(mu_);
+  std::optional<Problem> ArmNewGroup(const Peer& caller, Entry& e, uint64_t id);
+  // Stores a placed entry and answers the caller.
+  ReservationInfo Record(const Peer& caller, std::unique_ptr<Entry> entry) EXCLUDES(mu_);
+  // The entry's registers in ReservationInfo terms (ptrace slots included).
+  void DescribeRegisters(Entry& e) const;
+  // The entry if `caller` may act on it (its own; root: any).
+  Entry* Find(const Peer& caller, uint64_t id) const REQUIRES(mu_);
+  static Problem NoSuchReservation(uint64_t id);
+
+  // modify.cpp
+  std::optional<Problem> MoveInEngine(Entry& e, arch::SlotType type, unsigned weight) REQUIRES(mu_);
+  void RestoreInEngine(const Entry& e, size_t arms) REQUIRES(mu_);
+  void CommitModify(Entry& e, const WatchRequest& request, WatchSpec watch, const ArmSpec& to)
+      REQUIRES(mu_);
+
+  // lifecycle.cpp
+  Result<ReservationInfo> Reclaim(const Peer& caller, uint64_t id) EXCLUDES(mu_);
   // Keeps a leased entry armed without a session until reclaimed or the
-  // lease ends. Needs mu_.
-  void Orphan(Entry& e, std::chrono::steady_clock::time_point now);
-  // Closes the entry's events and gives back its slots and quota; tells
-  // its streams why. Needs mu_.
-  void Disarm(Entry& e, const char* why);
-  void OnHit(const SampledEvent& e, const arch::PerfSample& s);
-  void OnTraceHit(const TraceHit& h);
+  // lease ends.
+  void Orphan(Entry& e, std::chrono::steady_clock::time_point now) REQUIRES(mu_);
+  // Closes the entry's registers if it was their last sharer, gives back
+  // its quota, and tells its streams why.
+  void Disarm(Entry& e, const char* why) REQUIRES(mu_);
+  void DisarmGroup(Group& g) REQUIRES(mu_);
+  // Process targets: drop a thread that exited; arm threads the process
+  // started since the last look and drop those gone.
+  void DropThread(Group& g, pid_t tid) REQUIRES(mu_);
+  void FollowThreads(Entry& e) REQUIRES(mu_);
+  // Reservations with equal keys share their registers ("": never).
+  static std::string ShareKey(const TargetSpec& target, const WatchRequest& watch,
+                              const ArmHow& how, bool capture);
 
   const arch::HostCapabilities caps_;
-  const ReservationLimits limits_;
   engine::Engine engine_;
+  Membership membership_;
   EventHub events_;
+  Quota quota_;
+  Authorizer authorizer_;
+  PtraceSlotBank ptrace_slots_;
 
-  mutable std::mutex mu_;  // guards the maps below
-  std::unordered_map<uint64_t, std::unique_ptr<Entry>> entries_;
-  std::unordered_map<uid_t, unsigned> held_by_uid_;
-  // Sessions that ended in the last minute, and when (mu_).
-  std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> ended_sessions_;
-  uint64_t refusals_ = 0;
-
-  std::unordered_map<std::string, std::shared_ptr<Group>> groups_;  // by key, mu_
-  uint64_t next_shared_id_ = uint64_t{1} << 40;                     // mu_
-
-  mutable std::mutex creds_mu_;  // guards session_creds_
-  mutable std::unordered_map<uint64_t, ProcCreds> session_creds_;
-
-  // Filled on the reader's and the tracer's threads, emptied by Reap().
-  std::mutex gone_mu_;                              // guards gone_, execed_
-  std::vector<std::pair<uint64_t, pid_t>> gone_;    // (group, thread)
-  std::vector<std::pair<uint64_t, pid_t>> execed_;  // (group, process)
-
-  struct PtraceBank {
-    std::array<engine::ReservationId, 16> registered{};  // 0: never written
-    std::array<bool, 16> in_use{};
-  };
-  std::mutex ptrace_mu_;  // guards ptrace_banks_
-  std::map<std::pair<pid_t, arch::SlotType>, PtraceBank> ptrace_banks_;
+  mutable Mutex mu_;  // the first lock of every call (see daemon/README.md)
+  std::unordered_map<uint64_t, std::unique_ptr<Entry>> entries_ GUARDED_BY(mu_);
+  std::unordered_map<std::string, std::shared_ptr<Group>> groups_ GUARDED_BY(mu_);  // by key
+  // Sessions that ended in the last minute, and when.
+  std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> ended_sessions_
+      GUARDED_BY(mu_);
+  uint64_t next_shared_id_ GUARDED_BY(mu_) = uint64_t{1} << 40;
   std::atomic<uint64_t> next_ptrace_id_{uint64_t{1} << 41};
+  std::atomic<uint64_t> threads_refused_{0};
 
+  // Filled by the backends' threads, emptied by Reap().
+  Mutex gone_mu_;
+  std::vector<std::pair<uint64_t, pid_t>> gone_ GUARDED_BY(gone_mu_);    // (group, thread)
+  std::vector<std::pair<uint64_t, pid_t>> execed_ GUARDED_BY(gone_mu_);  // (group, process)
+
+  // Runs the tracer's hits (and nothing else) off the tracer thread.
+  Executor executor_;
   // Its thread calls back into the members above until destroyed.
   SampleReader reader_;
-  // Last: it calls back into the members above (never mu_; hits through
-  // reader_.Post) until destroyed. Its thread's file table is a copy made
-  // when it starts, so every fd it uses (reader_'s) must exist by then.
+  // It calls back into the members above (never mu_; hits through
+  // executor_) until destroyed. Its thread's file table is a copy made
+  // when it starts, so every fd it uses (executor_'s) must exist by then.
   Tracer tracer_;
+  Backends backends_;
 };
 
 }  // namespace hwwatch::daemon

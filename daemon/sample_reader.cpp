@@ -2,6 +2,7 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,17 +11,42 @@
 
 namespace hwwatch::daemon {
 
-SampleReader::SampleReader(Sink sink)
-    : sink_(std::move(sink)),
-      epoll_(epoll_create1(EPOLL_CLOEXEC)),
-      wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-      posted_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  for (int fd : {wake_.get(), posted_.get()}) {
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+namespace {
+
+// The hit of sample `s` of `e`: which register of the region matched (samples
+// carry its address), and the watched bytes as they are now.
+RawHit HitOf(const SampledEvent& e, const arch::PerfSample& s) {
+  RawHit h;
+  h.group = e.reservation;
+  h.tid = static_cast<pid_t>(s.tid);
+  h.ip = s.ip;
+  h.address = s.addr;
+  for (size_t i = 0; i < e.registers.size(); ++i) {
+    if (e.registers[i] == s.addr) h.slot = static_cast<unsigned>(i);
   }
+  if (e.capture_length > 0) {
+    // The access is done when the sample is read (x86 traps after it; arm64
+    // perf steps over before resuming the task).
+    std::string value(e.capture_length, '\0');
+    iovec local{value.data(), value.size()};
+    iovec remote{reinterpret_cast<void*>(e.capture_address), value.size()};
+    if (process_vm_readv(e.pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(value.size())) {
+      h.value = std::move(value);
+    }
+  }
+  return h;
+}
+
+}  // namespace
+
+SampleReader::SampleReader(HitSink& sink)
+    : sink_(sink),
+      epoll_(epoll_create1(EPOLL_CLOEXEC)),
+      wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_.get();
+  epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -32,7 +58,7 @@ SampleReader::~SampleReader() {
 
 std::string SampleReader::Add(std::shared_ptr<SampledEvent> e) {
   const int fd = e->event.fd();
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   epoll_event ev{};
   ev.events = EPOLLIN;  // a hang-up (the task exited) is always reported
   ev.data.fd = fd;
@@ -45,35 +71,26 @@ std::string SampleReader::Add(std::shared_ptr<SampledEvent> e) {
 
 void SampleReader::Remove(const SampledEvent& e) {
   const int fd = e.event.fd();
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = events_.find(fd);
   if (it == events_.end() || it->second.get() != &e) return;
   epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   events_.erase(it);
 }
 
-void SampleReader::Post(std::function<void()> fn) {
-  {
-    std::lock_guard lock(posts_mu_);
-    posts_.push_back(std::move(fn));
-  }
-  const uint64_t one = 1;
-  (void)!write(posted_.get(), &one, sizeof one);
-}
-
 void SampleReader::Drain(SampledEvent& e) {
   arch::ParsedRing p = e.ring.Read();
   for (const arch::PerfRecord& r : p.records) {
     if (r.kind == arch::PerfRecord::Kind::kExec) {
-      if (!e.execed && sink_.execed) sink_.execed(e, static_cast<pid_t>(r.exec.pid));
+      if (!e.execed) sink_.Execed(e.reservation, static_cast<pid_t>(r.exec.pid));
       e.execed = true;
     } else if (e.execed) {
       continue;  // the new program's accesses are not what was asked for
     } else if (r.kind == arch::PerfRecord::Kind::kSample) {
       samples_.fetch_add(1, std::memory_order_relaxed);
-      if (sink_.hit) sink_.hit(e, r.sample);
-    } else if (r.kind == arch::PerfRecord::Kind::kLost && sink_.lost) {
-      sink_.lost(e, r.lost.lost);
+      sink_.Hit(HitOf(e, r.sample));
+    } else if (r.kind == arch::PerfRecord::Kind::kLost) {
+      sink_.Lost(e.reservation, r.lost.lost);
     }
   }
 }
@@ -86,22 +103,10 @@ void SampleReader::Loop() {
       if (errno == EINTR) continue;
       return;
     }
-    for (int i = 0; i < n; ++i) {
-      if (ready[i].data.fd != posted_.get()) continue;
-      uint64_t count;
-      (void)!read(posted_.get(), &count, sizeof count);
-      std::vector<std::function<void()>> work;
-      {
-        std::lock_guard lock(posts_mu_);
-        work.swap(posts_);
-      }
-      for (auto& fn : work) fn();
-    }
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (int i = 0; i < n; ++i) {
       const int fd = ready[i].data.fd;
       if (fd == wake_.get()) return;
-      if (fd == posted_.get()) continue;
       auto it = events_.find(fd);
       if (it == events_.end()) continue;  // removed meanwhile
       SampledEvent& e = *it->second;
@@ -110,7 +115,7 @@ void SampleReader::Loop() {
         // The task is gone: nothing more will come; stop polling the fd
         // (it stays open, with its slot, until the reservation goes).
         epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
-        if (sink_.gone) sink_.gone(e);
+        sink_.ThreadGone(e.reservation, e.pid);
       }
     }
   }

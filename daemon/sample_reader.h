@@ -1,6 +1,7 @@
 // The perf sample reader: one thread that waits (epoll) on the ring buffers
 // of every sampling breakpoint the daemon armed, parses their records and
-// hands hits to a sink. It owns nothing of a reservation but a reference to
+// hands hits to the daemon's HitSink (reading the watched bytes when the
+// sample is read: the access is done by then). It owns nothing of a reservation but a reference to
 // its event: Remove() is synchronous, so after it returns the reader no
 // longer touches that ring and closing the event frees the kernel's slot.
 #pragma once
@@ -11,7 +12,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -19,6 +19,8 @@
 #include "arch/perf_event.h"
 #include "arch/perf_ring.h"
 #include "arch/scoped_fd.h"
+#include "daemon/hit_sink.h"
+#include "daemon/thread_annotations.h"
 
 namespace hwwatch::daemon {
 
@@ -40,51 +42,32 @@ struct SampledEvent {
 
 class SampleReader {
  public:
-  struct Sink {
-    // A sample of `e`.
-    std::function<void(const SampledEvent& e, const arch::PerfSample& s)> hit;
-    // The kernel dropped `count` records of `e`.
-    std::function<void(const SampledEvent& e, uint64_t count)> lost;
-    // The watched task is gone (the event's fd hung up).
-    std::function<void(const SampledEvent& e)> gone;
-    // The watched task exec'd (process `pid`).
-    std::function<void(const SampledEvent& e, pid_t pid)> execed;
-  };
-
-  explicit SampleReader(Sink sink);
+  explicit SampleReader(HitSink& sink);
   ~SampleReader();
   SampleReader(const SampleReader&) = delete;
   SampleReader& operator=(const SampleReader&) = delete;
 
   // Empty on success, else why the reader cannot follow the event.
-  std::string Add(std::shared_ptr<SampledEvent> e);
+  std::string Add(std::shared_ptr<SampledEvent> e) EXCLUDES(mu_);
   // Runs `change` on `e` while the reader is not reading it.
-  void Update(SampledEvent& e, const std::function<void(SampledEvent&)>& change) {
-    std::lock_guard lock(mu_);
+  void Update(SampledEvent& e, const std::function<void(SampledEvent&)>& change) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
     change(e);
   }
   // After this returns the reader holds no reference to `e`.
-  void Remove(const SampledEvent& e);
-  // Runs `fn` on the reader's thread, soon (in order with other posts).
-  // For threads that must not run gRPC's code themselves (the tracer).
-  void Post(std::function<void()> fn);
-  // The descriptor Post() writes to (for a thread with its own file table).
-  int post_fd() const { return posted_.get(); }
+  void Remove(const SampledEvent& e) EXCLUDES(mu_);
 
   uint64_t samples() const { return samples_.load(std::memory_order_relaxed); }
 
  private:
-  void Loop();
-  void Drain(SampledEvent& e);
+  void Loop() EXCLUDES(mu_);
+  void Drain(SampledEvent& e) REQUIRES(mu_);
 
-  const Sink sink_;
+  HitSink& sink_;
   arch::ScopedFd epoll_;
-  arch::ScopedFd wake_;    // eventfd: stop the thread
-  arch::ScopedFd posted_;  // eventfd: work in posts_
-  std::mutex posts_mu_;    // guards posts_
-  std::vector<std::function<void()>> posts_;
-  std::mutex mu_;  // guards events_; held while a ring is read
-  std::unordered_map<int, std::shared_ptr<SampledEvent>> events_;  // by fd
+  arch::ScopedFd wake_;  // eventfd: stop the thread
+  Mutex mu_;             // held while a ring is read
+  std::unordered_map<int, std::shared_ptr<SampledEvent>> events_ GUARDED_BY(mu_);  // by fd
   std::atomic<uint64_t> samples_{0};
   std::thread thread_;
 };

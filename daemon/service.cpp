@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include "daemon/convert.h"
+
 #include <algorithm>
 
 namespace hwwatch::daemon {
@@ -9,36 +11,6 @@ namespace hwwatch::daemon {
 using google::protobuf::util::TimeUtil;
 
 namespace {
-
-v1::SlotType ToProto(arch::SlotType t) {
-  return t == arch::SlotType::kInst ? v1::SLOT_TYPE_INST : v1::SLOT_TYPE_DATA;
-}
-
-v1::Access ToProto(arch::Access a) {
-  switch (a) {
-    case arch::Access::kWrite:
-      return v1::ACCESS_WRITE;
-    case arch::Access::kReadWrite:
-      return v1::ACCESS_READ_WRITE;
-    case arch::Access::kExecute:
-      return v1::ACCESS_EXECUTE;
-    case arch::Access::kRead:
-      return v1::ACCESS_READ;
-  }
-  return v1::ACCESS_UNSPECIFIED;
-}
-
-v1::Arch ToProto(arch::Arch a) {
-  switch (a) {
-    case arch::Arch::kX86_64:
-      return v1::ARCH_X86_64;
-    case arch::Arch::kAarch64:
-      return v1::ARCH_AARCH64;
-    case arch::Arch::kUnknown:
-      break;
-  }
-  return v1::ARCH_UNSPECIFIED;
-}
 
 // A server-streaming call finished at once (a refused StreamEvents).
 class FinishedWriter final : public grpc::ServerWriteReactor<v1::Event> {
@@ -82,7 +54,7 @@ class EventWriter final : public grpc::ServerWriteReactor<v1::Event> {
     if (writing_ || finished_ || metadata_pending_ || !stream_) return;
     auto e = stream_->Pop();
     if (!e) return;
-    current_ = std::move(*e);
+    current_ = ToProto(*e);
     writing_ = true;
     StartWrite(&current_);
   }
@@ -133,102 +105,9 @@ class EventWriter final : public grpc::ServerWriteReactor<v1::Event> {
 
 }  // namespace
 
-v1::Capabilities CapabilitiesToProto(const arch::HostCapabilities& caps) {
-  v1::Capabilities out;
-  out.set_arch(ToProto(caps.arch));
-  out.set_kernel_release(caps.kernel_release);
-  out.set_cpus(caps.cpus);
-  out.set_debug_arch(caps.debug_arch);
-  out.set_daemon_version(HWWATCH_VERSION);
-  uint64_t max_register = 0;
-  uint32_t max_slots = 0;
-  for (const arch::SlotPool& p : caps.pools) {
-    v1::SlotPool* pool = out.add_pools();
-    for (arch::SlotType t : p.types) pool->add_types(ToProto(t));
-    pool->set_slots(p.slots);
-    pool->set_mixed(p.mixed());
-    max_slots = std::max(max_slots, p.slots);
-  }
-  for (const arch::AccessRule& r : caps.rules) {
-    v1::AccessRule* rule = out.add_access_rules();
-    rule->set_access(ToProto(r.access));
-    for (unsigned len : r.lengths) {
-      rule->add_lengths(len);
-      if (r.access != arch::Access::kExecute) max_register = std::max<uint64_t>(max_register, len);
-    }
-    rule->set_naturally_aligned(r.naturally_aligned);
-    rule->set_word_size(r.word_size);
-    if (r.access != arch::Access::kExecute) {
-      max_register = std::max<uint64_t>(max_register, r.word_size);
-    }
-  }
-  // A region is split over at most every register of the pool.
-  out.set_max_watch_length(max_register * max_slots);
-  return out;
-}
-
-namespace {
-grpc::StatusCode ToGrpc(Code c);
-grpc::Status ToStatus(const Refused& r);
-}  // namespace
-
-v1::Backend BackendToProto(arch::Backend b) {
-  return b == arch::Backend::kPtrace ? v1::BACKEND_PTRACE : v1::BACKEND_PERF;
-}
-
-v1::SelfTestResult SelfTestToProto(const arch::SelfTestResult& r) {
-  v1::SelfTestResult out;
-  out.set_backend(BackendToProto(r.backend));
-  switch (r.outcome) {
-    case arch::SelfTestOutcome::kFires:
-      out.set_outcome(v1::SelfTestResult::FIRES);
-      break;
-    case arch::SelfTestOutcome::kNeverFires:
-      out.set_outcome(v1::SelfTestResult::NEVER_FIRES);
-      break;
-    case arch::SelfTestOutcome::kUnavailable:
-      out.set_outcome(v1::SelfTestResult::UNAVAILABLE);
-      break;
-  }
-  out.set_detail(r.detail);
-  return out;
-}
-
 WatchpointService::WatchpointService(v1::Capabilities caps, const PeerRegistry& peers,
                                      ReservationManager& reservations)
     : caps_(std::move(caps)), peers_(peers), reservations_(reservations) {}
-
-namespace {
-grpc::StatusCode ToGrpc(Code c) {
-  switch (c) {
-    case Code::kInvalidArgument:
-      return grpc::StatusCode::INVALID_ARGUMENT;
-    case Code::kNotFound:
-      return grpc::StatusCode::NOT_FOUND;
-    case Code::kPermissionDenied:
-      return grpc::StatusCode::PERMISSION_DENIED;
-    case Code::kResourceExhausted:
-      return grpc::StatusCode::RESOURCE_EXHAUSTED;
-    case Code::kFailedPrecondition:
-      return grpc::StatusCode::FAILED_PRECONDITION;
-    case Code::kUnimplemented:
-      return grpc::StatusCode::UNIMPLEMENTED;
-    case Code::kInternal:
-      break;
-  }
-  return grpc::StatusCode::INTERNAL;
-}
-
-grpc::Status ToStatus(const Refused& r) {
-  const grpc::StatusCode code = ToGrpc(r.problem.code);
-  if (!r.refusal) return grpc::Status(code, r.problem.message);
-  v1::ErrorDetails details;
-  details.set_code(static_cast<int>(code));
-  details.set_message(r.problem.message);
-  details.add_details()->PackFrom(*r.refusal);
-  return grpc::Status(code, r.problem.message, details.SerializeAsString());
-}
-}  // namespace
 
 std::optional<Peer> WatchpointService::Caller(grpc::CallbackServerContext* ctx,
                                               grpc::Status* status) const {
@@ -254,6 +133,12 @@ grpc::ServerUnaryReactor* WatchpointService::Answer(grpc::CallbackServerContext*
   return r;
 }
 
+grpc::ServerUnaryReactor* WatchpointService::Refuse(grpc::CallbackServerContext* ctx,
+                                                    const Problem& p) {
+  refusals_.fetch_add(1, std::memory_order_relaxed);
+  return Answer(ctx, ToStatus(p));
+}
+
 grpc::Status WatchpointService::NotBuilt(const char* what) {
   return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                       std::string(what) + " is not built yet in this version of hwwatchd");
@@ -274,9 +159,11 @@ grpc::ServerUnaryReactor* WatchpointService::Reserve(grpc::CallbackServerContext
   grpc::Status status;
   auto caller = Caller(ctx, &status);
   if (!caller) return Answer(ctx, status);
-  auto r = reservations_.Reserve(*caller, *req);
-  if (auto* refused = std::get_if<Refused>(&r)) return Answer(ctx, ToStatus(*refused));
-  *resp->mutable_reservation() = std::get<v1::Reservation>(std::move(r));
+  auto args = FromProto(*req);
+  if (!args) return Refuse(ctx, args.problem());
+  auto r = reservations_.Reserve(*caller, *args);
+  if (!r) return Refuse(ctx, r.problem());
+  *resp->mutable_reservation() = ToProto(*r);
   return Answer(ctx, grpc::Status::OK);
 }
 
@@ -287,9 +174,9 @@ grpc::ServerUnaryReactor* WatchpointService::Modify(grpc::CallbackServerContext*
   grpc::Status status;
   auto caller = Caller(ctx, &status);
   if (!caller) return Answer(ctx, status);
-  auto r = reservations_.Modify(*caller, *req);
-  if (auto* refused = std::get_if<Refused>(&r)) return Answer(ctx, ToStatus(*refused));
-  *resp->mutable_reservation() = std::get<v1::Reservation>(std::move(r));
+  auto r = reservations_.Modify(*caller, req->id(), FromProto(req->watch()));
+  if (!r) return Refuse(ctx, r.problem());
+  *resp->mutable_reservation() = ToProto(*r);
   return Answer(ctx, grpc::Status::OK);
 }
 
@@ -300,8 +187,7 @@ grpc::ServerUnaryReactor* WatchpointService::Release(grpc::CallbackServerContext
   grpc::Status status;
   auto caller = Caller(ctx, &status);
   if (!caller) return Answer(ctx, status);
-  auto r = reservations_.Release(*caller, req->id());
-  if (auto* refused = std::get_if<Refused>(&r)) return Answer(ctx, ToStatus(*refused));
+  if (auto no = reservations_.Release(*caller, req->id())) return Refuse(ctx, *no);
   return Answer(ctx, grpc::Status::OK);
 }
 
@@ -312,7 +198,9 @@ grpc::ServerUnaryReactor* WatchpointService::List(grpc::CallbackServerContext* c
   grpc::Status status;
   auto caller = Caller(ctx, &status);
   if (!caller) return Answer(ctx, status);
-  for (auto& r : reservations_.List(*caller, req->all())) *resp->add_reservations() = std::move(r);
+  for (const auto& r : reservations_.List(*caller, req->all())) {
+    *resp->add_reservations() = ToProto(r);
+  }
   return Answer(ctx, grpc::Status::OK);
 }
 
@@ -322,7 +210,7 @@ grpc::ServerUnaryReactor* WatchpointService::Slots(grpc::CallbackServerContext* 
   Count(kSlots);
   grpc::Status status;
   if (!Caller(ctx, &status)) return Answer(ctx, status);
-  *resp = reservations_.Slots(*req);
+  *resp = ToProto(reservations_.Slots(FromProto(*req)));
   return Answer(ctx, grpc::Status::OK);
 }
 
@@ -333,13 +221,15 @@ grpc::ServerWriteReactor<v1::Event>* WatchpointService::StreamEvents(
   auto caller = Caller(ctx, &status);
   if (!caller) return new FinishedWriter(status);
   auto* writer = new EventWriter(reservations_);
-  auto stream = reservations_.Follow(*caller, *req, [writer] { writer->TryWrite(); });
-  if (auto* refused = std::get_if<Refused>(&stream)) {
-    auto* refusal = new FinishedWriter(ToStatus(*refused));
+  auto stream = reservations_.Follow(
+      *caller, std::vector<uint64_t>(req->reservation_ids().begin(), req->reservation_ids().end()),
+      req->lifecycle(), [writer] { writer->TryWrite(); });
+  if (!stream) {
     delete writer;
-    return refusal;
+    refusals_.fetch_add(1, std::memory_order_relaxed);
+    return new FinishedWriter(ToStatus(stream.problem()));
   }
-  writer->Attach(std::get<std::shared_ptr<EventStream>>(std::move(stream)));
+  writer->Attach(std::move(stream).value());
   return writer;
 }
 
@@ -351,7 +241,8 @@ grpc::ServerUnaryReactor* WatchpointService::Stats(grpc::CallbackServerContext* 
   auto peer = Caller(ctx, &status);
   if (!peer) return Answer(ctx, status);
   resp->set_reservations_active(reservations_.active());
-  resp->set_refusals(reservations_.refusals());
+  // Refused calls, and threads of watched processes that did not fit.
+  resp->set_refusals(refusals_.load(std::memory_order_relaxed) + reservations_.threads_refused());
   resp->set_events_sent(reservations_.events_sent());
   resp->set_events_lost(reservations_.events_lost());
   resp->set_lock_mode(std::string(engine::LockModeName(reservations_.lock_mode())));

@@ -11,6 +11,7 @@
 
 #include "arch/capabilities.h"
 #include "arch/self_test.h"
+#include "daemon/convert.h"
 #include "daemon/peers.h"
 #include "daemon/reservations.h"
 #include "hwwatch/v1/hwwatch.grpc.pb.h"
@@ -18,11 +19,6 @@
 namespace hwwatch::daemon {
 
 namespace v1 = ::hwwatch::v1;
-
-// Builds the GetCapabilities answer from what arch/ discovered.
-v1::Capabilities CapabilitiesToProto(const arch::HostCapabilities& caps);
-v1::SelfTestResult SelfTestToProto(const arch::SelfTestResult& r);
-v1::Backend BackendToProto(arch::Backend b);
 
 class WatchpointService final : public v1::WatchpointManager::CallbackService {
  public:
@@ -65,6 +61,8 @@ class WatchpointService final : public v1::WatchpointManager::CallbackService {
   // A unary call answered at once with `status`.
   static grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx,
                                           const grpc::Status& status);
+  // A refused call: counted (Stats.refusals) and answered with its status.
+  grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const Problem& p);
   static grpc::Status NotBuilt(const char* what);
   // The caller of this call, or nullopt (then `status` says why).
   std::optional<Peer> Caller(grpc::CallbackServerContext* ctx, grpc::Status* status) const;
@@ -74,6 +72,7 @@ class WatchpointService final : public v1::WatchpointManager::CallbackService {
   ReservationManager& reservations_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::array<std::atomic<uint64_t>, kMethodCount> calls_{};
+  std::atomic<uint64_t> refusals_{0};
 };
 
 }  // namespace hwwatch::daemon

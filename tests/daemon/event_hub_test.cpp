@@ -4,35 +4,48 @@
 
 #include <gtest/gtest.h>
 
+#include "daemon/events.h"
+
 #include <atomic>
 #include <thread>
 
 namespace hwwatch::daemon {
 namespace {
 
-v1::Event HitOf(uint64_t reservation, uint64_t ip) {
-  v1::Event e;
-  e.mutable_hit()->set_reservation_id(reservation);
-  e.mutable_hit()->set_ip(ip);
-  return e;
+Event HitOf(uint64_t reservation, uint64_t ip) {
+  RawHit h;
+  h.group = reservation;
+  h.ip = ip;
+  return HitEvent(h);
 }
 
-v1::Event ReleasedOf(uint64_t reservation) {
-  v1::Event e;
-  e.mutable_released()->set_reservation_id(reservation);
-  return e;
-}
+Event ReleasedOf(uint64_t reservation) { return ReleasedEvent(reservation, "released"); }
+
+const Event::Hit* HitIn(const Event& e) { return std::get_if<Event::Hit>(&e.kind); }
+const Event::Lost* LostIn(const Event& e) { return std::get_if<Event::Lost>(&e.kind); }
 
 std::vector<uint64_t> Drain(EventStream& s) {
   std::vector<uint64_t> ips;
-  while (auto e = s.Pop()) ips.push_back(e->has_hit() ? e->hit().ip() : 0);
+  while (auto e = s.Pop()) ips.push_back(HitIn(*e) != nullptr ? HitIn(*e)->ip : 0);
   return ips;
 }
 
-TEST(EventHub, HitsGoToTheOwningSessionOrToStreamsNamingTheReservation) {
+// A hub with the membership that routes its events.
+struct Hub {
+  explicit Hub(size_t capacity = EventHub::kDefaultCapacity) : hub(members, capacity) {}
+  // `reservation` is owned by `session` (a group of its own).
+  void SetOwner(uint64_t reservation, uint64_t session) {
+    members.Join(reservation, reservation, session);
+  }
+  Membership members;
   EventHub hub;
-  hub.SetOwner(10, /*session=*/1);
-  hub.SetOwner(20, /*session=*/2);
+};
+
+TEST(EventHub, HitsGoToTheOwningSessionOrToStreamsNamingTheReservation) {
+  Hub h;
+  EventHub& hub = h.hub;
+  h.SetOwner(10, /*session=*/1);
+  h.SetOwner(20, /*session=*/2);
   auto session1 = hub.Subscribe(1, {}, false, nullptr);
   auto session2 = hub.Subscribe(2, {}, false, nullptr);
   auto only20 = hub.Subscribe(3, {20}, false, nullptr);
@@ -46,20 +59,22 @@ TEST(EventHub, HitsGoToTheOwningSessionOrToStreamsNamingTheReservation) {
 }
 
 TEST(EventHub, LifecycleEventsOnlyForStreamsThatAskedForThem) {
-  EventHub hub;
-  hub.SetOwner(10, 1);
+  Hub h;
+  EventHub& hub = h.hub;
+  h.SetOwner(10, 1);
   auto quiet = hub.Subscribe(1, {}, false, nullptr);
   auto told = hub.Subscribe(1, {}, true, nullptr);
   hub.Publish(10, ReleasedOf(10), true);
   EXPECT_FALSE(quiet->Pop().has_value());
   auto e = told->Pop();
   ASSERT_TRUE(e.has_value());
-  EXPECT_TRUE(e->has_released());
+  EXPECT_TRUE(std::holds_alternative<Event::Released>(e->kind));
 }
 
 TEST(EventHub, AFullQueueDropsAndReportsTheCountBeforeTheNextEvent) {
-  EventHub hub(/*capacity=*/3);
-  hub.SetOwner(10, 1);
+  Hub h(/*capacity=*/3);
+  EventHub& hub = h.hub;
+  h.SetOwner(10, 1);
   auto s = hub.Subscribe(1, {}, false, nullptr);
   for (uint64_t i = 1; i <= 10; ++i) hub.Publish(10, HitOf(10, i), false);
   EXPECT_EQ(hub.sent(), 3u);
@@ -67,13 +82,14 @@ TEST(EventHub, AFullQueueDropsAndReportsTheCountBeforeTheNextEvent) {
   // The lost count comes first, then the events that fit, numbered in order.
   auto first = s->Pop();
   ASSERT_TRUE(first.has_value());
-  ASSERT_TRUE(first->has_lost());
-  EXPECT_EQ(first->lost().count(), 7u);
-  EXPECT_EQ(first->sequence(), 1u);
+  ASSERT_NE(LostIn(*first), nullptr);
+  EXPECT_EQ(LostIn(*first)->count, 7u);
+  EXPECT_EQ(first->sequence, 1u);
   std::vector<uint64_t> seq;
   while (auto e = s->Pop()) {
-    EXPECT_EQ(e->hit().ip(), e->sequence() - 1);
-    seq.push_back(e->sequence());
+    ASSERT_NE(HitIn(*e), nullptr);
+    EXPECT_EQ(HitIn(*e)->ip, e->sequence - 1);
+    seq.push_back(e->sequence);
   }
   EXPECT_EQ(seq, (std::vector<uint64_t>{2, 3, 4}));
   // Room again: nothing more is lost.
@@ -82,8 +98,9 @@ TEST(EventHub, AFullQueueDropsAndReportsTheCountBeforeTheNextEvent) {
 }
 
 TEST(EventHub, NotifiesOnlyWhenTheQueueBecomesNonEmptyAndNeverAfterUnsubscribe) {
-  EventHub hub;
-  hub.SetOwner(10, 1);
+  Hub h;
+  EventHub& hub = h.hub;
+  h.SetOwner(10, 1);
   std::atomic<int> notified{0};
   auto s = hub.Subscribe(1, {}, false, [&] { ++notified; });
   hub.Publish(10, HitOf(10, 1), false);
@@ -101,11 +118,12 @@ TEST(EventHub, NotifiesOnlyWhenTheQueueBecomesNonEmptyAndNeverAfterUnsubscribe) 
 }
 
 TEST(EventHub, ForgottenReservationsReachOnlyStreamsThatNamedThem) {
-  EventHub hub;
-  hub.SetOwner(10, 1);
+  Hub h;
+  EventHub& hub = h.hub;
+  h.SetOwner(10, 1);
   auto session = hub.Subscribe(1, {}, false, nullptr);
   auto named = hub.Subscribe(2, {10}, false, nullptr);
-  hub.Forget(10);
+  h.members.Leave(10);
   hub.Publish(10, HitOf(10, 1), false);
   EXPECT_TRUE(Drain(*session).empty());
   EXPECT_EQ(Drain(*named).size(), 1u);
@@ -114,8 +132,9 @@ TEST(EventHub, ForgottenReservationsReachOnlyStreamsThatNamedThem) {
 // Producers on several threads, one consumer, a small queue: every event is
 // either delivered or counted lost, none twice (run under TSan too).
 TEST(EventHub, ConcurrentProducersLoseNothingUncounted) {
-  EventHub hub(/*capacity=*/64);
-  hub.SetOwner(10, 1);
+  Hub h(/*capacity=*/64);
+  EventHub& hub = h.hub;
+  h.SetOwner(10, 1);
   std::atomic<uint64_t> received{0}, lost{0};
   auto s = hub.Subscribe(1, {}, false, nullptr);
   std::atomic<bool> stop{false};
@@ -123,8 +142,8 @@ TEST(EventHub, ConcurrentProducersLoseNothingUncounted) {
     for (;;) {
       const bool last = stop.load();
       while (auto e = s->Pop()) {
-        if (e->has_lost()) {
-          lost += e->lost().count();
+        if (LostIn(*e) != nullptr) {
+          lost += LostIn(*e)->count;
         } else {
           ++received;
         }
@@ -146,6 +165,29 @@ TEST(EventHub, ConcurrentProducersLoseNothingUncounted) {
   EXPECT_EQ(received.load() + lost.load(), uint64_t{kThreads} * kEach);
   EXPECT_EQ(received.load(), hub.sent());
   EXPECT_EQ(lost.load(), hub.lost());
+}
+
+// Sharers of one group of registers: each gets the group's events under
+// its own reservation id, on its own session's streams.
+TEST(EventHub, GroupEventsReachEveryMemberUnderItsOwnId) {
+  Hub h;
+  h.members.Join(10, 10, /*session=*/1);
+  h.members.Join(10, 11, /*session=*/2);
+  auto first = h.hub.Subscribe(1, {}, false, nullptr);
+  auto second = h.hub.Subscribe(2, {}, false, nullptr);
+  h.hub.PublishGroup(10, HitOf(10, 0x100), false);
+  auto a = first->Pop();
+  auto b = second->Pop();
+  ASSERT_TRUE(a && b);
+  ASSERT_NE(HitIn(*a), nullptr);
+  ASSERT_NE(HitIn(*b), nullptr);
+  EXPECT_EQ(HitIn(*a)->reservation_id, 10u);
+  EXPECT_EQ(HitIn(*b)->reservation_id, 11u);
+  // The first member leaves; the group keeps its id for the one left.
+  EXPECT_EQ(h.members.Leave(10), 1u);
+  h.hub.PublishGroup(10, HitOf(10, 0x200), false);
+  EXPECT_TRUE(Drain(*first).empty());
+  EXPECT_EQ(Drain(*second), (std::vector<uint64_t>{0x200}));
 }
 
 }  // namespace

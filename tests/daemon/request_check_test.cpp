@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "daemon/convert.h"
 #include "tests/support/requests.h"
 
 namespace hwwatch::daemon {
@@ -12,6 +13,15 @@ namespace v1 = ::hwwatch::v1;
 using testing::OverCover;
 using testing::Tid;
 using testing::Watch;
+
+// Requests as a client writes them, through the service edge's conversion.
+Result<TargetSpec> CheckTarget(const v1::Target& t, unsigned cpus) {
+  return daemon::CheckTarget(FromProto(t), cpus);
+}
+Result<WatchSpec> CheckWatch(const v1::Watch& w, const TargetSpec& t,
+                             const arch::HostCapabilities& caps) {
+  return daemon::CheckWatch(FromProto(w), t, caps);
+}
 
 const arch::HostCapabilities& X86() {
   static const arch::HostCapabilities caps = arch::X86_64Capabilities(4);

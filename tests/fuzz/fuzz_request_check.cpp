@@ -1,13 +1,14 @@
 // libFuzzer target: request validation. Any bytes parsed as a ReserveRequest
-// go through CheckTarget and CheckWatch for an x86-64 and an arm64 host;
-// nothing may crash, and an accepted watch's cover must hold the region
-// within the host's registers.
+// go through the service edge's conversion, CheckTarget and CheckWatch for an x86-64 and an arm64
+// host; nothing may crash, and an accepted watch's cover must hold the region within the host's
+// registers.
 #include <cstddef>
 #include <cstdint>
 
 #include <google/protobuf/stubs/logging.h>
 
 #include "arch/capabilities.h"
+#include "daemon/convert.h"
 #include "daemon/request_check.h"
 #include "hwwatch/v1/hwwatch.pb.h"
 
@@ -34,9 +35,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   hwwatch::v1::ReserveRequest req;
   if (!req.ParseFromArray(data, static_cast<int>(size))) return 0;
   for (const auto& host : hosts) {
-    auto target = hwwatch::daemon::CheckTarget(req.target(), host.cpus);
+    auto target = hwwatch::daemon::CheckTarget(hwwatch::daemon::FromProto(req.target()), host.cpus);
     if (!target) continue;
-    auto watch = hwwatch::daemon::CheckWatch(req.watch(), *target, host);
+    auto watch =
+        hwwatch::daemon::CheckWatch(hwwatch::daemon::FromProto(req.watch()), *target, host);
     if (!watch) continue;
     const auto& cover = watch->cover;
     if (cover.registers.empty() || cover.needed() > 6) __builtin_trap();

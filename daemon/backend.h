@@ -1,0 +1,107 @@
+// How a reservation reaches the registers: one interface, one
+// implementation per file.
+//
+//   perf_events_backend   perf events the daemon opens and holds: counting,
+//                         and stops that the caller's own debugger takes
+//   perf_samples_backend  perf events writing samples to a ring the sample
+//                         reader drains
+//   tracer_stops_backend  perf stop events the tracer opens on threads it
+//                         traces, taking their SIGTRAPs itself
+//   ptrace_backend        the tracer writes the debug registers, in slots
+//                         the ptrace slot bank accounts
+//
+// The manager drives them in the same order for every reservation: Admit
+// (accounting), Arm (the kernel), and Disarm, which undoes both; Move for
+// a modify. Hits go to the daemon's HitSink (daemon/hit_sink.h).
+#pragma once
+
+#include <sys/types.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "arch/perf_event.h"
+#include "daemon/engine/constraints.h"
+#include "daemon/error.h"
+#include "daemon/request_check.h"
+#include "daemon/sample_reader.h"
+#include "daemon/types.h"
+
+namespace hwwatch::daemon {
+
+// What is armed on one thread (or one CPU) for a group of registers. Each
+// backend uses the fields it needs.
+struct ThreadArm {
+  pid_t tid = -1;  // -1: a CPU target
+  engine::ReservationId engine_id = 0;
+  // The tracer holds the thread for group `traced_group` (0: not traced).
+  uint64_t traced_group = 0;
+  // ptrace backend: the debug register index of each register.
+  std::vector<unsigned> slots;
+  arch::SlotType slot_type = arch::SlotType::kData;
+  // Counting and stop events; with samples, the region's registers after
+  // the first (they write into its ring).
+  std::vector<arch::PerfBreakpoint> events;
+  // Sample delivery: the first register with the ring, shared with the
+  // reader.
+  std::vector<std::shared_ptr<SampledEvent>> sampled;
+};
+
+// What to arm: the watch, and how its hits are delivered.
+struct ArmSpec {
+  const WatchSpec* watch = nullptr;
+  arch::SlotType type = arch::SlotType::kData;
+  arch::PerfOptions options;  // sig_data is the group id
+  ArmHow how;
+  bool capture = false;  // hits carry the watched bytes
+  uint64_t group = 0;
+};
+
+// Bytes of a watched region that a hit reports (Hit.value).
+inline uint32_t CaptureLength(const arch::Region& region) {
+  return static_cast<uint32_t>(std::min<uint64_t>(region.length, 64));
+}
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // Accounts `weight` registers of `type` on `where` (a thread or CPU):
+  // a ThreadArm with the admission filled in, or why it does not fit.
+  virtual Result<ThreadArm> Admit(const TargetSpec& where, arch::SlotType type, unsigned weight,
+                                  const ArmHow& how) = 0;
+  // Arms the admitted `arm` in the kernel. On failure the caller disarms it.
+  virtual std::optional<Problem> Arm(ThreadArm& arm, const TargetSpec& where,
+                                     const ArmSpec& spec) = 0;
+  // Closes what Arm opened and gives back what Admit took. Idempotent.
+  virtual void Disarm(ThreadArm& arm) = 0;
+
+  // Moves every arm to `to` in the kernel, or none: on failure each arm is
+  // back on `from`, still armed. `where(arm)` is the arm's thread or CPU.
+  // Unless AccountsItself(), the engine was changed by the caller first.
+  virtual std::optional<Problem> Move(std::vector<ThreadArm>& arms, const TargetSpec& target,
+                                      const WatchSpec& from, const ArmSpec& to) = 0;
+  // Move does its own accounting (the ptrace slot bank).
+  virtual bool AccountsItself() const { return false; }
+
+  // Threads `tgid` starts from now on get `spec` before they first run
+  // (`first` is the process's first arm). Only backends whose tracer sees
+  // clones do anything; the others' new threads are found in /proc.
+  virtual void Follow(pid_t /*tgid*/, const ThreadArm& /*first*/, const ArmSpec& /*spec*/) {}
+  virtual void Unfollow(pid_t /*tgid*/, uint64_t /*group*/) {}
+
+  // Hits the kernel counted on `arm` (0 where the backend does not count).
+  virtual uint64_t Hits(const ThreadArm& arm) const = 0;
+};
+
+// A process's arm lives on its thread; a thread or CPU target's on itself.
+inline TargetSpec WhereArmed(const TargetSpec& target, const ThreadArm& arm) {
+  return target.kind == TargetSpec::Kind::kProcess
+             ? TargetSpec{TargetSpec::Kind::kThread, arm.tid, 0}
+             : target;
+}
+
+}  // namespace hwwatch::daemon

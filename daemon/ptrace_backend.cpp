@@ -1,0 +1,112 @@
+#include "daemon/ptrace_backend.h"
+
+#include <spdlog/spdlog.h>
+
+#include "daemon/tracer_stops_backend.h"
+
+namespace hwwatch::daemon {
+
+Result<ThreadArm> PtraceBackend::Admit(const TargetSpec& where, arch::SlotType type,
+                                       unsigned weight, const ArmHow& how) {
+  // Accounted per debug register index (see ptrace_slots.h).
+  auto taken = bank_.Take(where.tid, type, weight, how.slot);
+  if (!taken) return std::move(taken).problem();
+  ThreadArm arm;
+  arm.tid = where.tid;
+  arm.slots = std::move(taken.value());
+  arm.slot_type = type;
+  return arm;
+}
+
+std::optional<Problem> PtraceBackend::Arm(ThreadArm& arm, const TargetSpec& where,
+                                          const ArmSpec& spec) {
+  TraceUse use = TraceUseFor(caps_.arch, spec);
+  use.slots = std::move(arm.slots);
+  arm.slots.clear();
+  auto armed = tracer_.Add(where.tid, use);
+  bank_.Put(where.tid, spec.type, use.slots);
+  if (!armed.ok()) {
+    return ProblemFromErrno(armed.error(), KernelStep::kArm, where.tid, spec.watch->weight());
+  }
+  // The tracer may have armed it already (a followed process's new
+  // thread): account what it used.
+  if (auto held = bank_.TakeExactly(where.tid, spec.type, *armed); !held) {
+    tracer_.Remove(where.tid, spec.group);
+    return std::move(held).problem();
+  }
+  arm.traced_group = spec.group;
+  arm.slots = *armed;
+  return std::nullopt;
+}
+
+void PtraceBackend::Disarm(ThreadArm& arm) {
+  if (arm.traced_group != 0) tracer_.Remove(arm.tid, arm.traced_group);
+  arm.traced_group = 0;
+  if (!arm.slots.empty()) bank_.Put(arm.tid, arm.slot_type, arm.slots);
+  arm.slots.clear();
+}
+
+void PtraceBackend::Restore(pid_t tid, arch::SlotType type, const std::vector<unsigned>& slots,
+                            arch::SlotType back_type, const std::vector<unsigned>& back) {
+  bank_.Put(tid, type, slots);
+  if (auto again = bank_.TakeExactly(tid, back_type, back); !again) {
+    spdlog::error("modify: thread {} could not take its old debug registers back: {}", tid,
+                  again.problem().message);
+  }
+}
+
+std::optional<Problem> PtraceBackend::Move(std::vector<ThreadArm>& arms, const TargetSpec& target,
+                                           const WatchSpec& from, const ArmSpec& to) {
+  // Per thread: slots taken as if the old watch were released, then one
+  // stop that swaps the registers. A failure puts back the threads done.
+  const unsigned weight = to.watch->weight();
+  std::vector<std::pair<ThreadArm*, std::vector<unsigned>>> done;  // (arm, its old slots)
+  std::optional<Problem> failed;
+  for (ThreadArm& arm : arms) {
+    bank_.Put(arm.tid, arm.slot_type, arm.slots);
+    auto taken = bank_.Take(arm.tid, to.type, weight, to.how.slot);
+    if (!taken) {
+      Restore(arm.tid, to.type, {}, arm.slot_type, arm.slots);
+      failed = std::move(taken).problem();
+      break;
+    }
+    TraceUse use = TraceUseFor(caps_.arch, to);
+    use.slots = *taken;
+    if (arch::Status st = tracer_.Replace(arm.tid, use); !st.ok()) {
+      Restore(arm.tid, to.type, use.slots, arm.slot_type, arm.slots);
+      failed = ProblemFromErrno(st.error(), KernelStep::kArm, WhereArmed(target, arm).tid, weight);
+      break;
+    }
+    done.emplace_back(&arm, arm.slots);
+    arm.slots = use.slots;
+    arm.slot_type = to.type;
+  }
+  if (failed) {
+    const arch::SlotType old_type = arch::SlotTypeOf(from.region.access);
+    ArmSpec old = to;
+    old.watch = &from;
+    old.type = old_type;
+    for (auto& [arm, old_slots] : done) {
+      Restore(arm->tid, arm->slot_type, arm->slots, old_type, old_slots);
+      TraceUse use = TraceUseFor(caps_.arch, old);
+      use.slots = old_slots;
+      if (arch::Status st = tracer_.Replace(arm->tid, use); !st.ok()) {
+        spdlog::error("modify: thread {} could not get its old watch back: {}", arm->tid,
+                      st.error().message);
+      }
+      arm->slots = old_slots;
+      arm->slot_type = old_type;
+    }
+  }
+  return failed;
+}
+
+void PtraceBackend::Follow(pid_t tgid, const ThreadArm& first, const ArmSpec& spec) {
+  TraceUse use = TraceUseFor(caps_.arch, spec);
+  use.slots = first.slots;  // a new thread has every index free
+  tracer_.Follow(tgid, use);
+}
+
+void PtraceBackend::Unfollow(pid_t tgid, uint64_t group) { tracer_.Unfollow(tgid, group); }
+
+}  // namespace hwwatch::daemon

@@ -1,0 +1,188 @@
+// The daemon's vocabulary: requests, reservations, slot views and events as
+// plain structs. The service converts between these and the protobuf API
+// at its edge (daemon/convert.h); below it nothing knows protobuf.
+#pragma once
+
+#include <sys/types.h>
+#include <time.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "arch/arch.h"
+#include "arch/region.h"
+#include "daemon/error.h"
+
+namespace hwwatch::daemon {
+
+struct TargetSpec {
+  // kNone: the request named no target (refused by CheckTarget).
+  enum class Kind { kNone, kThread, kProcess, kCpu, kThreadOnCpu };
+  Kind kind = Kind::kThread;
+  pid_t tid = 0;     // thread or process id (unused for kCpu)
+  unsigned cpu = 0;  // kCpu and kThreadOnCpu
+
+  bool is_task() const { return kind != Kind::kCpu; }
+  // Equal targets share registers (see ShareKey).
+  bool operator==(const TargetSpec&) const = default;
+};
+
+// A watch as the caller asked for it (echoed back in reservations).
+struct WatchRequest {
+  uint64_t address = 0;
+  uint64_t length = 0;
+  std::optional<arch::Access> access;  // none: missing or unknown
+  bool over_cover = false;
+  std::string symbol;  // the name the client looked the address up by
+  bool operator==(const WatchRequest&) const = default;
+};
+
+// A checked watch with the registers chosen for it.
+struct WatchSpec {
+  arch::Region region;
+  arch::CoverMode mode = arch::CoverMode::kExact;
+  arch::Cover cover;
+  unsigned weight() const { return cover.needed(); }
+};
+
+enum class BackendChoice { kAuto, kPerf, kPtrace };
+enum class Delivery { kDefault, kSamples, kStop, kCount };
+
+struct Lease {
+  int64_t seconds = 0;
+  int32_t nanos = 0;
+};
+
+struct ReserveArgs {
+  TargetSpec target;
+  WatchRequest watch;
+  BackendChoice backend = BackendChoice::kAuto;
+  Delivery delivery = Delivery::kDefault;
+  std::optional<unsigned> slot;  // a chosen debug register (ptrace)
+  Lease lease;
+  std::string label;
+  bool capture_value = false;
+  std::optional<uint64_t> reclaim;  // take back an orphaned reservation
+};
+
+struct Owner {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  pid_t pid = 0;
+  uint64_t session_id = 0;
+};
+
+struct RegisterInfo {
+  uint64_t address = 0;
+  uint32_t length = 0;
+  std::optional<unsigned> slot;  // ptrace backend on a thread: DRn
+};
+
+struct ReservationInfo {
+  uint64_t id = 0;
+  TargetSpec target;
+  WatchRequest watch;
+  BackendChoice backend = BackendChoice::kPerf;
+  Delivery delivery = Delivery::kSamples;
+  arch::SlotType slot_type = arch::SlotType::kData;
+  unsigned weight = 0;
+  std::vector<RegisterInfo> registers;
+  Owner owner;
+  timespec created{};
+  Lease lease;
+  std::string label;
+  unsigned sharers = 1;
+  uint64_t hits = 0;
+  bool orphaned = false;
+};
+
+struct SlotsArgs {
+  bool probe = false;  // would `watch` on `target` fit?
+  TargetSpec target{TargetSpec::Kind::kNone, 0, 0};
+  WatchRequest watch;
+};
+
+struct SlotsView {
+  struct Cpu {
+    unsigned cpu = 0;
+    arch::SlotType slot_type = arch::SlotType::kData;
+    unsigned slots = 0, cpu_pinned = 0, max_task_pinned = 0, free = 0;
+    std::vector<unsigned> tasks_by_slots;
+  };
+  struct Task {
+    pid_t tid = 0;
+    arch::SlotType slot_type = arch::SlotType::kData;
+    unsigned all_cpus = 0;
+    std::map<unsigned, unsigned> per_cpu;
+  };
+  struct Probe {
+    bool fits = false;
+    unsigned weight = 0;
+    std::vector<RegisterInfo> registers;
+    std::optional<Refusal> refusal;
+  };
+  std::vector<Cpu> cpus;
+  std::vector<Task> tasks;
+  std::optional<Probe> probe;
+};
+
+// A hit as a backend saw it, for the registers of group `group`.
+struct RawHit {
+  uint64_t group = 0;
+  pid_t tid = 0;
+  uint64_t ip = 0;
+  uint64_t address = 0;
+  std::optional<unsigned> slot;
+  std::optional<std::string> value;
+};
+
+// The kinds of Event (below).
+namespace event {
+struct Hit {
+  uint64_t reservation_id = 0;
+  pid_t tid = 0;
+  uint64_t ip = 0;
+  uint64_t address = 0;
+  std::optional<unsigned> slot;
+  std::optional<std::string> value;
+};
+struct ThreadAdded {
+  uint64_t reservation_id = 0;
+  pid_t pid = 0, tid = 0;
+};
+struct Execed {
+  uint64_t reservation_id = 0;
+  pid_t pid = 0;
+};
+struct Exited {
+  uint64_t reservation_id = 0;
+  pid_t tid = 0;
+};
+struct Lost {
+  uint64_t count = 0;
+};
+struct Released {
+  uint64_t reservation_id = 0;
+  std::string why;
+};
+}  // namespace event
+
+// What a stream carries (v1.Event). Built only by the functions in
+// daemon/events.h.
+struct Event {
+  using Hit = event::Hit;
+  using ThreadAdded = event::ThreadAdded;
+  using Execed = event::Execed;
+  using Exited = event::Exited;
+  using Lost = event::Lost;
+  using Released = event::Released;
+  uint64_t sequence = 0;  // per stream, set when popped
+  timespec time{};
+  std::variant<Hit, ThreadAdded, Execed, Exited, Lost, Released> kind;
+};
+
+}  // namespace hwwatch::daemon
