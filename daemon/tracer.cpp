@@ -25,6 +25,7 @@
 
 #include "arch/perf_event.h"
 #include "daemon/authz.h"
+#include "daemon/wait_status.h"
 
 #if defined(__aarch64__)
 #include <asm/ptrace.h>
@@ -49,10 +50,6 @@ constexpr std::chrono::milliseconds kStopTimeout{2000};
 // Poll period for tracee state changes when SIGCHLD may not reach us (a
 // process that does not block SIGCHLD everywhere, such as a test).
 constexpr int kPollMs = 50;
-
-bool IsJobControlStop(int sig) {
-  return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
-}
 
 // Field 22 of /proc/TGID/task/TID/stat: when the thread started (ticks
 // since boot); with the tid it names one thread for the life of the
@@ -248,7 +245,7 @@ bool Tracer::SweepPending() {
       return false;  // a child of someone else in this process: look at ours one by one
     }
     int status = 0;
-    if (waitpid(pid, &status, WNOHANG | __WALL) == pid) HandleStop(pid, status);
+    if (waitpid(pid, &status, WNOHANG | __WALL) == pid) HandleStop(pid, WaitStatus(status));
   }
   return false;
 }
@@ -264,10 +261,10 @@ void Tracer::SweepAll() {
       int status = 0;
       const pid_t r = waitpid(tid, &status, WNOHANG | __WALL);
       if (r == tid) {
-        HandleStop(tid, status);
+        HandleStop(tid, WaitStatus(status));
         changed = true;
       } else if (r < 0 && errno == ECHILD) {
-        ThreadGone(tid, 0);  // no longer ours (reaped elsewhere)
+        ThreadGone(tid, WaitStatus());  // no longer ours (reaped elsewhere)
       }
     }
   }
@@ -292,9 +289,12 @@ Tracer::Tracee* Tracer::Attach(pid_t tid, bool seize) {
   return raw;
 }
 
-pid_t Tracer::WaitFor(pid_t tid, int* status, std::chrono::steady_clock::time_point deadline) {
+pid_t Tracer::WaitFor(pid_t tid, WaitStatus* status,
+                      std::chrono::steady_clock::time_point deadline) {
   for (;;) {
-    const pid_t r = waitpid(tid, status, WNOHANG | __WALL);
+    int raw = 0;
+    const pid_t r = waitpid(tid, &raw, WNOHANG | __WALL);
+    if (r > 0) *status = WaitStatus(raw);
     if (r != 0) return r;
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
@@ -313,23 +313,23 @@ pid_t Tracer::WaitFor(pid_t tid, int* status, std::chrono::steady_clock::time_po
 bool Tracer::InStop(Tracee& t, const std::function<void()>& fn) {
   const pid_t tid = t.tid;
   if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
-    ThreadGone(tid, 0);
+    ThreadGone(tid, WaitStatus());
     return false;
   }
   const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
   for (;;) {
-    int status = 0;
+    WaitStatus status;
     const pid_t r = WaitFor(tid, &status, deadline);
     if (r == 0) {
       spdlog::warn("thread {} did not stop within {} ms", tid, kStopTimeout.count());
       return false;  // the interrupt stays pending; Loop() resumes it later
     }
-    if (r < 0 || !WIFSTOPPED(status)) {
-      ThreadGone(tid, r < 0 ? 0 : status);
+    if (r < 0 || !status.stopped()) {
+      ThreadGone(tid, r < 0 ? WaitStatus() : status);
       return false;
     }
     fn();
-    if (status >> 16 == PTRACE_EVENT_STOP) {
+    if (status.event_stop()) {
       Resume(t, status, 0);
     } else {
       // Some other stop came first (a signal, a clone): handled as usual;
@@ -340,9 +340,8 @@ bool Tracer::InStop(Tracee& t, const std::function<void()>& fn) {
   }
 }
 
-void Tracer::Resume(Tracee& t, int status, int deliver) {
-  const int sig = WSTOPSIG(status);
-  if (status >> 16 == PTRACE_EVENT_STOP && IsJobControlStop(sig)) {
+void Tracer::Resume(Tracee& t, WaitStatus status, int deliver) {
+  if (status.group_stop()) {
     // A group stop: stay stopped (job control works) but keep reporting.
     (void)ptrace(PTRACE_LISTEN, t.tid, nullptr, nullptr);
     return;
@@ -350,8 +349,8 @@ void Tracer::Resume(Tracee& t, int status, int deliver) {
   (void)ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<long>(deliver)));
 }
 
-void Tracer::HandleStop(pid_t tid, int status) {
-  if (WIFEXITED(status) || WIFSIGNALED(status)) {
+void Tracer::HandleStop(pid_t tid, WaitStatus status) {
+  if (status.ended()) {
     ThreadGone(tid, status);
     return;
   }
@@ -383,8 +382,8 @@ void Tracer::HandleStop(pid_t tid, int status) {
       Journal(*t);
     }
   }
-  const int sig = WSTOPSIG(status);
-  switch (status >> 16) {
+  const int sig = status.stop_signal();
+  switch (status.ptrace_event()) {
     case PTRACE_EVENT_CLONE: {
       unsigned long child = 0;
       if (ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child) == 0 &&
@@ -642,14 +641,14 @@ void Tracer::Release(Tracee& t) {
   if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0) {
     const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
     for (;;) {
-      int status = 0;
+      WaitStatus status;
       const pid_t r = WaitFor(tid, &status, deadline);
-      if (r != tid || !WIFSTOPPED(status)) {
+      if (r != tid || !status.stopped()) {
         if (r == 0) spdlog::error("thread {} did not stop to be detached", tid);
         break;
       }
-      const int sig = WSTOPSIG(status);
-      if (status >> 16 == 0 && sig == SIGTRAP) {
+      const int sig = status.stop_signal();
+      if (status.signal_stop() && sig == SIGTRAP) {
         // A trap of ours (a hit not yet taken) must not reach the target.
         siginfo_t si{};
         (void)ptrace(PTRACE_GETSIGINFO, tid, nullptr, &si);
@@ -658,7 +657,7 @@ void Tracer::Release(Tracee& t) {
           continue;
         }
       }
-      detach(status >> 16 == 0 ? sig : 0);
+      detach(status.signal_stop() ? sig : 0);
       break;
     }
   }
@@ -666,14 +665,14 @@ void Tracer::Release(Tracee& t) {
   tracees_.erase(tid);
 }
 
-void Tracer::ThreadGone(pid_t tid, int status) {
+void Tracer::ThreadGone(pid_t tid, WaitStatus status) {
   auto it = tracees_.find(tid);
   if (it == tracees_.end()) return;
   std::unique_ptr<Tracee> t = std::move(it->second);
   tracees_.erase(it);
   JournalNone(tid);
   if (sink_.exited) {
-    for (const auto& h : t->uses) sink_.exited(h.use.group, tid, status);
+    for (const auto& h : t->uses) sink_.exited(h.use.group, tid, status.raw());
   }
 }
 

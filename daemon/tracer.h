@@ -44,6 +44,7 @@
 #include "arch/perf_event.h"
 #include "arch/ptrace_debugreg.h"
 #include "arch/result.h"
+#include "daemon/wait_status.h"
 
 namespace hwwatch::daemon {
 
@@ -126,19 +127,19 @@ class Tracer {
   // Stops `t` (PTRACE_INTERRUPT), runs fn in that stop, resumes it;
   // false when the thread is gone.
   bool InStop(Tracee& t, const std::function<void()>& fn);
-  void HandleStop(pid_t tid, int status);
+  void HandleStop(pid_t tid, WaitStatus status);
   // Takes the pending state changes of tracees; false when a child that is
   // not ours is in the way (a test forks in this process): then
   // SweepAll() looks at each tracee, as it also does once a second.
   bool SweepPending();
   void SweepAll();
   // waitpid(tid) until it reports a change or `deadline` passes (0).
-  pid_t WaitFor(pid_t tid, int* status, std::chrono::steady_clock::time_point deadline);
-  void Resume(Tracee& t, int status, int deliver);
+  pid_t WaitFor(pid_t tid, WaitStatus* status, std::chrono::steady_clock::time_point deadline);
+  void Resume(Tracee& t, WaitStatus status, int deliver);
   arch::Result<std::vector<unsigned>> ArmUse(Tracee& t, const TraceUse& use);
   arch::Result<std::vector<arch::PerfBreakpoint>> OpenPerfStop(pid_t tid, const TraceUse& use);
   void DisarmUse(Tracee& t, const TraceUse& use);
-  void ThreadGone(pid_t tid, int status);
+  void ThreadGone(pid_t tid, WaitStatus status);
   void Exec(pid_t tid);
   // Clears everything and detaches `t` (in a stop of our own).
   void Release(Tracee& t);
