@@ -23,6 +23,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "arch/scoped_fd.h"
+
 namespace hwwatch::daemon {
 
 struct PeerCredentials {
@@ -60,7 +62,7 @@ class PeerRegistry {
 
   // The epoll descriptor that becomes readable when a tracked peer hangs
   // up; the owner waits on it and then calls Poll().
-  int epoll_fd() const { return epoll_fd_; }
+  int epoll_fd() const { return epoll_fd_.get(); }
 
   // Ends the sessions whose peers hung up. Non-blocking.
   void Poll();
@@ -78,14 +80,14 @@ class PeerRegistry {
  private:
   struct Entry {
     Peer peer;
-    int dup_fd = -1;  // keeps the socket alive for EPOLLRDHUP
+    arch::ScopedFd dup_fd;  // keeps the socket alive for EPOLLRDHUP
     ino_t inode = 0;
   };
   // Removes the entry under mu_ and returns it for the disconnect callback.
   std::optional<Peer> EraseLocked(int grpc_fd);
   void Notify(const std::vector<Peer>& ended);
 
-  int epoll_fd_ = -1;
+  arch::ScopedFd epoll_fd_;
   mutable std::mutex mu_;
   std::unordered_map<int, Entry> by_fd_;  // guarded by mu_
   uint64_t next_session_ = 1;             // guarded by mu_

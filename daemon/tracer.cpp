@@ -124,9 +124,19 @@ struct Tracer::Tracee {
 
 Tracer::Tracer(std::string journal_dir, Sink sink, std::vector<int> keep_fds)
     : journal_dir_(std::move(journal_dir)), sink_(std::move(sink)), keep_fds_(std::move(keep_fds)) {
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  // Created before the thread unshares its file table, so it is in both:
+  // ~Tracer closes this table's copy (wake_fd_'s destructor), the tracer
+  // thread's copy closes with its table when the thread exits.
+  wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   std::promise<void> ready;
   thread_ = std::thread([this, &ready] {
+    // The signalfd and the journal are opened below, after unshare(): they
+    // exist only in this thread's file table, where their numbers may name
+    // something else in the process's table. So this thread owns and
+    // closes them (files goes out of scope before the thread returns);
+    // ~Tracer, on another thread, must not.
+    ThreadFiles files;
+    files_ = &files;
     // SIGCHLD to a signalfd: blocked here (the daemon blocks it in every
     // thread; elsewhere the poll period covers a signal taken by another).
     sigset_t set;
@@ -145,7 +155,7 @@ Tracer::Tracer(std::string journal_dir, Sink sink, std::vector<int> keep_fds)
       // open after its owner closes it (gRPC's epoll would then report a
       // closed socket's events under a reused number).
       std::vector<int> keep = keep_fds_;
-      keep.insert(keep.end(), {0, 1, 2, wake_fd_});
+      keep.insert(keep.end(), {0, 1, 2, wake_fd_.get()});
       std::sort(keep.begin(), keep.end());
       unsigned from = 0;
       for (int fd : keep) {
@@ -156,11 +166,18 @@ Tracer::Tracer(std::string journal_dir, Sink sink, std::vector<int> keep_fds)
       }
       syscall(SYS_close_range, from, ~0U, 0);
     }
-    signal_fd_ = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    files.signal.reset(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     self_ = static_cast<pid_t>(syscall(SYS_gettid));
     ClearLeftovers();
     ready.set_value();
     Loop();
+    // ~Tracer released every tracee before it stopped the loop: nothing
+    // for the next start to do.
+    if (files.journal) {
+      files.journal.reset();
+      unlink(JournalPath().c_str());
+    }
+    files_ = nullptr;
   });
   ready.get_future().wait();
 }
@@ -175,19 +192,14 @@ Tracer::~Tracer() {
     stop_ = true;
   }
   Wake();
+  // The thread closes its signalfd and journal (and removes the journal)
+  // before it returns; wake_fd_ closes with this object.
   thread_.join();
-  if (journal_fd_ >= 0) {
-    // Everything was cleared: nothing for the next start to do.
-    close(journal_fd_);
-    unlink(JournalPath().c_str());
-  }
-  if (signal_fd_ >= 0) close(signal_fd_);
-  if (wake_fd_ >= 0) close(wake_fd_);
 }
 
 void Tracer::Wake() {
   const uint64_t one = 1;
-  (void)!write(wake_fd_, &one, sizeof one);
+  (void)!write(wake_fd_.get(), &one, sizeof one);
 }
 
 void Tracer::Run(std::function<void()> fn) {
@@ -209,12 +221,13 @@ void Tracer::Run(std::function<void()> fn) {
 
 void Tracer::Loop() {
   for (;;) {
-    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {signal_fd_, POLLIN, 0}};
+    const int signal_fd = files_->signal.get();
+    pollfd fds[2] = {{wake_fd_.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
     (void)poll(fds, 2, tracees_.empty() ? -1 : kPollMs);
     uint64_t n;
-    (void)!read(wake_fd_, &n, sizeof n);
+    (void)!read(wake_fd_.get(), &n, sizeof n);
     signalfd_siginfo si;
-    while (read(signal_fd_, &si, sizeof si) == sizeof si) {
+    while (read(signal_fd, &si, sizeof si) == sizeof si) {
     }
     std::deque<std::function<void()>> work;
     bool stop;
@@ -302,10 +315,11 @@ pid_t Tracer::WaitFor(pid_t tid, WaitStatus* status,
     // Woken by SIGCHLD (a tracee changed state); a few ms at most where
     // SIGCHLD may go to another thread. Loop() looks at every tracee after
     // the work that called this, so no other tracee's change is lost.
-    pollfd fd{signal_fd_, POLLIN, 0};
+    const int signal_fd = files_->signal.get();
+    pollfd fd{signal_fd, POLLIN, 0};
     (void)poll(&fd, 1, static_cast<int>(std::min<int64_t>(left.count() + 1, 5)));
     signalfd_siginfo si;
-    while (read(signal_fd_, &si, sizeof si) == sizeof si) {
+    while (read(signal_fd, &si, sizeof si) == sizeof si) {
     }
   }
 }
@@ -724,25 +738,25 @@ void Tracer::Journal(const Tracee& t) {
 void Tracer::JournalNone(pid_t tid) { JournalLine(std::to_string(tid) + " 0 0"); }
 
 void Tracer::JournalLine(const std::string& line) {
-  if (journal_fd_ < 0) return;
+  arch::ScopedFd& journal = files_->journal;
+  if (!journal) return;
   const std::string text = line + '\n';
-  if (write(journal_fd_, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+  if (write(journal.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
     spdlog::error("cannot append to the ptrace journal {}: {}", JournalPath(),
                   std::strerror(errno));
   }
   // Rewritten with only what is armed when mostly history.
   if (++journal_lines_ > 4096 && journal_lines_ > 4 * tracees_.size()) {
     const std::string tmp = JournalPath() + ".new";
-    const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return;
-    const int old = journal_fd_;
-    journal_fd_ = fd;
+    arch::ScopedFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd) return;
+    arch::ScopedFd old = std::exchange(journal, std::move(fd));
     journal_lines_ = 0;
     for (const auto& [tid, t] : tracees_) Journal(*t);
     if (rename(tmp.c_str(), JournalPath().c_str()) != 0) {
       spdlog::error("cannot compact the ptrace journal: {}", std::strerror(errno));
     }
-    close(old);
+    old.reset();
     // The fd was opened without O_APPEND: every write follows the last.
   }
 }
@@ -796,8 +810,9 @@ void Tracer::ClearLeftovers() {
                  l.slots.size(), tid, l.tgid);
   }
   // Started afresh only now: a crash while clearing leaves the old one.
-  journal_fd_ = open(JournalPath().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (journal_fd_ < 0) {
+  files_->journal.reset(
+      open(JournalPath().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!files_->journal) {
     spdlog::error("cannot write the ptrace journal {}: {}", JournalPath(), std::strerror(errno));
   }
 }

@@ -44,6 +44,7 @@
 #include "arch/perf_event.h"
 #include "arch/ptrace_debugreg.h"
 #include "arch/result.h"
+#include "arch/scoped_fd.h"
 #include "daemon/wait_status.h"
 
 namespace hwwatch::daemon {
@@ -163,11 +164,18 @@ class Tracer {
   std::mutex mu_;  // guards queue_, stop_
   std::deque<std::function<void()>> queue_;
   bool stop_ = false;
-  int wake_fd_ = -1;     // eventfd: work queued
-  int signal_fd_ = -1;   // SIGCHLD: a tracee changed state
-  pid_t self_ = 0;       // the tracer thread's tid
-  int journal_fd_ = -1;  // tracer thread
-  size_t journal_lines_ = 0;
+  // eventfd: work queued. In both file tables (see the constructor).
+  arch::ScopedFd wake_fd_;
+  // Descriptors of the tracer thread's private file table: owned by its
+  // thread function and closed there, never by ~Tracer (their numbers mean
+  // something else, or nothing, in the process's table).
+  struct ThreadFiles {
+    arch::ScopedFd signal;   // signalfd for SIGCHLD: a tracee changed state
+    arch::ScopedFd journal;  // JournalPath(), open for appending
+  };
+  ThreadFiles* files_ = nullptr;                           // tracer thread only, while it runs
+  pid_t self_ = 0;                                         // the tracer thread's tid
+  size_t journal_lines_ = 0;                               // tracer thread
   std::chrono::steady_clock::time_point last_full_sweep_;  // tracer thread
   std::thread thread_;
 };
