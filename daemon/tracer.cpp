@@ -9,7 +9,6 @@
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
-#include <sys/user.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,11 +25,6 @@
 #include "arch/perf_event.h"
 #include "daemon/authz.h"
 #include "daemon/wait_status.h"
-
-#if defined(__aarch64__)
-#include <asm/ptrace.h>
-#include <elf.h>
-#endif
 
 #ifndef TRAP_HWBKPT
 #define TRAP_HWBKPT 4
@@ -69,23 +63,10 @@ std::optional<uint64_t> StartTime(pid_t tid, pid_t tgid) {
   return std::stoull(field);
 }
 
-// The stopped tracee's instruction pointer.
+// The stopped tracee's instruction pointer, 0 when it cannot be read.
 uint64_t ReadIp(pid_t tid) {
-#if defined(__x86_64__)
-  user_regs_struct regs{};
-  if (ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return 0;
-  return regs.rip;
-#elif defined(__aarch64__)
-  user_pt_regs regs{};
-  iovec iov{&regs, sizeof regs};
-  if (ptrace(PTRACE_GETREGSET, tid, reinterpret_cast<void*>(uintptr_t{NT_PRSTATUS}), &iov) != 0) {
-    return 0;
-  }
-  return regs.pc;
-#else
-  (void)tid;
-  return 0;
-#endif
+  auto ip = arch::ReadInstructionPointer(tid);
+  return ip.ok() ? *ip : 0;
 }
 
 std::optional<std::string> ReadBytes(pid_t tid, uint64_t address, uint32_t length) {
