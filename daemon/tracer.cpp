@@ -23,7 +23,7 @@
 #include <sstream>
 
 #include "arch/perf_event.h"
-#include "daemon/authz.h"
+#include "daemon/procfs.h"
 #include "daemon/wait_status.h"
 
 #ifndef TRAP_HWBKPT
@@ -44,24 +44,6 @@ constexpr std::chrono::milliseconds kStopTimeout{2000};
 // Poll period for tracee state changes when SIGCHLD may not reach us (a
 // process that does not block SIGCHLD everywhere, such as a test).
 constexpr int kPollMs = 50;
-
-// Field 22 of /proc/TGID/task/TID/stat: when the thread started (ticks
-// since boot); with the tid it names one thread for the life of the
-// system. (Not /proc/TID/stat: that one sums the times of every thread.)
-std::optional<uint64_t> StartTime(pid_t tid, pid_t tgid) {
-  std::ifstream in("/proc/" + std::to_string(tgid) + "/task/" + std::to_string(tid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return std::nullopt;
-  const size_t paren = line.rfind(')');
-  if (paren == std::string::npos) return std::nullopt;
-  std::istringstream rest(line.substr(paren + 2));
-  std::string field;
-  // Fields 3.. follow the comm; the start time is field 22.
-  for (int i = 3; i <= 22; ++i) {
-    if (!(rest >> field)) return std::nullopt;
-  }
-  return std::stoull(field);
-}
 
 // The stopped tracee's instruction pointer, 0 when it cannot be read.
 uint64_t ReadIp(pid_t tid) {
@@ -234,7 +216,7 @@ bool Tracer::SweepPending() {
     if (waitid(P_ALL, 0, &si, WEXITED | WSTOPPED | WNOHANG | WNOWAIT | __WALL) != 0) return true;
     if (si.si_pid == 0) return true;  // nothing pending
     const pid_t pid = si.si_pid;
-    const auto creds = Find(pid) == nullptr ? ReadProcCreds(pid) : std::nullopt;
+    const auto creds = Find(pid) == nullptr ? procfs::ReadProcCreds(pid) : std::nullopt;
     if (Find(pid) == nullptr && (!creds || creds->tracer_pid != self_)) {
       return false;  // a child of someone else in this process: look at ours one by one
     }
@@ -271,9 +253,9 @@ Tracer::Tracee* Tracer::Find(pid_t tid) {
 
 Tracer::Tracee* Tracer::Attach(pid_t tid, bool seize) {
   auto t = std::make_unique<Tracee>(tid);
-  const auto creds = ReadProcCreds(tid);
+  const auto creds = procfs::ReadProcCreds(tid);
   t->tgid = creds ? creds->tgid : tid;
-  t->start_time = StartTime(tid, t->tgid).value_or(0);
+  t->start_time = procfs::StartTime(tid, t->tgid).value_or(0);
   if (seize && ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(kOptions)) != 0) {
     return nullptr;
   }
@@ -773,7 +755,8 @@ void Tracer::ClearLeftovers() {
     }
   }
   for (const auto& [tid, l] : left) {
-    if (l.slots.empty() || StartTime(tid, l.tgid) != l.start) continue;  // cleared, gone, recycled
+    if (l.slots.empty() || procfs::StartTime(tid, l.tgid) != l.start)
+      continue;  // cleared, gone, recycled
     Tracee* t = Attach(tid, true);
     if (t == nullptr) {
       spdlog::warn("thread {} has registers left by a previous hwwatchd but cannot be traced: {}",
