@@ -19,10 +19,22 @@
 
 #define CAPABILITY(x) HWW_TSA(capability(x))
 #define SCOPED_CAPABILITY HWW_TSA(scoped_lockable)
+// absl/base/internal/thread_annotations.h (which gRPC's headers include)
+// defines these five names too, with the same meaning: whichever header
+// comes first defines them (a second, different #define is an error with
+// -Werror when it is ours, silent in absl's system header).
+#ifndef GUARDED_BY
 #define GUARDED_BY(x) HWW_TSA(guarded_by(x))
+#endif
+#ifndef PT_GUARDED_BY
 #define PT_GUARDED_BY(x) HWW_TSA(pt_guarded_by(x))
+#endif
+#ifndef ACQUIRED_BEFORE
 #define ACQUIRED_BEFORE(...) HWW_TSA(acquired_before(__VA_ARGS__))
+#endif
+#ifndef ACQUIRED_AFTER
 #define ACQUIRED_AFTER(...) HWW_TSA(acquired_after(__VA_ARGS__))
+#endif
 #define REQUIRES(...) HWW_TSA(requires_capability(__VA_ARGS__))
 #define REQUIRES_SHARED(...) HWW_TSA(requires_shared_capability(__VA_ARGS__))
 #define ACQUIRE(...) HWW_TSA(acquire_capability(__VA_ARGS__))
@@ -32,7 +44,9 @@
 #define TRY_ACQUIRE(...) HWW_TSA(try_acquire_capability(__VA_ARGS__))
 #define EXCLUDES(...) HWW_TSA(locks_excluded(__VA_ARGS__))
 #define RETURN_CAPABILITY(x) HWW_TSA(lock_returned(x))
+#ifndef NO_THREAD_SAFETY_ANALYSIS
 #define NO_THREAD_SAFETY_ANALYSIS HWW_TSA(no_thread_safety_analysis)
+#endif
 
 namespace hwwatch {
 
