@@ -44,7 +44,7 @@ uint64_t PeerRegistry::Add(int grpc_fd, const PeerCredentials& creds) {
   std::vector<Peer> ended;
   uint64_t id = 0;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (auto old = EraseLocked(grpc_fd)) ended.push_back(*old);
     id = next_session_++;
     // Only hang-ups are of interest; gRPC reads the data through its own
@@ -64,7 +64,7 @@ uint64_t PeerRegistry::Add(int grpc_fd, const PeerCredentials& creds) {
 std::optional<Peer> PeerRegistry::Lookup(std::string_view grpc_peer) const {
   auto fd = ParseFdPeer(grpc_peer);
   if (!fd) return std::nullopt;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = by_fd_.find(*fd);
   if (it == by_fd_.end()) return std::nullopt;
   return it->second.peer;
@@ -85,7 +85,7 @@ void PeerRegistry::Poll() {
   for (;;) {
     int n = epoll_wait(epoll_fd_.get(), events, 64, 0);
     if (n <= 0) break;
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (int i = 0; i < n; ++i) {
       const int grpc_fd = static_cast<int>(events[i].data.u64 >> 32);
       const int dup_fd = static_cast<int>(events[i].data.u64 & 0xffffffffu);
@@ -102,7 +102,7 @@ void PeerRegistry::Poll() {
 void PeerRegistry::Sweep() {
   std::vector<Peer> ended;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     std::vector<int> stale;
     for (const auto& [fd, e] : by_fd_) {
       if (InodeOf(fd) != e.inode) stale.push_back(fd);
@@ -117,7 +117,7 @@ void PeerRegistry::Sweep() {
 void PeerRegistry::Clear() {
   std::vector<Peer> ended;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     while (!by_fd_.empty()) {
       if (auto p = EraseLocked(by_fd_.begin()->first)) ended.push_back(*p);
     }
@@ -126,7 +126,7 @@ void PeerRegistry::Clear() {
 }
 
 uint64_t PeerRegistry::active() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return by_fd_.size();
 }
 

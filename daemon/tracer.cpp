@@ -151,7 +151,7 @@ Tracer::~Tracer() {
     follows_.clear();
   });
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   Wake();
@@ -172,7 +172,7 @@ void Tracer::Run(std::function<void()> fn) {
   }
   std::promise<void> done;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     queue_.push_back([&] {
       fn();
       done.set_value();
@@ -195,7 +195,7 @@ void Tracer::Loop() {
     std::deque<std::function<void()>> work;
     bool stop;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       work.swap(queue_);
       stop = stop_;
     }
@@ -754,7 +754,10 @@ void Tracer::ClearLeftovers() {
       left[tid] = std::move(l);  // the last line of a thread wins
     }
   }
-  for (const auto& [tid, l] : left) {
+  // Not a structured binding: clang 14 cannot capture one in the lambda below.
+  for (const auto& entry : left) {
+    const pid_t tid = entry.first;
+    const Left& l = entry.second;
     if (l.slots.empty() || procfs::StartTime(tid, l.tgid) != l.start)
       continue;  // cleared, gone, recycled
     Tracee* t = Attach(tid, true);

@@ -34,7 +34,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -45,6 +44,7 @@
 #include "arch/ptrace_debugreg.h"
 #include "arch/result.h"
 #include "arch/scoped_fd.h"
+#include "daemon/thread_annotations.h"
 #include "daemon/wait_status.h"
 
 namespace hwwatch::daemon {
@@ -122,8 +122,8 @@ class Tracer {
  private:
   struct Tracee;
   // Runs `fn` on the tracer thread and waits for it.
-  void Run(std::function<void()> fn);
-  void Loop();
+  void Run(std::function<void()> fn) EXCLUDES(mu_);
+  void Loop() EXCLUDES(mu_);
   void Wake();
   // Stops `t` (PTRACE_INTERRUPT), runs fn in that stop, resumes it;
   // false when the thread is gone.
@@ -155,15 +155,22 @@ class Tracer {
   const std::string journal_dir_;
   const Sink sink_;
   const std::vector<int> keep_fds_;
+  // Written by the tracer thread before the constructor returns (which
+  // waits for it), read-only after.
   unsigned leftovers_cleared_ = 0;
 
-  // Tracer thread only.
+  // Tracer thread only (no lock: every other thread reaches them through
+  // Run()). So is everything below without GUARDED_BY, except wake_fd_
+  // (set before the thread starts) and thread_ (set once by the
+  // constructor, read by Run()).
   std::map<pid_t, std::unique_ptr<Tracee>> tracees_;
   std::map<pid_t, std::vector<TraceUse>> follows_;  // by tgid
 
-  std::mutex mu_;  // guards queue_, stop_
-  std::deque<std::function<void()>> queue_;
-  bool stop_ = false;
+  // The hand-off from callers to the tracer thread. A leaf lock: nothing
+  // is called while it is held.
+  Mutex mu_;
+  std::deque<std::function<void()>> queue_ GUARDED_BY(mu_);
+  bool stop_ GUARDED_BY(mu_) = false;
   // eventfd: work queued. In both file tables (see the constructor).
   arch::ScopedFd wake_fd_;
   // Descriptors of the tracer thread's private file table: owned by its
