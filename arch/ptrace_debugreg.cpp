@@ -14,6 +14,11 @@
 #include "arch/child_process.h"
 #include "arch/x86_debugreg.h"
 
+#if defined(__aarch64__)
+#include <asm/ptrace.h>
+#include <elf.h>
+#endif
+
 #ifndef TRAP_HWBKPT
 #define TRAP_HWBKPT 4
 #endif
@@ -311,5 +316,23 @@ Result<std::optional<PtraceHit>> PtraceDebugRegs::TakeHit(const siginfo_t&) {
 Result<int> PtraceDebugRegs::StepOver(const PtraceHit&) { return 0; }
 
 #endif
+
+Result<uint64_t> ReadInstructionPointer(pid_t tid) {
+#if defined(__x86_64__)
+  user_regs_struct regs{};
+  if (ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return ErrnoError("PTRACE_GETREGS");
+  return uint64_t{regs.rip};
+#elif defined(__aarch64__)
+  user_pt_regs regs{};
+  iovec iov{&regs, sizeof regs};
+  if (ptrace(PTRACE_GETREGSET, tid, reinterpret_cast<void*>(uintptr_t{NT_PRSTATUS}), &iov) != 0) {
+    return ErrnoError("PTRACE_GETREGSET NT_PRSTATUS");
+  }
+  return uint64_t{regs.pc};
+#else
+  (void)tid;
+  return Error{EOPNOTSUPP, "no instruction pointer read on this architecture"};
+#endif
+}
 
 }  // namespace hwwatch::arch

@@ -101,6 +101,11 @@ class PtraceDebugRegs {
   std::array<std::optional<BreakpointSpec>, kMaxSlots> inst_;
 };
 
+// The instruction pointer of a stopped tracee (x86_64: rip from
+// PTRACE_GETREGS; arm64: pc from the NT_PRSTATUS regset). EOPNOTSUPP on
+// other architectures.
+Result<uint64_t> ReadInstructionPointer(pid_t tid);
+
 #if defined(__x86_64__)
 namespace x86 {
 // Raw access to DR0-DR7 of a stopped tracee (index 0-3, 6 or 7). Linux

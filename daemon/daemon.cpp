@@ -13,6 +13,8 @@
 #include <chrono>
 #include <csignal>
 
+#include "arch/scoped_fd.h"
+
 namespace hwwatch::daemon {
 
 namespace {
@@ -79,17 +81,17 @@ std::string Daemon::Start(const DaemonOptions& options) {
     spdlog::debug("session {} ended (uid {} pid {})", p.session_id, p.creds.uid, p.creds.pid);
     reservations_->SessionEnded(p.session_id);
   });
-  listener_.Start([this](int fd, const PeerCredentials& creds) {
-    uint64_t session = peers_.Add(fd, creds);
+  listener_.Start([this](int accepted, const PeerCredentials& creds) {
+    arch::ScopedFd fd(accepted);
+    uint64_t session = peers_.Add(fd.get(), creds);
     if (session == 0) {
       spdlog::warn("cannot track a connection from pid {}; closing it", creds.pid);
-      close(fd);
       return;
     }
     spdlog::debug("session {}: uid {} gid {} pid {} on fd {}", session, creds.uid, creds.gid,
-                  creds.pid, fd);
+                  creds.pid, fd.get());
     // gRPC owns the descriptor from here on.
-    grpc::AddInsecureChannelFromFd(server_.get(), fd);
+    grpc::AddInsecureChannelFromFd(server_.get(), fd.release());
   });
 
   hangups_.assign(dup(peers_.epoll_fd()));

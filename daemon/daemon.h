@@ -59,6 +59,9 @@ class Daemon {
   void ScheduleSweep();
   void Shutdown();
 
+  // No lock: everything below is used on the thread that calls Start() and
+  // Run() (the io_context runs there); Stop() only posts to io_, and the
+  // peer registry and the reservations lock for themselves.
   boost::asio::io_context io_;
   PeerRegistry peers_;
   std::unique_ptr<ReservationManager> reservations_;

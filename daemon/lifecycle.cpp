@@ -109,7 +109,7 @@ void ReservationManager::Reap() {
   // Threads the tracer let go of still hold registered slots until they
   // end: looked up in /proc.
   for (pid_t tid : ptrace_slots_.Idle()) {
-    if (!ThreadAlive(tid)) ptrace_slots_.Forget(tid);
+    if (!procfs::ThreadAlive(tid)) ptrace_slots_.Forget(tid);
   }
   // Threads whose end nothing reports (counting events, a debugger's
   // stops): looked up in /proc.
@@ -119,7 +119,7 @@ void ReservationManager::Reap() {
       continue;
     }
     for (const ThreadArm& arm : e->group->arms) {
-      if (arm.sampled.empty() && arm.traced_group == 0 && !ThreadAlive(arm.tid)) {
+      if (arm.sampled.empty() && arm.traced_group == 0 && !procfs::ThreadAlive(arm.tid)) {
         gone.emplace_back(e->group->id, arm.tid);
       }
     }
@@ -175,7 +175,7 @@ void ReservationManager::DropThread(Group& g, pid_t tid) {
 void ReservationManager::FollowThreads(Entry& e) {
   Group& g = *e.group;
   const pid_t pid = e.info.target.tid;
-  const std::vector<pid_t> now = ListThreads(pid);
+  const std::vector<pid_t> now = procfs::ListThreads(pid);
   std::vector<pid_t> gone;
   for (const ThreadArm& a : g.arms) {
     if (!std::binary_search(now.begin(), now.end(), a.tid)) gone.push_back(a.tid);

@@ -35,20 +35,16 @@ PeerRegistry::~PeerRegistry() {
   // No callbacks from a destructor: whoever they would reach may be gone.
   on_disconnect_ = nullptr;
   Clear();
-  if (epoll_fd_ >= 0) close(epoll_fd_);
 }
 
 uint64_t PeerRegistry::Add(int grpc_fd, const PeerCredentials& creds) {
   const ino_t inode = InodeOf(grpc_fd);
-  const int dup_fd = fcntl(grpc_fd, F_DUPFD_CLOEXEC, 0);
-  if (inode == 0 || dup_fd < 0) {
-    if (dup_fd >= 0) close(dup_fd);
-    return 0;
-  }
+  arch::ScopedFd dup_fd(fcntl(grpc_fd, F_DUPFD_CLOEXEC, 0));
+  if (inode == 0 || !dup_fd) return 0;
   std::vector<Peer> ended;
   uint64_t id = 0;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (auto old = EraseLocked(grpc_fd)) ended.push_back(*old);
     id = next_session_++;
     // Only hang-ups are of interest; gRPC reads the data through its own
@@ -56,12 +52,9 @@ uint64_t PeerRegistry::Add(int grpc_fd, const PeerCredentials& creds) {
     epoll_event ev{};
     ev.events = EPOLLRDHUP;
     ev.data.u64 = (static_cast<uint64_t>(static_cast<uint32_t>(grpc_fd)) << 32) |
-                  static_cast<uint32_t>(dup_fd);
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, dup_fd, &ev) != 0) {
-      close(dup_fd);
-      return 0;
-    }
-    by_fd_[grpc_fd] = Entry{Peer{id, creds, grpc_fd}, dup_fd, inode};
+                  static_cast<uint32_t>(dup_fd.get());
+    if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, dup_fd.get(), &ev) != 0) return 0;
+    by_fd_[grpc_fd] = Entry{Peer{id, creds, grpc_fd}, std::move(dup_fd), inode};
   }
   total_.fetch_add(1, std::memory_order_relaxed);
   Notify(ended);
@@ -71,7 +64,7 @@ uint64_t PeerRegistry::Add(int grpc_fd, const PeerCredentials& creds) {
 std::optional<Peer> PeerRegistry::Lookup(std::string_view grpc_peer) const {
   auto fd = ParseFdPeer(grpc_peer);
   if (!fd) return std::nullopt;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = by_fd_.find(*fd);
   if (it == by_fd_.end()) return std::nullopt;
   return it->second.peer;
@@ -81,9 +74,8 @@ std::optional<Peer> PeerRegistry::EraseLocked(int grpc_fd) {
   auto it = by_fd_.find(grpc_fd);
   if (it == by_fd_.end()) return std::nullopt;
   Peer peer = it->second.peer;
-  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->second.dup_fd, nullptr);
-  close(it->second.dup_fd);
-  by_fd_.erase(it);
+  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, it->second.dup_fd.get(), nullptr);
+  by_fd_.erase(it);  // closes the duplicate
   return peer;
 }
 
@@ -91,15 +83,15 @@ void PeerRegistry::Poll() {
   std::vector<Peer> ended;
   epoll_event events[64];
   for (;;) {
-    int n = epoll_wait(epoll_fd_, events, 64, 0);
+    int n = epoll_wait(epoll_fd_.get(), events, 64, 0);
     if (n <= 0) break;
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (int i = 0; i < n; ++i) {
       const int grpc_fd = static_cast<int>(events[i].data.u64 >> 32);
       const int dup_fd = static_cast<int>(events[i].data.u64 & 0xffffffffu);
       auto it = by_fd_.find(grpc_fd);
       // The entry may already be a newer session on a reused number.
-      if (it == by_fd_.end() || it->second.dup_fd != dup_fd) continue;
+      if (it == by_fd_.end() || it->second.dup_fd.get() != dup_fd) continue;
       if (auto p = EraseLocked(grpc_fd)) ended.push_back(*p);
     }
     if (n < 64) break;
@@ -110,7 +102,7 @@ void PeerRegistry::Poll() {
 void PeerRegistry::Sweep() {
   std::vector<Peer> ended;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     std::vector<int> stale;
     for (const auto& [fd, e] : by_fd_) {
       if (InodeOf(fd) != e.inode) stale.push_back(fd);
@@ -125,7 +117,7 @@ void PeerRegistry::Sweep() {
 void PeerRegistry::Clear() {
   std::vector<Peer> ended;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     while (!by_fd_.empty()) {
       if (auto p = EraseLocked(by_fd_.begin()->first)) ended.push_back(*p);
     }
@@ -134,7 +126,7 @@ void PeerRegistry::Clear() {
 }
 
 uint64_t PeerRegistry::active() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return by_fd_.size();
 }
 

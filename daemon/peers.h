@@ -17,11 +17,13 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include "arch/scoped_fd.h"
+#include "daemon/thread_annotations.h"
 
 namespace hwwatch::daemon {
 
@@ -53,43 +55,46 @@ class PeerRegistry {
   // older session recorded under the same descriptor number is ended first
   // (the number was free, so that connection is closed). Returns the new
   // session's id, or 0 if the socket could not be tracked.
-  uint64_t Add(int grpc_fd, const PeerCredentials& creds);
+  uint64_t Add(int grpc_fd, const PeerCredentials& creds) EXCLUDES(mu_);
 
   // The peer behind a call, from ServerContext::peer() ("fd:N").
-  std::optional<Peer> Lookup(std::string_view grpc_peer) const;
+  std::optional<Peer> Lookup(std::string_view grpc_peer) const EXCLUDES(mu_);
 
   // The epoll descriptor that becomes readable when a tracked peer hangs
   // up; the owner waits on it and then calls Poll().
-  int epoll_fd() const { return epoll_fd_; }
+  int epoll_fd() const { return epoll_fd_.get(); }
 
   // Ends the sessions whose peers hung up. Non-blocking.
-  void Poll();
+  void Poll() EXCLUDES(mu_);
 
   // Ends sessions whose gRPC descriptor was closed or reused (checked by
   // inode). Run periodically; cheap.
-  void Sweep();
+  void Sweep() EXCLUDES(mu_);
 
   // Ends every session (daemon shutdown).
-  void Clear();
+  void Clear() EXCLUDES(mu_);
 
   uint64_t total() const { return total_.load(std::memory_order_relaxed); }
-  uint64_t active() const;
+  uint64_t active() const EXCLUDES(mu_);
 
  private:
   struct Entry {
     Peer peer;
-    int dup_fd = -1;  // keeps the socket alive for EPOLLRDHUP
+    arch::ScopedFd dup_fd;  // keeps the socket alive for EPOLLRDHUP
     ino_t inode = 0;
   };
   // Removes the entry under mu_ and returns it for the disconnect callback.
-  std::optional<Peer> EraseLocked(int grpc_fd);
-  void Notify(const std::vector<Peer>& ended);
+  std::optional<Peer> EraseLocked(int grpc_fd) REQUIRES(mu_);
+  // Runs the disconnect callback; never under mu_.
+  void Notify(const std::vector<Peer>& ended) EXCLUDES(mu_);
 
-  int epoll_fd_ = -1;
-  mutable std::mutex mu_;
-  std::unordered_map<int, Entry> by_fd_;  // guarded by mu_
-  uint64_t next_session_ = 1;             // guarded by mu_
+  arch::ScopedFd epoll_fd_;  // set in the constructor, then only read
+  // A leaf lock: nothing is called while it is held.
+  mutable Mutex mu_;
+  std::unordered_map<int, Entry> by_fd_ GUARDED_BY(mu_);
+  uint64_t next_session_ GUARDED_BY(mu_) = 1;
   std::atomic<uint64_t> total_{0};
+  // Set once before the first connection (OnDisconnect), then only read.
   DisconnectFn on_disconnect_;
 };
 

@@ -1,12 +1,135 @@
 #include "daemon/procfs.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <string>
+#include <sstream>
+#include <system_error>
 
-namespace hwwatch::daemon {
+namespace hwwatch::daemon::procfs {
+
+namespace {
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool ParseIds(const std::string& line, unsigned* a, unsigned* b, unsigned* c) {
+  std::istringstream in(line);
+  return static_cast<bool>(in >> *a >> *b >> *c);
+}
+
+}  // namespace
+
+std::optional<ProcCreds> ParseProcStatus(const std::string& status) {
+  ProcCreds c;
+  bool uid = false, gid = false, pid = false;
+  std::istringstream in(status);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = line.substr(0, colon);
+    std::string value = line.substr(colon + 1);
+    unsigned a = 0, b = 0, d = 0;
+    if (key == "Uid" && ParseIds(value, &a, &b, &d)) {
+      c.ruid = a, c.euid = b, c.suid = d;
+      uid = true;
+    } else if (key == "Gid" && ParseIds(value, &a, &b, &d)) {
+      c.rgid = a, c.egid = b, c.sgid = d;
+      gid = true;
+    } else if (key == "Pid") {
+      c.pid = std::stoi(value);
+      pid = true;
+    } else if (key == "Tgid") {
+      c.tgid = std::stoi(value);
+    } else if (key == "PPid") {
+      c.ppid = std::stoi(value);
+    } else if (key == "TracerPid") {
+      c.tracer_pid = std::stoi(value);
+    } else if (key == "Groups") {
+      std::istringstream ids(value);
+      for (unsigned g; ids >> g;) c.groups.push_back(g);
+    } else if (key == "CapPrm") {
+      c.cap_prm = std::stoull(value, nullptr, 16);
+    } else if (key == "CapEff") {
+      c.cap_eff = std::stoull(value, nullptr, 16);
+    }
+  }
+  if (!uid || !gid || !pid) return std::nullopt;
+  return c;
+}
+
+std::optional<ProcCreds> ReadProcCreds(pid_t pid) {
+  const std::string dir = "/proc/" + std::to_string(pid);
+  std::optional<ProcCreds> c;
+  try {
+    c = ParseProcStatus(Slurp(dir + "/status"));
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (!c) return std::nullopt;
+  struct stat st {};
+  if (stat((dir + "/status").c_str(), &st) != 0) return std::nullopt;
+  // task_dump_owner(): the files under /proc/PID of a non-dumpable task
+  // belong to root (the owner of its user namespace); the directory itself
+  // keeps the task's uid on current kernels.
+  c->dumpable = !(st.st_uid == 0 && c->euid != 0);
+  return c;
+}
+
+int ReadYamaScope() {
+  // Read at most once a second: it is on every request's path, and an
+  // administrator's change takes effect within that second.
+  static std::atomic<int64_t> read_at{-1};  // ms on the steady clock; -1: never
+  static std::atomic<int> cached{0};
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  const int64_t last = read_at.load(std::memory_order_relaxed);
+  if (last >= 0 && now - last < 1000) {
+    return cached.load(std::memory_order_relaxed);
+  }
+  std::ifstream in("/proc/sys/kernel/yama/ptrace_scope");
+  int scope = 0;
+  if (!(in >> scope)) scope = 0;  // no Yama
+  cached.store(scope, std::memory_order_relaxed);
+  read_at.store(now, std::memory_order_relaxed);
+  return scope;
+}
+
+bool IsDescendant(pid_t pid, pid_t ancestor) {
+  for (int depth = 0; pid > 0 && depth < 4096; ++depth) {
+    if (pid == ancestor) return true;
+    auto c = ReadProcCreds(pid);
+    if (!c) return false;
+    pid = c->ppid;
+  }
+  return false;
+}
+
+std::optional<uint64_t> StartTime(pid_t tid, pid_t tgid) {
+  std::ifstream in("/proc/" + std::to_string(tgid) + "/task/" + std::to_string(tid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  const size_t paren = line.rfind(')');
+  if (paren == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(paren + 2));
+  std::string field;
+  // Fields 3.. follow the comm; the start time is field 22.
+  for (int i = 3; i <= 22; ++i) {
+    if (!(rest >> field)) return std::nullopt;
+  }
+  return std::stoull(field);
+}
 
 std::vector<pid_t> ListThreads(pid_t pid) {
   std::vector<pid_t> out;
@@ -31,4 +154,4 @@ bool ThreadAlive(pid_t tid) {
          line[paren + 2] != 'X';
 }
 
-}  // namespace hwwatch::daemon
+}  // namespace hwwatch::daemon::procfs

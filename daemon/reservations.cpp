@@ -27,11 +27,7 @@ ReservationManager::ReservationManager(
       tracer_(std::move(journal_dir),
               Tracer::Sink{// The tracer runs no gRPC code (its file table is its own):
                            // its hits are published on the executor's thread.
-                           [this](const TraceHit& h) {
-                             executor_.Post([this, h] {
-                               Hit(RawHit{h.group, h.tid, h.ip, h.address, h.slot, h.value});
-                             });
-                           },
+                           [this](const TraceHit& h) { executor_.Post([this, h] { Hit(h); }); },
                            [this](uint64_t group, pid_t tid, int) { ThreadGone(group, tid); },
                            [this](uint64_t group, pid_t tgid) { Execed(group, tgid); }},
               std::vector<int>{executor_.post_fd()}) {
@@ -152,7 +148,7 @@ std::optional<Problem> ReservationManager::ArmNewGroup(const Peer& caller, Entry
   // A process: every thread it has now (later ones are found by Reap()).
   std::vector<TargetSpec> threads;
   if (target.kind == TargetSpec::Kind::kProcess) {
-    for (pid_t tid : ListThreads(target.tid))
+    for (pid_t tid : procfs::ListThreads(target.tid))
       threads.push_back({TargetSpec::Kind::kThread, tid, 0});
     if (threads.empty())
       return MakeProblem(Code::kNotFound, "no process " + std::to_string(target.tid));

@@ -1,7 +1,6 @@
 // Lock rules the compiler checks: Clang's thread-safety attributes behind
-// small macros (they expand to nothing elsewhere; gRPC's headers define
-// some of the same names the same way, so each is defined only once), and
-// a mutex the analysis understands (libstdc++'s std::mutex carries none).
+// small macros (they expand to nothing elsewhere), and a mutex the analysis
+// understands (libstdc++'s std::mutex carries no annotations).
 //
 // Annotate every member a lock guards with GUARDED_BY(mu_) and every
 // function that must be called with a lock held with REQUIRES(mu_); the
@@ -18,12 +17,12 @@
 #define HWW_TSA(x)
 #endif
 
-#ifndef CAPABILITY
 #define CAPABILITY(x) HWW_TSA(capability(x))
-#endif
-#ifndef SCOPED_CAPABILITY
 #define SCOPED_CAPABILITY HWW_TSA(scoped_lockable)
-#endif
+// absl/base/internal/thread_annotations.h (which gRPC's headers include)
+// defines these five names too, with the same meaning: whichever header
+// comes first defines them (a second, different #define is an error with
+// -Werror when it is ours, silent in absl's system header).
 #ifndef GUARDED_BY
 #define GUARDED_BY(x) HWW_TSA(guarded_by(x))
 #endif
@@ -36,33 +35,15 @@
 #ifndef ACQUIRED_AFTER
 #define ACQUIRED_AFTER(...) HWW_TSA(acquired_after(__VA_ARGS__))
 #endif
-#ifndef REQUIRES
 #define REQUIRES(...) HWW_TSA(requires_capability(__VA_ARGS__))
-#endif
-#ifndef REQUIRES_SHARED
 #define REQUIRES_SHARED(...) HWW_TSA(requires_shared_capability(__VA_ARGS__))
-#endif
-#ifndef ACQUIRE
 #define ACQUIRE(...) HWW_TSA(acquire_capability(__VA_ARGS__))
-#endif
-#ifndef ACQUIRE_SHARED
 #define ACQUIRE_SHARED(...) HWW_TSA(acquire_shared_capability(__VA_ARGS__))
-#endif
-#ifndef RELEASE
 #define RELEASE(...) HWW_TSA(release_capability(__VA_ARGS__))
-#endif
-#ifndef RELEASE_SHARED
 #define RELEASE_SHARED(...) HWW_TSA(release_shared_capability(__VA_ARGS__))
-#endif
-#ifndef TRY_ACQUIRE
 #define TRY_ACQUIRE(...) HWW_TSA(try_acquire_capability(__VA_ARGS__))
-#endif
-#ifndef EXCLUDES
 #define EXCLUDES(...) HWW_TSA(locks_excluded(__VA_ARGS__))
-#endif
-#ifndef RETURN_CAPABILITY
 #define RETURN_CAPABILITY(x) HWW_TSA(lock_returned(x))
-#endif
 #ifndef NO_THREAD_SAFETY_ANALYSIS
 #define NO_THREAD_SAFETY_ANALYSIS HWW_TSA(no_thread_safety_analysis)
 #endif

@@ -9,7 +9,6 @@
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
-#include <sys/user.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,12 +23,8 @@
 #include <sstream>
 
 #include "arch/perf_event.h"
-#include "daemon/authz.h"
-
-#if defined(__aarch64__)
-#include <asm/ptrace.h>
-#include <elf.h>
-#endif
+#include "daemon/procfs.h"
+#include "daemon/wait_status.h"
 
 #ifndef TRAP_HWBKPT
 #define TRAP_HWBKPT 4
@@ -41,7 +36,6 @@ namespace {
 
 using arch::ErrnoError;
 using arch::Error;
-using arch::Result;
 
 constexpr long kOptions = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC;
 // How long a thread may take to reach the stop PTRACE_INTERRUPT asks for.
@@ -50,45 +44,10 @@ constexpr std::chrono::milliseconds kStopTimeout{2000};
 // process that does not block SIGCHLD everywhere, such as a test).
 constexpr int kPollMs = 50;
 
-bool IsJobControlStop(int sig) {
-  return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
-}
-
-// Field 22 of /proc/TGID/task/TID/stat: when the thread started (ticks
-// since boot); with the tid it names one thread for the life of the
-// system. (Not /proc/TID/stat: that one sums the times of every thread.)
-std::optional<uint64_t> StartTime(pid_t tid, pid_t tgid) {
-  std::ifstream in("/proc/" + std::to_string(tgid) + "/task/" + std::to_string(tid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return std::nullopt;
-  const size_t paren = line.rfind(')');
-  if (paren == std::string::npos) return std::nullopt;
-  std::istringstream rest(line.substr(paren + 2));
-  std::string field;
-  // Fields 3.. follow the comm; the start time is field 22.
-  for (int i = 3; i <= 22; ++i) {
-    if (!(rest >> field)) return std::nullopt;
-  }
-  return std::stoull(field);
-}
-
-// The stopped tracee's instruction pointer.
+// The stopped tracee's instruction pointer, 0 when it cannot be read.
 uint64_t ReadIp(pid_t tid) {
-#if defined(__x86_64__)
-  user_regs_struct regs{};
-  if (ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return 0;
-  return regs.rip;
-#elif defined(__aarch64__)
-  user_pt_regs regs{};
-  iovec iov{&regs, sizeof regs};
-  if (ptrace(PTRACE_GETREGSET, tid, reinterpret_cast<void*>(uintptr_t{NT_PRSTATUS}), &iov) != 0) {
-    return 0;
-  }
-  return regs.pc;
-#else
-  (void)tid;
-  return 0;
-#endif
+  auto ip = arch::ReadInstructionPointer(tid);
+  return ip.ok() ? *ip : 0;
 }
 
 std::optional<std::string> ReadBytes(pid_t tid, uint64_t address, uint32_t length) {
@@ -127,9 +86,19 @@ struct Tracer::Tracee {
 
 Tracer::Tracer(std::string journal_dir, Sink sink, std::vector<int> keep_fds)
     : journal_dir_(std::move(journal_dir)), sink_(std::move(sink)), keep_fds_(std::move(keep_fds)) {
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  // Created before the thread unshares its file table, so it is in both:
+  // ~Tracer closes this table's copy (wake_fd_'s destructor), the tracer
+  // thread's copy closes with its table when the thread exits.
+  wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   std::promise<void> ready;
   thread_ = std::thread([this, &ready] {
+    // The signalfd and the journal are opened below, after unshare(): they
+    // exist only in this thread's file table, where their numbers may name
+    // something else in the process's table. So this thread owns and
+    // closes them (files goes out of scope before the thread returns);
+    // ~Tracer, on another thread, must not.
+    ThreadFiles files;
+    files_ = &files;
     // SIGCHLD to a signalfd: blocked here (the daemon blocks it in every
     // thread; elsewhere the poll period covers a signal taken by another).
     sigset_t set;
@@ -148,7 +117,7 @@ Tracer::Tracer(std::string journal_dir, Sink sink, std::vector<int> keep_fds)
       // open after its owner closes it (gRPC's epoll would then report a
       // closed socket's events under a reused number).
       std::vector<int> keep = keep_fds_;
-      keep.insert(keep.end(), {0, 1, 2, wake_fd_});
+      keep.insert(keep.end(), {0, 1, 2, wake_fd_.get()});
       std::sort(keep.begin(), keep.end());
       unsigned from = 0;
       for (int fd : keep) {
@@ -159,11 +128,18 @@ Tracer::Tracer(std::string journal_dir, Sink sink, std::vector<int> keep_fds)
       }
       syscall(SYS_close_range, from, ~0U, 0);
     }
-    signal_fd_ = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    files.signal.reset(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     self_ = static_cast<pid_t>(syscall(SYS_gettid));
     ClearLeftovers();
     ready.set_value();
     Loop();
+    // ~Tracer released every tracee before it stopped the loop: nothing
+    // for the next start to do.
+    if (files.journal) {
+      files.journal.reset();
+      unlink(JournalPath().c_str());
+    }
+    files_ = nullptr;
   });
   ready.get_future().wait();
 }
@@ -174,23 +150,18 @@ Tracer::~Tracer() {
     follows_.clear();
   });
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   Wake();
+  // The thread closes its signalfd and journal (and removes the journal)
+  // before it returns; wake_fd_ closes with this object.
   thread_.join();
-  if (journal_fd_ >= 0) {
-    // Everything was cleared: nothing for the next start to do.
-    close(journal_fd_);
-    unlink(JournalPath().c_str());
-  }
-  if (signal_fd_ >= 0) close(signal_fd_);
-  if (wake_fd_ >= 0) close(wake_fd_);
 }
 
 void Tracer::Wake() {
   const uint64_t one = 1;
-  (void)!write(wake_fd_, &one, sizeof one);
+  (void)!write(wake_fd_.get(), &one, sizeof one);
 }
 
 void Tracer::Run(std::function<void()> fn) {
@@ -200,7 +171,7 @@ void Tracer::Run(std::function<void()> fn) {
   }
   std::promise<void> done;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     queue_.push_back([&] {
       fn();
       done.set_value();
@@ -212,17 +183,18 @@ void Tracer::Run(std::function<void()> fn) {
 
 void Tracer::Loop() {
   for (;;) {
-    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {signal_fd_, POLLIN, 0}};
+    const int signal_fd = files_->signal.get();
+    pollfd fds[2] = {{wake_fd_.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
     (void)poll(fds, 2, tracees_.empty() ? -1 : kPollMs);
     uint64_t n;
-    (void)!read(wake_fd_, &n, sizeof n);
+    (void)!read(wake_fd_.get(), &n, sizeof n);
     signalfd_siginfo si;
-    while (read(signal_fd_, &si, sizeof si) == sizeof si) {
+    while (read(signal_fd, &si, sizeof si) == sizeof si) {
     }
     std::deque<std::function<void()>> work;
     bool stop;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       work.swap(queue_);
       stop = stop_;
     }
@@ -243,12 +215,12 @@ bool Tracer::SweepPending() {
     if (waitid(P_ALL, 0, &si, WEXITED | WSTOPPED | WNOHANG | WNOWAIT | __WALL) != 0) return true;
     if (si.si_pid == 0) return true;  // nothing pending
     const pid_t pid = si.si_pid;
-    const auto creds = Find(pid) == nullptr ? ReadProcCreds(pid) : std::nullopt;
+    const auto creds = Find(pid) == nullptr ? procfs::ReadProcCreds(pid) : std::nullopt;
     if (Find(pid) == nullptr && (!creds || creds->tracer_pid != self_)) {
       return false;  // a child of someone else in this process: look at ours one by one
     }
     int status = 0;
-    if (waitpid(pid, &status, WNOHANG | __WALL) == pid) HandleStop(pid, status);
+    if (waitpid(pid, &status, WNOHANG | __WALL) == pid) HandleStop(pid, WaitStatus(status));
   }
   return false;
 }
@@ -264,10 +236,10 @@ void Tracer::SweepAll() {
       int status = 0;
       const pid_t r = waitpid(tid, &status, WNOHANG | __WALL);
       if (r == tid) {
-        HandleStop(tid, status);
+        HandleStop(tid, WaitStatus(status));
         changed = true;
       } else if (r < 0 && errno == ECHILD) {
-        ThreadGone(tid, 0);  // no longer ours (reaped elsewhere)
+        ThreadGone(tid, WaitStatus());  // no longer ours (reaped elsewhere)
       }
     }
   }
@@ -280,9 +252,9 @@ Tracer::Tracee* Tracer::Find(pid_t tid) {
 
 Tracer::Tracee* Tracer::Attach(pid_t tid, bool seize) {
   auto t = std::make_unique<Tracee>(tid);
-  const auto creds = ReadProcCreds(tid);
+  const auto creds = procfs::ReadProcCreds(tid);
   t->tgid = creds ? creds->tgid : tid;
-  t->start_time = StartTime(tid, t->tgid).value_or(0);
+  t->start_time = procfs::StartTime(tid, t->tgid).value_or(0);
   if (seize && ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(kOptions)) != 0) {
     return nullptr;
   }
@@ -292,9 +264,12 @@ Tracer::Tracee* Tracer::Attach(pid_t tid, bool seize) {
   return raw;
 }
 
-pid_t Tracer::WaitFor(pid_t tid, int* status, std::chrono::steady_clock::time_point deadline) {
+pid_t Tracer::WaitFor(pid_t tid, WaitStatus* status,
+                      std::chrono::steady_clock::time_point deadline) {
   for (;;) {
-    const pid_t r = waitpid(tid, status, WNOHANG | __WALL);
+    int raw = 0;
+    const pid_t r = waitpid(tid, &raw, WNOHANG | __WALL);
+    if (r > 0) *status = WaitStatus(raw);
     if (r != 0) return r;
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
@@ -302,10 +277,11 @@ pid_t Tracer::WaitFor(pid_t tid, int* status, std::chrono::steady_clock::time_po
     // Woken by SIGCHLD (a tracee changed state); a few ms at most where
     // SIGCHLD may go to another thread. Loop() looks at every tracee after
     // the work that called this, so no other tracee's change is lost.
-    pollfd fd{signal_fd_, POLLIN, 0};
+    const int signal_fd = files_->signal.get();
+    pollfd fd{signal_fd, POLLIN, 0};
     (void)poll(&fd, 1, static_cast<int>(std::min<int64_t>(left.count() + 1, 5)));
     signalfd_siginfo si;
-    while (read(signal_fd_, &si, sizeof si) == sizeof si) {
+    while (read(signal_fd, &si, sizeof si) == sizeof si) {
     }
   }
 }
@@ -313,23 +289,23 @@ pid_t Tracer::WaitFor(pid_t tid, int* status, std::chrono::steady_clock::time_po
 bool Tracer::InStop(Tracee& t, const std::function<void()>& fn) {
   const pid_t tid = t.tid;
   if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
-    ThreadGone(tid, 0);
+    ThreadGone(tid, WaitStatus());
     return false;
   }
   const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
   for (;;) {
-    int status = 0;
+    WaitStatus status;
     const pid_t r = WaitFor(tid, &status, deadline);
     if (r == 0) {
       spdlog::warn("thread {} did not stop within {} ms", tid, kStopTimeout.count());
       return false;  // the interrupt stays pending; Loop() resumes it later
     }
-    if (r < 0 || !WIFSTOPPED(status)) {
-      ThreadGone(tid, r < 0 ? 0 : status);
+    if (r < 0 || !status.stopped()) {
+      ThreadGone(tid, r < 0 ? WaitStatus() : status);
       return false;
     }
     fn();
-    if (status >> 16 == PTRACE_EVENT_STOP) {
+    if (status.event_stop()) {
       Resume(t, status, 0);
     } else {
       // Some other stop came first (a signal, a clone): handled as usual;
@@ -340,9 +316,8 @@ bool Tracer::InStop(Tracee& t, const std::function<void()>& fn) {
   }
 }
 
-void Tracer::Resume(Tracee& t, int status, int deliver) {
-  const int sig = WSTOPSIG(status);
-  if (status >> 16 == PTRACE_EVENT_STOP && IsJobControlStop(sig)) {
+void Tracer::Resume(Tracee& t, WaitStatus status, int deliver) {
+  if (status.group_stop()) {
     // A group stop: stay stopped (job control works) but keep reporting.
     (void)ptrace(PTRACE_LISTEN, t.tid, nullptr, nullptr);
     return;
@@ -350,8 +325,8 @@ void Tracer::Resume(Tracee& t, int status, int deliver) {
   (void)ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<long>(deliver)));
 }
 
-void Tracer::HandleStop(pid_t tid, int status) {
-  if (WIFEXITED(status) || WIFSIGNALED(status)) {
+void Tracer::HandleStop(pid_t tid, WaitStatus status) {
+  if (status.ended()) {
     ThreadGone(tid, status);
     return;
   }
@@ -383,8 +358,8 @@ void Tracer::HandleStop(pid_t tid, int status) {
       Journal(*t);
     }
   }
-  const int sig = WSTOPSIG(status);
-  switch (status >> 16) {
+  const int sig = status.stop_signal();
+  switch (status.ptrace_event()) {
     case PTRACE_EVENT_CLONE: {
       unsigned long child = 0;
       if (ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child) == 0 &&
@@ -455,7 +430,8 @@ void Tracer::HandleStop(pid_t tid, int status) {
   if (sink_.hit) sink_.hit(hit);
 }
 
-Result<std::vector<arch::PerfBreakpoint>> Tracer::OpenPerfStop(pid_t tid, const TraceUse& use) {
+arch::Result<std::vector<arch::PerfBreakpoint>> Tracer::OpenPerfStop(pid_t tid,
+                                                                     const TraceUse& use) {
   std::vector<arch::PerfBreakpoint> events;
   arch::PerfOptions opts;
   opts.sigtrap = true;
@@ -468,7 +444,7 @@ Result<std::vector<arch::PerfBreakpoint>> Tracer::OpenPerfStop(pid_t tid, const 
   return events;
 }
 
-Result<std::vector<unsigned>> Tracer::ArmUse(Tracee& t, const TraceUse& use) {
+arch::Result<std::vector<unsigned>> Tracer::ArmUse(Tracee& t, const TraceUse& use) {
   std::vector<unsigned> armed;
   const auto undo = [&] {
     for (size_t i = 0; i < armed.size(); ++i) {
@@ -501,8 +477,8 @@ void Tracer::DisarmUse(Tracee& t, const TraceUse& use) {
   }
 }
 
-Result<std::vector<unsigned>> Tracer::Add(pid_t tid, const TraceUse& use) {
-  Result<std::vector<unsigned>> out = Error{ESRCH, "no thread " + std::to_string(tid)};
+arch::Result<std::vector<unsigned>> Tracer::Add(pid_t tid, const TraceUse& use) {
+  arch::Result<std::vector<unsigned>> out = Error{ESRCH, "no thread " + std::to_string(tid)};
   Run([&] {
     Tracee* t = Find(tid);
     if (t != nullptr) {
@@ -529,7 +505,8 @@ Result<std::vector<unsigned>> Tracer::Add(pid_t tid, const TraceUse& use) {
       out = std::vector<unsigned>{};
       return;
     }
-    Result<std::vector<unsigned>> slots = Error{ESRCH, "thread " + std::to_string(tid) + " ended"};
+    arch::Result<std::vector<unsigned>> slots =
+        Error{ESRCH, "thread " + std::to_string(tid) + " ended"};
     const bool stopped = InStop(*t, [&] { slots = ArmUse(*t, use); });
     t = Find(tid);  // gone if it ended while stopping
     if (stopped && t != nullptr && slots.ok()) {
@@ -566,7 +543,8 @@ arch::Status Tracer::Replace(pid_t tid, const TraceUse& use) {
       return;
     }
     const TraceUse old = it->use;
-    Result<std::vector<unsigned>> armed = Error{ESRCH, "thread " + std::to_string(tid) + " ended"};
+    arch::Result<std::vector<unsigned>> armed =
+        Error{ESRCH, "thread " + std::to_string(tid) + " ended"};
     const bool stopped = InStop(*t, [&] {
       DisarmUse(*t, old);
       armed = ArmUse(*t, use);
@@ -642,14 +620,14 @@ void Tracer::Release(Tracee& t) {
   if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0) {
     const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
     for (;;) {
-      int status = 0;
+      WaitStatus status;
       const pid_t r = WaitFor(tid, &status, deadline);
-      if (r != tid || !WIFSTOPPED(status)) {
+      if (r != tid || !status.stopped()) {
         if (r == 0) spdlog::error("thread {} did not stop to be detached", tid);
         break;
       }
-      const int sig = WSTOPSIG(status);
-      if (status >> 16 == 0 && sig == SIGTRAP) {
+      const int sig = status.stop_signal();
+      if (status.signal_stop() && sig == SIGTRAP) {
         // A trap of ours (a hit not yet taken) must not reach the target.
         siginfo_t si{};
         (void)ptrace(PTRACE_GETSIGINFO, tid, nullptr, &si);
@@ -658,7 +636,7 @@ void Tracer::Release(Tracee& t) {
           continue;
         }
       }
-      detach(status >> 16 == 0 ? sig : 0);
+      detach(status.signal_stop() ? sig : 0);
       break;
     }
   }
@@ -666,14 +644,14 @@ void Tracer::Release(Tracee& t) {
   tracees_.erase(tid);
 }
 
-void Tracer::ThreadGone(pid_t tid, int status) {
+void Tracer::ThreadGone(pid_t tid, WaitStatus status) {
   auto it = tracees_.find(tid);
   if (it == tracees_.end()) return;
   std::unique_ptr<Tracee> t = std::move(it->second);
   tracees_.erase(it);
   JournalNone(tid);
   if (sink_.exited) {
-    for (const auto& h : t->uses) sink_.exited(h.use.group, tid, status);
+    for (const auto& h : t->uses) sink_.exited(h.use.group, tid, status.raw());
   }
 }
 
@@ -725,25 +703,25 @@ void Tracer::Journal(const Tracee& t) {
 void Tracer::JournalNone(pid_t tid) { JournalLine(std::to_string(tid) + " 0 0"); }
 
 void Tracer::JournalLine(const std::string& line) {
-  if (journal_fd_ < 0) return;
+  arch::ScopedFd& journal = files_->journal;
+  if (!journal) return;
   const std::string text = line + '\n';
-  if (write(journal_fd_, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+  if (write(journal.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
     spdlog::error("cannot append to the ptrace journal {}: {}", JournalPath(),
                   std::strerror(errno));
   }
   // Rewritten with only what is armed when mostly history.
   if (++journal_lines_ > 4096 && journal_lines_ > 4 * tracees_.size()) {
     const std::string tmp = JournalPath() + ".new";
-    const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return;
-    const int old = journal_fd_;
-    journal_fd_ = fd;
+    arch::ScopedFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd) return;
+    arch::ScopedFd old = std::exchange(journal, std::move(fd));
     journal_lines_ = 0;
     for (const auto& [tid, t] : tracees_) Journal(*t);
     if (rename(tmp.c_str(), JournalPath().c_str()) != 0) {
       spdlog::error("cannot compact the ptrace journal: {}", std::strerror(errno));
     }
-    close(old);
+    old.reset();
     // The fd was opened without O_APPEND: every write follows the last.
   }
 }
@@ -778,8 +756,12 @@ void Tracer::ClearLeftovers() {
       left[tid] = std::move(l);  // the last line of a thread wins
     }
   }
-  for (const auto& [tid, l] : left) {
-    if (l.slots.empty() || StartTime(tid, l.tgid) != l.start) continue;  // cleared, gone, recycled
+  // Not a structured binding: clang 14 cannot capture one in the lambda below.
+  for (const auto& entry : left) {
+    const pid_t tid = entry.first;
+    const Left& l = entry.second;
+    if (l.slots.empty() || procfs::StartTime(tid, l.tgid) != l.start)
+      continue;  // cleared, gone, recycled
     Tracee* t = Attach(tid, true);
     if (t == nullptr) {
       spdlog::warn("thread {} has registers left by a previous hwwatchd but cannot be traced: {}",
@@ -797,8 +779,9 @@ void Tracer::ClearLeftovers() {
                  l.slots.size(), tid, l.tgid);
   }
   // Started afresh only now: a crash while clearing leaves the old one.
-  journal_fd_ = open(JournalPath().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (journal_fd_ < 0) {
+  files_->journal.reset(
+      open(JournalPath().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!files_->journal) {
     spdlog::error("cannot write the ptrace journal {}: {}", JournalPath(), std::strerror(errno));
   }
 }

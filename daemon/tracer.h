@@ -34,7 +34,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -44,6 +43,10 @@
 #include "arch/perf_event.h"
 #include "arch/ptrace_debugreg.h"
 #include "arch/result.h"
+#include "arch/scoped_fd.h"
+#include "daemon/thread_annotations.h"
+#include "daemon/types.h"
+#include "daemon/wait_status.h"
 
 namespace hwwatch::daemon {
 
@@ -65,14 +68,7 @@ struct TraceUse {
 };
 
 // A hit seen by the tracer, the target stopped right after it.
-struct TraceHit {
-  uint64_t group = 0;
-  pid_t tid = 0;
-  uint64_t ip = 0;
-  uint64_t address = 0;
-  std::optional<unsigned> slot;
-  std::optional<std::string> value;
-};
+using TraceHit = RawHit;
 
 class Tracer {
  public:
@@ -120,25 +116,25 @@ class Tracer {
  private:
   struct Tracee;
   // Runs `fn` on the tracer thread and waits for it.
-  void Run(std::function<void()> fn);
-  void Loop();
+  void Run(std::function<void()> fn) EXCLUDES(mu_);
+  void Loop() EXCLUDES(mu_);
   void Wake();
   // Stops `t` (PTRACE_INTERRUPT), runs fn in that stop, resumes it;
   // false when the thread is gone.
   bool InStop(Tracee& t, const std::function<void()>& fn);
-  void HandleStop(pid_t tid, int status);
+  void HandleStop(pid_t tid, WaitStatus status);
   // Takes the pending state changes of tracees; false when a child that is
   // not ours is in the way (a test forks in this process): then
   // SweepAll() looks at each tracee, as it also does once a second.
   bool SweepPending();
   void SweepAll();
   // waitpid(tid) until it reports a change or `deadline` passes (0).
-  pid_t WaitFor(pid_t tid, int* status, std::chrono::steady_clock::time_point deadline);
-  void Resume(Tracee& t, int status, int deliver);
+  pid_t WaitFor(pid_t tid, WaitStatus* status, std::chrono::steady_clock::time_point deadline);
+  void Resume(Tracee& t, WaitStatus status, int deliver);
   arch::Result<std::vector<unsigned>> ArmUse(Tracee& t, const TraceUse& use);
   arch::Result<std::vector<arch::PerfBreakpoint>> OpenPerfStop(pid_t tid, const TraceUse& use);
   void DisarmUse(Tracee& t, const TraceUse& use);
-  void ThreadGone(pid_t tid, int status);
+  void ThreadGone(pid_t tid, WaitStatus status);
   void Exec(pid_t tid);
   // Clears everything and detaches `t` (in a stop of our own).
   void Release(Tracee& t);
@@ -153,20 +149,34 @@ class Tracer {
   const std::string journal_dir_;
   const Sink sink_;
   const std::vector<int> keep_fds_;
+  // Written by the tracer thread before the constructor returns (which
+  // waits for it), read-only after.
   unsigned leftovers_cleared_ = 0;
 
-  // Tracer thread only.
+  // Tracer thread only (no lock: every other thread reaches them through
+  // Run()). So is everything below without GUARDED_BY, except wake_fd_
+  // (set before the thread starts) and thread_ (set once by the
+  // constructor, read by Run()).
   std::map<pid_t, std::unique_ptr<Tracee>> tracees_;
   std::map<pid_t, std::vector<TraceUse>> follows_;  // by tgid
 
-  std::mutex mu_;  // guards queue_, stop_
-  std::deque<std::function<void()>> queue_;
-  bool stop_ = false;
-  int wake_fd_ = -1;     // eventfd: work queued
-  int signal_fd_ = -1;   // SIGCHLD: a tracee changed state
-  pid_t self_ = 0;       // the tracer thread's tid
-  int journal_fd_ = -1;  // tracer thread
-  size_t journal_lines_ = 0;
+  // The hand-off from callers to the tracer thread. A leaf lock: nothing
+  // is called while it is held.
+  Mutex mu_;
+  std::deque<std::function<void()>> queue_ GUARDED_BY(mu_);
+  bool stop_ GUARDED_BY(mu_) = false;
+  // eventfd: work queued. In both file tables (see the constructor).
+  arch::ScopedFd wake_fd_;
+  // Descriptors of the tracer thread's private file table: owned by its
+  // thread function and closed there, never by ~Tracer (their numbers mean
+  // something else, or nothing, in the process's table).
+  struct ThreadFiles {
+    arch::ScopedFd signal;   // signalfd for SIGCHLD: a tracee changed state
+    arch::ScopedFd journal;  // JournalPath(), open for appending
+  };
+  ThreadFiles* files_ = nullptr;                           // tracer thread only, while it runs
+  pid_t self_ = 0;                                         // the tracer thread's tid
+  size_t journal_lines_ = 0;                               // tracer thread
   std::chrono::steady_clock::time_point last_full_sweep_;  // tracer thread
   std::thread thread_;
 };

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "arch/scoped_fd.h"
+
 namespace hwwatch::daemon {
 
 namespace asio = boost::asio;
@@ -31,14 +33,12 @@ namespace {
 
 // True when something accepts connections on `path` right now.
 bool SomeoneListens(const std::string& path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+  arch::ScopedFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return false;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  bool live = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return live;
+  return connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
 }
 
 }  // namespace
@@ -105,8 +105,9 @@ void UnixListener::AcceptReady() {
   // as gRPC needs it: non-blocking (a blocking one makes calls hang) and
   // close-on-exec.
   for (;;) {
-    int fd = accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
+    arch::ScopedFd fd(
+        accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       // Out of descriptors or memory: back off instead of spinning on a
@@ -119,12 +120,11 @@ void UnixListener::AcceptReady() {
       return;
     }
     PeerCredentials creds;
-    if (!ReadPeerCredentials(fd, &creds)) {
+    if (!ReadPeerCredentials(fd.get(), &creds)) {
       spdlog::warn("SO_PEERCRED failed on a new connection: {}", std::strerror(errno));
-      close(fd);
-      continue;
+      continue;  // closes it
     }
-    on_accept_(fd, creds);
+    on_accept_(fd.release(), creds);
   }
   WaitForConnection();
 }

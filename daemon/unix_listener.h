@@ -47,6 +47,7 @@ class UnixListener {
   void WaitForConnection();
   void AcceptReady();
 
+  // No lock: used on the thread that runs io_ (and before it runs).
   boost::asio::io_context& io_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   boost::asio::steady_timer backoff_;

@@ -27,5 +27,7 @@ done
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHWWATCH_FUZZ=ON
-cmake --build build-fuzz --target hwwatch_fuzzers
+# hwwatchd too: the clang build checks the daemon's lock annotations
+# (-Wthread-safety -Werror).
+cmake --build build-fuzz --target hwwatch_fuzzers hwwatchd
 ctest --test-dir build-fuzz --output-on-failure -L fuzz

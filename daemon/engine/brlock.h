@@ -7,21 +7,25 @@
 // shared line between cores. A writer (a CPU-target operation, a snapshot)
 // raises a flag every reader checks and waits for all counters to drain:
 // writes are slow, reads are cheap, as in the kernel.
+//
+// A capability for Clang's thread-safety analysis: lock()/unlock() take it
+// exclusive, lock_shared()/unlock_shared() shared.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstddef>
-#include <mutex>
 #include <thread>
+
+#include "daemon/thread_annotations.h"
 
 namespace hwwatch::engine {
 
-class BrLock {
+class CAPABILITY("mutex") BrLock {
  public:
   static constexpr size_t kSlots = 64;
 
-  void lock_shared() {
+  void lock_shared() ACQUIRE_SHARED() {
     auto& slot = readers_[ThreadSlot()].count;
     for (;;) {
       // seq_cst on both sides: either the writer sees our count, or we see
@@ -33,9 +37,13 @@ class BrLock {
     }
   }
 
-  void unlock_shared() { readers_[ThreadSlot()].count.fetch_sub(1, std::memory_order_seq_cst); }
+  void unlock_shared() RELEASE_SHARED() {
+    readers_[ThreadSlot()].count.fetch_sub(1, std::memory_order_seq_cst);
+  }
 
-  void lock() {
+  // Holds writers_ from here until unlock() (Clang accepts that in the
+  // functions annotated as acquiring and releasing the BrLock).
+  void lock() ACQUIRE() {
     writers_.lock();
     writer_.store(true, std::memory_order_seq_cst);
     for (auto& r : readers_) {
@@ -46,7 +54,7 @@ class BrLock {
     }
   }
 
-  void unlock() {
+  void unlock() RELEASE() {
     writer_.store(false, std::memory_order_seq_cst);
     writer_.notify_all();
     writers_.unlock();
@@ -67,7 +75,7 @@ class BrLock {
   };
   std::array<Reader, kSlots> readers_{};
   alignas(64) std::atomic<bool> writer_{false};
-  std::mutex writers_;
+  hwwatch::Mutex writers_;  // one writer at a time
 };
 
 }  // namespace hwwatch::engine

@@ -21,7 +21,6 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -32,6 +31,7 @@
 
 #include "arch/arch.h"
 #include "daemon/engine/brlock.h"
+#include "daemon/thread_annotations.h"
 
 namespace hwwatch::engine {
 
@@ -168,14 +168,25 @@ class Engine {
   struct IdShard;
   class Locked;
 
+  // The accounting (PoolState, TaskShard::tasks) is guarded by different
+  // locks in each LockMode, picked at run time (see the lock rules in
+  // constraints.cpp). For Clang's analysis it is this one capability, held
+  // for the scope of a Locked: what reads or writes the accounting
+  // REQUIRES(accounting_). Which real locks a Locked holds, shared or
+  // exclusive, the analysis cannot see; HWWATCH_LOCK_ASSERTS checks that at
+  // run time.
+  struct CAPABILITY("engine accounting") Accounting {};
+  Accounting accounting_;
+
   std::optional<Refusal> Check(const Request& r) const;
-  std::optional<Refusal> Admit(const Request& r, TaskState* task) const;
-  void Apply(const Request& r, TaskState* task, bool add);
-  void MoveTask(unsigned pool, pid_t tid, const TaskState& before, const TaskState& after);
+  std::optional<Refusal> Admit(const Request& r, TaskState* task) const REQUIRES(accounting_);
+  void Apply(const Request& r, TaskState* task, bool add) REQUIRES(accounting_);
+  void MoveTask(unsigned pool, pid_t tid, const TaskState& before, const TaskState& after)
+      REQUIRES(accounting_);
   TaskShard& ShardOf(pid_t tid);
   IdShard& IdShardOf(ReservationId id);
-  unsigned MaxTaskPinned(unsigned pool, unsigned cpu) const;
-  unsigned MaxCpuPinned(unsigned pool) const;
+  unsigned MaxTaskPinned(unsigned pool, unsigned cpu) const REQUIRES(accounting_);
+  unsigned MaxCpuPinned(unsigned pool) const REQUIRES(accounting_);
 
   Config config_;
   unsigned pool_of_[2] = {0, 0};
@@ -188,10 +199,11 @@ class Engine {
   static std::atomic<uint64_t> generations_;
   const uint64_t generation_;
 
-  // sharded: the CPU-constraints lock (see PoolState for what it guards).
+  // sharded: the CPU-constraints lock (see PoolState for what it guards),
+  // taken after a task's shard mutex and before an id shard's.
   BrLock cpu_lock_;
   // global: everything.
-  std::mutex global_;
+  Mutex global_;
 };
 
 }  // namespace hwwatch::engine

@@ -295,5 +295,22 @@ TEST(PtraceDebugRegsTest, ExecuteBreakpointStopsAtEachCall) {
   EXPECT_TRUE(hits == 0 || hits == kWrites) << hits;
 }
 
+// Where the stopped tracee is (in raise()), as PTRACE_GETREGS says on x86;
+// a thread this process does not trace has none to read.
+TEST(PtraceDebugRegsTest, ReadsTheInstructionPointerOfAStoppedTracee) {
+  ChildProcess child = StoppedChild();
+  auto ip = ReadInstructionPointer(child.pid());
+  ASSERT_TRUE(ip.ok()) << ip.error().message;
+  EXPECT_NE(*ip, 0u);
+#if defined(__x86_64__)
+  user_regs_struct r{};
+  ASSERT_EQ(ptrace(PTRACE_GETREGS, child.pid(), nullptr, &r), 0);
+  EXPECT_EQ(*ip, r.rip);
+#endif
+  auto self = ReadInstructionPointer(getpid());
+  ASSERT_FALSE(self.ok());
+  EXPECT_EQ(self.error().code, ESRCH);
+}
+
 }  // namespace
 }  // namespace hwwatch::arch

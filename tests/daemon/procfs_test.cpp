@@ -1,0 +1,81 @@
+#include "daemon/procfs.h"
+
+#include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <thread>
+
+namespace hwwatch::daemon::procfs {
+namespace {
+
+pid_t Gettid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+
+// A pid no process has (above the default pid_max of 2^22).
+constexpr pid_t kNoSuchPid = 0x7ffffff0;
+
+TEST(Procfs, ListThreadsIsSortedAndSeesANewThread) {
+  std::atomic<pid_t> other{0};
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    other = Gettid();
+    while (!done) std::this_thread::yield();
+  });
+  while (other == 0) std::this_thread::yield();
+  const std::vector<pid_t> threads = ListThreads(getpid());
+  done = true;
+  t.join();
+  EXPECT_TRUE(std::is_sorted(threads.begin(), threads.end()));
+  EXPECT_NE(std::find(threads.begin(), threads.end(), getpid()), threads.end());
+  EXPECT_NE(std::find(threads.begin(), threads.end(), other.load()), threads.end());
+  EXPECT_TRUE(ListThreads(kNoSuchPid).empty());
+}
+
+TEST(Procfs, ThreadAliveIsFalseForAZombieAndAReapedChild) {
+  EXPECT_TRUE(ThreadAlive(Gettid()));
+  EXPECT_FALSE(ThreadAlive(kNoSuchPid));
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) _exit(0);
+  // Not reaped yet: a zombie, which has ended.
+  siginfo_t si{};
+  ASSERT_EQ(waitid(P_PID, child, &si, WEXITED | WNOWAIT), 0);
+  EXPECT_FALSE(ThreadAlive(child));
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  EXPECT_FALSE(ThreadAlive(child));
+}
+
+TEST(Procfs, StartTimeNamesAThread) {
+  const auto mine = StartTime(Gettid(), getpid());
+  ASSERT_TRUE(mine.has_value());
+  EXPECT_EQ(StartTime(Gettid(), getpid()), mine);  // stable
+  std::optional<uint64_t> later;
+  std::thread t([&] { later = StartTime(Gettid(), getpid()); });
+  t.join();
+  ASSERT_TRUE(later.has_value());
+  EXPECT_GE(*later, *mine);
+  EXPECT_FALSE(StartTime(kNoSuchPid, getpid()).has_value());
+  EXPECT_FALSE(StartTime(Gettid(), kNoSuchPid).has_value());
+}
+
+TEST(Procfs, CredentialsAndAncestry) {
+  auto self = ReadProcCreds(getpid());
+  ASSERT_TRUE(self.has_value());
+  EXPECT_EQ(self->pid, getpid());
+  EXPECT_EQ(self->tgid, getpid());
+  EXPECT_EQ(self->ppid, getppid());
+  EXPECT_EQ(self->ruid, getuid());
+  EXPECT_FALSE(ReadProcCreds(kNoSuchPid).has_value());
+  EXPECT_TRUE(IsDescendant(getpid(), getpid()));
+  EXPECT_TRUE(IsDescendant(getpid(), getppid()));
+  EXPECT_FALSE(IsDescendant(getppid(), getpid()));
+  const int scope = ReadYamaScope();
+  EXPECT_GE(scope, 0);
+  EXPECT_LE(scope, 3);
+}
+
+}  // namespace
+}  // namespace hwwatch::daemon::procfs
