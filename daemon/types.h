@@ -106,25 +106,34 @@ struct SlotsArgs {
   WatchRequest watch;
 };
 
+// The parts of SlotsView (at namespace scope: a nested struct with member
+// initializers is not default-constructible inside its enclosing class
+// for clang 14's std::optional).
+namespace slots {
+struct Cpu {
+  unsigned cpu = 0;
+  arch::SlotType slot_type = arch::SlotType::kData;
+  unsigned slots = 0, cpu_pinned = 0, max_task_pinned = 0, free = 0;
+  std::vector<unsigned> tasks_by_slots;
+};
+struct Task {
+  pid_t tid = 0;
+  arch::SlotType slot_type = arch::SlotType::kData;
+  unsigned all_cpus = 0;
+  std::map<unsigned, unsigned> per_cpu;
+};
+struct Probe {
+  bool fits = false;
+  unsigned weight = 0;
+  std::vector<RegisterInfo> registers;
+  std::optional<Refusal> refusal;
+};
+}  // namespace slots
+
 struct SlotsView {
-  struct Cpu {
-    unsigned cpu = 0;
-    arch::SlotType slot_type = arch::SlotType::kData;
-    unsigned slots = 0, cpu_pinned = 0, max_task_pinned = 0, free = 0;
-    std::vector<unsigned> tasks_by_slots;
-  };
-  struct Task {
-    pid_t tid = 0;
-    arch::SlotType slot_type = arch::SlotType::kData;
-    unsigned all_cpus = 0;
-    std::map<unsigned, unsigned> per_cpu;
-  };
-  struct Probe {
-    bool fits = false;
-    unsigned weight = 0;
-    std::vector<RegisterInfo> registers;
-    std::optional<Refusal> refusal;
-  };
+  using Cpu = slots::Cpu;
+  using Task = slots::Task;
+  using Probe = slots::Probe;
   std::vector<Cpu> cpus;
   std::vector<Task> tasks;
   std::optional<Probe> probe;
@@ -140,7 +149,7 @@ struct RawHit {
   std::optional<std::string> value;
 };
 
-// The kinds of Event (below).
+// The kinds of Event (below; at namespace scope for the same reason).
 namespace event {
 struct Hit {
   uint64_t reservation_id = 0;

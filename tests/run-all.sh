@@ -27,7 +27,7 @@ done
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHWWATCH_FUZZ=ON
-# hwwatchd too: the clang build checks the daemon's lock annotations
-# (-Wthread-safety -Werror).
-cmake --build build-fuzz --target hwwatch_fuzzers hwwatchd
+# The whole daemon library too: the clang build checks its lock
+# annotations (-Wthread-safety -Werror).
+cmake --build build-fuzz --target hwwatch_fuzzers hwwatch_daemon
 ctest --test-dir build-fuzz --output-on-failure -L fuzz
