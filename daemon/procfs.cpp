@@ -1,6 +1,7 @@
 #include "daemon/procfs.h"
 
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include <algorithm>
 #include <atomic>
@@ -152,6 +153,17 @@ bool ThreadAlive(pid_t tid) {
   const size_t paren = line.rfind(')');
   return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z' &&
          line[paren + 2] != 'X';
+}
+
+std::optional<std::string> ReadMemory(pid_t pid, uint64_t address, uint32_t length) {
+  if (length == 0) return std::nullopt;
+  std::string value(length, '\0');
+  iovec local{value.data(), value.size()};
+  iovec remote{reinterpret_cast<void*>(address), value.size()};
+  if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(value.size())) {
+    return std::nullopt;
+  }
+  return value;
 }
 
 }  // namespace hwwatch::daemon::procfs

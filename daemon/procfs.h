@@ -1,6 +1,6 @@
 // What the daemon reads from /proc, in one place: a process's credentials,
 // its ancestry, the Yama ptrace scope, a thread's start time, the threads
-// of a process and whether a thread still runs. The decisions built on
+// of a process, whether a thread still runs, and its memory. The decisions built on
 // them live elsewhere (authz.h: who may watch what).
 //
 // Everything here is a snapshot: the process may change or end right
@@ -56,5 +56,10 @@ std::vector<pid_t> ListThreads(pid_t pid);
 
 // The thread exists and has not ended (a zombie leader has).
 bool ThreadAlive(pid_t tid);
+
+// `length` bytes of `pid`'s memory at `address` (process_vm_readv, the
+// fast path to what /proc/PID/mem holds); nullopt when length is 0 or the
+// bytes cannot be read whole.
+std::optional<std::string> ReadMemory(pid_t pid, uint64_t address, uint32_t length);
 
 }  // namespace hwwatch::daemon::procfs

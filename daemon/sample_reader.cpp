@@ -2,12 +2,13 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <string>
+
+#include "daemon/procfs.h"
 
 namespace hwwatch::daemon {
 
@@ -24,16 +25,9 @@ RawHit HitOf(const SampledEvent& e, const arch::PerfSample& s) {
   for (size_t i = 0; i < e.registers.size(); ++i) {
     if (e.registers[i] == s.addr) h.slot = static_cast<unsigned>(i);
   }
-  if (e.capture_length > 0) {
-    // The access is done when the sample is read (x86 traps after it; arm64
-    // perf steps over before resuming the task).
-    std::string value(e.capture_length, '\0');
-    iovec local{value.data(), value.size()};
-    iovec remote{reinterpret_cast<void*>(e.capture_address), value.size()};
-    if (process_vm_readv(e.pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(value.size())) {
-      h.value = std::move(value);
-    }
-  }
+  // The access is done when the sample is read (x86 traps after it; arm64
+  // perf steps over before resuming the task).
+  h.value = procfs::ReadMemory(e.pid, e.capture_address, e.capture_length);
   return h;
 }
 

@@ -8,7 +8,6 @@
 #include <sys/ptrace.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,17 +47,6 @@ constexpr int kPollMs = 50;
 uint64_t ReadIp(pid_t tid) {
   auto ip = arch::ReadInstructionPointer(tid);
   return ip.ok() ? *ip : 0;
-}
-
-std::optional<std::string> ReadBytes(pid_t tid, uint64_t address, uint32_t length) {
-  if (length == 0) return std::nullopt;
-  std::string value(length, '\0');
-  iovec local{value.data(), value.size()};
-  iovec remote{reinterpret_cast<void*>(address), value.size()};
-  if (process_vm_readv(tid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(value.size())) {
-    return std::nullopt;
-  }
-  return value;
 }
 
 }  // namespace
@@ -423,7 +411,7 @@ void Tracer::HandleStop(pid_t tid, WaitStatus status) {
   }
   hit.group = held->use.group;
   if (hit.ip == 0) hit.ip = ReadIp(tid);
-  hit.value = ReadBytes(tid, held->use.capture_address, held->use.capture_length);
+  hit.value = procfs::ReadMemory(tid, held->use.capture_address, held->use.capture_length);
   // Running again before the hit is passed on: the shorter a stop, the
   // smaller the window in which a killed daemon leaves it a SIGTRAP.
   Resume(*t, status, deliver);

@@ -77,5 +77,13 @@ TEST(Procfs, CredentialsAndAncestry) {
   EXPECT_LE(scope, 3);
 }
 
+TEST(Procfs, ReadMemoryReadsWholeBytesOrNothing) {
+  const char here[] = "watched bytes";
+  const auto address = reinterpret_cast<uint64_t>(here);
+  EXPECT_EQ(procfs::ReadMemory(getpid(), address, 7), std::optional<std::string>("watched"));
+  EXPECT_EQ(procfs::ReadMemory(getpid(), address, 0), std::nullopt);
+  EXPECT_EQ(procfs::ReadMemory(getpid(), 0, 8), std::nullopt);  // nothing mapped at 0
+}
+
 }  // namespace
 }  // namespace hwwatch::daemon::procfs
