@@ -2,8 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "daemon/tracer_stops_backend.h"
-
 namespace hwwatch::daemon {
 
 Result<ThreadArm> PtraceBackend::Admit(const TargetSpec& where, arch::SlotType type,
@@ -20,7 +18,7 @@ Result<ThreadArm> PtraceBackend::Admit(const TargetSpec& where, arch::SlotType t
 
 std::optional<Problem> PtraceBackend::Arm(ThreadArm& arm, const TargetSpec& where,
                                           const ArmSpec& spec) {
-  TraceUse use = TraceUseFor(caps_.arch, spec);
+  TraceUse use = UseFor(spec);
   use.slots = std::move(arm.slots);
   arm.slots.clear();
   auto armed = tracer_.Add(where.tid, use);
@@ -70,7 +68,7 @@ std::optional<Problem> PtraceBackend::Move(std::vector<ThreadArm>& arms, const T
       failed = std::move(taken).problem();
       break;
     }
-    TraceUse use = TraceUseFor(caps_.arch, to);
+    TraceUse use = UseFor(to);
     use.slots = *taken;
     if (arch::Status st = tracer_.Replace(arm.tid, use); !st.ok()) {
       Restore(arm.tid, to.type, use.slots, arm.slot_type, arm.slots);
@@ -88,7 +86,7 @@ std::optional<Problem> PtraceBackend::Move(std::vector<ThreadArm>& arms, const T
     old.type = old_type;
     for (auto& [arm, old_slots] : done) {
       Restore(arm->tid, arm->slot_type, arm->slots, old_type, old_slots);
-      TraceUse use = TraceUseFor(caps_.arch, old);
+      TraceUse use = UseFor(old);
       use.slots = old_slots;
       if (arch::Status st = tracer_.Replace(arm->tid, use); !st.ok()) {
         spdlog::error("modify: thread {} could not get its old watch back: {}", arm->tid,
@@ -100,13 +98,5 @@ std::optional<Problem> PtraceBackend::Move(std::vector<ThreadArm>& arms, const T
   }
   return failed;
 }
-
-void PtraceBackend::Follow(pid_t tgid, const ThreadArm& first, const ArmSpec& spec) {
-  TraceUse use = TraceUseFor(caps_.arch, spec);
-  use.slots = first.slots;  // a new thread has every index free
-  tracer_.Follow(tgid, use);
-}
-
-void PtraceBackend::Unfollow(pid_t tgid, uint64_t group) { tracer_.Unfollow(tgid, group); }
 
 }  // namespace hwwatch::daemon

@@ -6,20 +6,6 @@
 
 namespace hwwatch::daemon {
 
-TraceUse TraceUseFor(arch::Arch arch, const ArmSpec& spec) {
-  TraceUse use;
-  use.group = spec.group;
-  use.perf_stop = spec.how.daemon_stops;
-  for (unsigned i = 0; i < spec.watch->cover.needed(); ++i) {
-    use.specs.push_back(spec.watch->cover.Spec(arch, i));
-  }
-  if (spec.capture) {
-    use.capture_address = spec.watch->region.address;
-    use.capture_length = CaptureLength(spec.watch->region);
-  }
-  return use;
-}
-
 Result<ThreadArm> TracerStopsBackend::Admit(const TargetSpec& where, arch::SlotType type,
                                             unsigned weight, const ArmHow&) {
   auto id = daemon::Admit(engine_, where, type, weight);
@@ -33,7 +19,7 @@ Result<ThreadArm> TracerStopsBackend::Admit(const TargetSpec& where, arch::SlotT
 
 std::optional<Problem> TracerStopsBackend::Arm(ThreadArm& arm, const TargetSpec& where,
                                                const ArmSpec& spec) {
-  auto slots = tracer_.Add(where.tid, TraceUseFor(caps_.arch, spec));
+  auto slots = tracer_.Add(where.tid, UseFor(spec));
   if (!slots.ok()) {
     return ProblemFromErrno(slots.error(), KernelStep::kArm, where.tid, spec.watch->weight());
   }
@@ -58,10 +44,9 @@ std::optional<Problem> TracerStopsBackend::Move(std::vector<ThreadArm>& arms,
   ArmSpec old = to;
   old.watch = &from;
   for (size_t a = 0; a < arms.size(); ++a) {
-    if (arch::Status st = tracer_.Replace(arms[a].tid, TraceUseFor(caps_.arch, to)); !st.ok()) {
+    if (arch::Status st = tracer_.Replace(arms[a].tid, UseFor(to)); !st.ok()) {
       for (size_t k = 0; k < a; ++k) {
-        if (arch::Status back = tracer_.Replace(arms[k].tid, TraceUseFor(caps_.arch, old));
-            !back.ok()) {
+        if (arch::Status back = tracer_.Replace(arms[k].tid, UseFor(old)); !back.ok()) {
           spdlog::error("modify: thread {} could not get its old watch back: {}", arms[k].tid,
                         back.error().message);
         }
@@ -72,13 +57,5 @@ std::optional<Problem> TracerStopsBackend::Move(std::vector<ThreadArm>& arms,
   }
   return std::nullopt;
 }
-
-void TracerStopsBackend::Follow(pid_t tgid, const ThreadArm& first, const ArmSpec& spec) {
-  TraceUse use = TraceUseFor(caps_.arch, spec);
-  use.slots = first.slots;
-  tracer_.Follow(tgid, use);
-}
-
-void TracerStopsBackend::Unfollow(pid_t tgid, uint64_t group) { tracer_.Unfollow(tgid, group); }
 
 }  // namespace hwwatch::daemon

@@ -5,19 +5,14 @@
 // like any perf event.
 #pragma once
 
-#include "arch/capabilities.h"
-#include "daemon/backend.h"
-#include "daemon/tracer.h"
+#include "daemon/traced_backend.h"
 
 namespace hwwatch::daemon {
 
-// What the tracer does on a thread for `spec` (slots: ptrace's indices).
-TraceUse TraceUseFor(arch::Arch arch, const ArmSpec& spec);
-
-class TracerStopsBackend final : public Backend {
+class TracerStopsBackend final : public TracedBackend {
  public:
   TracerStopsBackend(const arch::HostCapabilities& caps, engine::Engine& engine, Tracer& tracer)
-      : caps_(caps), engine_(engine), tracer_(tracer) {}
+      : TracedBackend(caps, tracer), engine_(engine) {}
 
   Result<ThreadArm> Admit(const TargetSpec& where, arch::SlotType type, unsigned weight,
                           const ArmHow& how) override;
@@ -25,14 +20,9 @@ class TracerStopsBackend final : public Backend {
   void Disarm(ThreadArm& arm) override;
   std::optional<Problem> Move(std::vector<ThreadArm>& arms, const TargetSpec& target,
                               const WatchSpec& from, const ArmSpec& to) override;
-  void Follow(pid_t tgid, const ThreadArm& first, const ArmSpec& spec) override;
-  void Unfollow(pid_t tgid, uint64_t group) override;
-  uint64_t Hits(const ThreadArm&) const override { return 0; }
 
  private:
-  const arch::HostCapabilities& caps_;
   engine::Engine& engine_;
-  Tracer& tracer_;
 };
 
 }  // namespace hwwatch::daemon
