@@ -3,9 +3,10 @@
 // Result<T>, a value or a Problem. The service maps codes 1:1 to gRPC
 // status codes at its edge (daemon/convert.cpp); nothing else sees gRPC.
 //
-// arch/ and the engine keep their own small result types (arch::Result,
-// engine::Admission): they are libraries below the daemon. Their failures
-// become Problems here, through ProblemFromErrno() and RefusalFromEngine().
+// Result<T> is arch's value-or-error template with a Problem for the error.
+// arch/'s own failures (arch::Error) and the engine's refusals
+// (engine::Admission) become Problems through ProblemFromErrno() and
+// RefusalFromEngine().
 #pragma once
 
 #include <sys/types.h>
@@ -79,26 +80,8 @@ Code CodeForErrno(int err);
 enum class KernelStep { kArm, kModify };
 Problem ProblemFromErrno(const arch::Error& err, KernelStep step, pid_t tid, unsigned weight);
 
+// A value or a Problem.
 template <class T>
-class [[nodiscard]] Result {
- public:
-  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}            // NOLINT
-  Result(Problem problem) : v_(std::in_place_index<1>, std::move(problem)) {}  // NOLINT
-
-  bool ok() const { return v_.index() == 0; }
-  explicit operator bool() const { return ok(); }
-  T& value() & { return std::get<0>(v_); }
-  const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  T& operator*() & { return value(); }
-  const T& operator*() const& { return value(); }
-  T* operator->() { return &value(); }
-  const T* operator->() const { return &value(); }
-  const Problem& problem() const& { return std::get<1>(v_); }
-  Problem&& problem() && { return std::get<1>(std::move(v_)); }
-
- private:
-  std::variant<T, Problem> v_;
-};
+using Result = arch::Result<T, Problem>;
 
 }  // namespace hwwatch::daemon

@@ -197,7 +197,7 @@ void ReservationManager::FollowThreads(Entry& e) {
       g.backend->Disarm(stray);
       // The thread runs unwatched; say so rather than hide it.
       spdlog::warn("reservation {}: new thread {} of process {} not watched: {}", g.id, tid, pid,
-                   arm.problem().message);
+                   arm.error().message);
       threads_refused_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }

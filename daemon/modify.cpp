@@ -22,7 +22,7 @@ Result<ReservationInfo> ReservationManager::Modify(const Peer& caller, uint64_t 
                            " other reservation(s); release it and reserve the new watch instead");
   }
   auto watch = CheckWatch(request, e.info.target, caps_);
-  if (!watch) return WatchProblem(std::move(watch).problem(), std::nullopt);
+  if (!watch) return WatchProblem(std::move(watch).error(), std::nullopt);
   const unsigned weight = watch->weight();
   const unsigned old_weight = e.weight();
   if (auto no = quota_.ChargeModify(e.uid, old_weight, weight)) return std::move(*no);

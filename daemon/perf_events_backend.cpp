@@ -24,7 +24,7 @@ arch::PerfTarget ToPerf(const TargetSpec& t) {
 Result<ThreadArm> PerfEventsBackend::Admit(const TargetSpec& where, arch::SlotType type,
                                            unsigned weight, const ArmHow&) {
   auto id = daemon::Admit(engine_, where, type, weight);
-  if (!id) return std::move(id).problem();
+  if (!id) return std::move(id).error();
   ThreadArm arm;
   arm.tid = where.is_task() ? where.tid : -1;
   arm.engine_id = *id;

@@ -8,7 +8,7 @@ Result<ThreadArm> PtraceBackend::Admit(const TargetSpec& where, arch::SlotType t
                                        unsigned weight, const ArmHow& how) {
   // Accounted per debug register index (see ptrace_slots.h).
   auto taken = bank_.Take(where.tid, type, weight, how.slot);
-  if (!taken) return std::move(taken).problem();
+  if (!taken) return std::move(taken).error();
   ThreadArm arm;
   arm.tid = where.tid;
   arm.slots = std::move(taken.value());
@@ -30,7 +30,7 @@ std::optional<Problem> PtraceBackend::Arm(ThreadArm& arm, const TargetSpec& wher
   // thread): account what it used.
   if (auto held = bank_.TakeExactly(where.tid, spec.type, *armed); !held) {
     tracer_.Remove(where.tid, spec.group);
-    return std::move(held).problem();
+    return std::move(held).error();
   }
   arm.traced_group = spec.group;
   arm.slots = *armed;
@@ -49,7 +49,7 @@ void PtraceBackend::Restore(pid_t tid, arch::SlotType type, const std::vector<un
   bank_.Put(tid, type, slots);
   if (auto again = bank_.TakeExactly(tid, back_type, back); !again) {
     spdlog::error("modify: thread {} could not take its old debug registers back: {}", tid,
-                  again.problem().message);
+                  again.error().message);
   }
 }
 
@@ -65,7 +65,7 @@ std::optional<Problem> PtraceBackend::Move(std::vector<ThreadArm>& arms, const T
     auto taken = bank_.Take(arm.tid, to.type, weight, to.how.slot);
     if (!taken) {
       Restore(arm.tid, to.type, {}, arm.slot_type, arm.slots);
-      failed = std::move(taken).problem();
+      failed = std::move(taken).error();
       break;
     }
     TraceUse use = UseFor(to);

@@ -105,7 +105,7 @@ Result<CheckedReserve> CheckReserve(const ReserveArgs& req, unsigned cpus) {
                    std::to_string(req.lease.seconds));
   }
   auto target = CheckTarget(req.target, cpus);
-  if (!target) return std::move(target).problem();
+  if (!target) return std::move(target).error();
   ArmHow how;
   how.ptrace = req.backend == BackendChoice::kPtrace || req.slot.has_value();
   how.slot = req.slot;

@@ -70,13 +70,13 @@ Result<ReservationInfo> ReservationManager::Reserve(const Peer& caller, const Re
   if (req.reclaim) return Reclaim(caller, *req.reclaim);
   // Validate.
   auto checked = CheckReserve(req, caps_.cpus);
-  if (!checked) return std::move(checked).problem();
+  if (!checked) return std::move(checked).error();
   const TargetSpec target = checked->target;
   ArmHow how = checked->how;
   auto watch = CheckWatch(req.watch, target, caps_);
   if (!watch) {
     const bool exec = req.watch.access == arch::Access::kExecute;
-    return WatchProblem(std::move(watch).problem(),
+    return WatchProblem(std::move(watch).error(),
                         arch::SlotTypeOf(exec ? arch::Access::kExecute : arch::Access::kWrite));
   }
   // Authorize.
@@ -159,12 +159,12 @@ std::optional<Problem> ReservationManager::ArmNewGroup(const Peer& caller, Entry
   for (const TargetSpec& t : threads) {
     auto arm = ArmOne(*g.backend, t, e.spec);
     if (!arm) {
-      if (target.kind == TargetSpec::Kind::kProcess && arm.problem().code == Code::kNotFound) {
+      if (target.kind == TargetSpec::Kind::kProcess && arm.error().code == Code::kNotFound) {
         continue;  // a thread that ended meanwhile
       }
       for (ThreadArm& done : g.arms) g.backend->Disarm(done);
       if (e.spec.group != 0) membership_.Leave(e.spec.group);
-      return std::move(arm).problem();
+      return std::move(arm).error();
     }
     g.arms.push_back(std::move(arm.value()));
     if (e.spec.group == 0) {
@@ -312,9 +312,9 @@ SlotsView ReservationManager::Slots(const SlotsArgs& req) {
   if (!req.probe) return out;
   SlotsView::Probe& probe = out.probe.emplace();
   auto target = CheckTarget(req.target, caps_.cpus);
-  auto watch = target ? CheckWatch(req.watch, *target, caps_) : Result<WatchSpec>(target.problem());
+  auto watch = target ? CheckWatch(req.watch, *target, caps_) : Result<WatchSpec>(target.error());
   if (!target || !watch) {
-    const Problem& p = target ? watch.problem() : target.problem();
+    const Problem& p = target ? watch.error() : target.error();
     Refusal r;
     r.reason = p.code == Code::kResourceExhausted ? Refusal::Reason::kRegionTooLarge
                                                   : Refusal::Reason::kUnspecified;

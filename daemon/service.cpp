@@ -160,9 +160,9 @@ grpc::ServerUnaryReactor* WatchpointService::Reserve(grpc::CallbackServerContext
   auto caller = Caller(ctx, &status);
   if (!caller) return Answer(ctx, status);
   auto args = FromProto(*req);
-  if (!args) return Refuse(ctx, args.problem());
+  if (!args) return Refuse(ctx, args.error());
   auto r = reservations_.Reserve(*caller, *args);
-  if (!r) return Refuse(ctx, r.problem());
+  if (!r) return Refuse(ctx, r.error());
   *resp->mutable_reservation() = ToProto(*r);
   return Answer(ctx, grpc::Status::OK);
 }
@@ -175,7 +175,7 @@ grpc::ServerUnaryReactor* WatchpointService::Modify(grpc::CallbackServerContext*
   auto caller = Caller(ctx, &status);
   if (!caller) return Answer(ctx, status);
   auto r = reservations_.Modify(*caller, req->id(), FromProto(req->watch()));
-  if (!r) return Refuse(ctx, r.problem());
+  if (!r) return Refuse(ctx, r.error());
   *resp->mutable_reservation() = ToProto(*r);
   return Answer(ctx, grpc::Status::OK);
 }
@@ -227,7 +227,7 @@ grpc::ServerWriteReactor<v1::Event>* WatchpointService::StreamEvents(
   if (!stream) {
     delete writer;
     refusals_.fetch_add(1, std::memory_order_relaxed);
-    return new FinishedWriter(ToStatus(stream.problem()));
+    return new FinishedWriter(ToStatus(stream.error()));
   }
   writer->Attach(std::move(stream).value());
   return writer;

@@ -9,7 +9,7 @@ namespace hwwatch::daemon {
 Result<ThreadArm> TracerStopsBackend::Admit(const TargetSpec& where, arch::SlotType type,
                                             unsigned weight, const ArmHow&) {
   auto id = daemon::Admit(engine_, where, type, weight);
-  if (!id) return std::move(id).problem();
+  if (!id) return std::move(id).error();
   ThreadArm arm;
   arm.tid = where.tid;
   arm.engine_id = *id;

@@ -19,7 +19,7 @@ class FakeBackend final : public Backend {
   Result<ThreadArm> Admit(const TargetSpec& where, arch::SlotType type, unsigned weight,
                           const ArmHow&) override {
     auto id = daemon::Admit(engine_, where, type, weight);
-    if (!id) return std::move(id).problem();
+    if (!id) return std::move(id).error();
     ThreadArm arm;
     arm.tid = where.is_task() ? where.tid : -1;
     arm.engine_id = *id;
@@ -80,13 +80,13 @@ class ModifyRollback : public ::testing::Test {
 
 TEST_F(ModifyRollback, AFailedMoveLeavesTheOldWatchArmedAndAccounted) {
   auto r = manager_.Reserve(root_, OnCpu0(0x1000, 8));
-  ASSERT_TRUE(r) << r.problem().message;
+  ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(fake_->armed, 1);
   EXPECT_EQ(CpuPinned(), 1u);
   fake_->fail_moves = true;
   auto m = manager_.Modify(root_, r->id, {0x1000, 32, arch::Access::kWrite, false, ""});
   ASSERT_FALSE(m);
-  EXPECT_EQ(m.problem().code, Code::kInternal);
+  EXPECT_EQ(m.error().code, Code::kInternal);
   EXPECT_EQ(fake_->moves, 1);
   // The engine is back on one register, and the reservation is unchanged.
   EXPECT_EQ(CpuPinned(), 1u);
@@ -106,14 +106,14 @@ TEST_F(ModifyRollback, AnEngineRefusalNeverReachesTheBackend) {
   // 2 + 3 registers do not fit in cpu 0's 4, even with a's one given back.
   auto m = manager_.Modify(root_, a->id, {0x1000, 24, arch::Access::kWrite, false, ""});
   ASSERT_FALSE(m);
-  EXPECT_EQ(m.problem().code, Code::kResourceExhausted);
-  ASSERT_TRUE(m.problem().refusal.has_value());
-  EXPECT_EQ(m.problem().refusal->reason, Refusal::Reason::kCpuFull);
+  EXPECT_EQ(m.error().code, Code::kResourceExhausted);
+  ASSERT_TRUE(m.error().refusal.has_value());
+  EXPECT_EQ(m.error().refusal->reason, Refusal::Reason::kCpuFull);
   EXPECT_EQ(fake_->moves, 0);
   EXPECT_EQ(CpuPinned(), 3u);
   // As if the old one were released: 2 + 2 fit.
   auto ok = manager_.Modify(root_, a->id, {0x1000, 16, arch::Access::kWrite, false, ""});
-  ASSERT_TRUE(ok) << ok.problem().message;
+  ASSERT_TRUE(ok) << ok.error().message;
   EXPECT_EQ(CpuPinned(), 4u);
 }
 
@@ -121,7 +121,7 @@ TEST_F(ModifyRollback, AMoveThatWorksIsCommitted) {
   auto r = manager_.Reserve(root_, OnCpu0(0x1000, 8));
   ASSERT_TRUE(r);
   auto m = manager_.Modify(root_, r->id, {0x3000, 16, arch::Access::kWrite, false, "x"});
-  ASSERT_TRUE(m) << m.problem().message;
+  ASSERT_TRUE(m) << m.error().message;
   EXPECT_EQ(m->weight, 2u);
   EXPECT_EQ(m->watch.address, 0x3000u);
   EXPECT_EQ(m->watch.symbol, "x");

@@ -25,35 +25,35 @@ class Bank : public ::testing::Test {
 
 TEST_F(Bank, PicksFreeIndicesInOrderAndRefusesAFifth) {
   auto a = bank_.Take(100, arch::SlotType::kData, 3, std::nullopt);
-  ASSERT_TRUE(a) << a.problem().message;
+  ASSERT_TRUE(a) << a.error().message;
   EXPECT_EQ(*a, (std::vector<unsigned>{0, 1, 2}));
   auto b = bank_.Take(100, arch::SlotType::kInst, 1, std::nullopt);  // x86: one mixed bank
-  ASSERT_TRUE(b) << b.problem().message;
+  ASSERT_TRUE(b) << b.error().message;
   EXPECT_EQ(*b, (std::vector<unsigned>{3}));
   EXPECT_EQ(Held(100), 4u);
   auto c = bank_.Take(100, arch::SlotType::kData, 1, std::nullopt);
   ASSERT_FALSE(c);
-  EXPECT_EQ(c.problem().code, Code::kResourceExhausted);
-  ASSERT_TRUE(c.problem().refusal.has_value());
-  EXPECT_EQ(c.problem().refusal->reason, Refusal::Reason::kTaskFull);
-  EXPECT_EQ(c.problem().refusal->tid, 100);
+  EXPECT_EQ(c.error().code, Code::kResourceExhausted);
+  ASSERT_TRUE(c.error().refusal.has_value());
+  EXPECT_EQ(c.error().refusal->reason, Refusal::Reason::kTaskFull);
+  EXPECT_EQ(c.error().refusal->tid, 100);
   // Another thread has its own registers.
   EXPECT_TRUE(bank_.Take(200, arch::SlotType::kData, 4, std::nullopt));
 }
 
 TEST_F(Bank, AChosenSlotComesFirstAndMustExistAndBeFree) {
   auto a = bank_.Take(100, arch::SlotType::kData, 2, 2u);
-  ASSERT_TRUE(a) << a.problem().message;
+  ASSERT_TRUE(a) << a.error().message;
   EXPECT_EQ(*a, (std::vector<unsigned>{2, 0}));
   auto busy = bank_.Take(100, arch::SlotType::kData, 1, 2u);
   ASSERT_FALSE(busy);
-  EXPECT_EQ(busy.problem().code, Code::kFailedPrecondition);
+  EXPECT_EQ(busy.error().code, Code::kFailedPrecondition);
   auto none = bank_.Take(100, arch::SlotType::kData, 1, 4u);
   ASSERT_FALSE(none);
-  EXPECT_EQ(none.problem().code, Code::kInvalidArgument);
+  EXPECT_EQ(none.error().code, Code::kInvalidArgument);
   auto exact = bank_.TakeExactly(100, arch::SlotType::kData, {0});
   ASSERT_FALSE(exact);
-  EXPECT_EQ(exact.problem().code, Code::kFailedPrecondition);
+  EXPECT_EQ(exact.error().code, Code::kFailedPrecondition);
 }
 
 TEST_F(Bank, RegistersTheKernelStillHoldsAreReusedWithoutANewSlot) {
@@ -77,7 +77,7 @@ TEST_F(Bank, ARefusedTakeGivesBackWhatItAdmitted) {
   ASSERT_TRUE(cpu);
   auto two = bank_.Take(100, arch::SlotType::kData, 2, std::nullopt);
   ASSERT_FALSE(two);
-  EXPECT_EQ(two.problem().refusal->reason, Refusal::Reason::kCpuFull);
+  EXPECT_EQ(two.error().refusal->reason, Refusal::Reason::kCpuFull);
   EXPECT_EQ(Held(100), 0u);
   EXPECT_TRUE(bank_.Take(100, arch::SlotType::kData, 1, std::nullopt));
 }

@@ -65,15 +65,15 @@ TEST(CheckTarget, Refusals) {
                         Case{neg_pid, "positive"}, Case{tc_bad_cpu, "does not exist"}}) {
     auto r = CheckTarget(c.t, 4);
     ASSERT_FALSE(r) << c.t.ShortDebugString();
-    EXPECT_EQ(r.problem().code, Code::kInvalidArgument);
-    EXPECT_NE(r.problem().message.find(c.says), std::string::npos) << r.problem().message;
+    EXPECT_EQ(r.error().code, Code::kInvalidArgument);
+    EXPECT_NE(r.error().message.find(c.says), std::string::npos) << r.error().message;
   }
 }
 
 TEST(CheckWatch, PlansRegistersAndWeight) {
   TargetSpec task;
   auto w = CheckWatch(Watch(0x1000, 8), task, X86());
-  ASSERT_TRUE(w) << w.problem().message;
+  ASSERT_TRUE(w) << w.error().message;
   EXPECT_EQ(w->weight(), 1u);
   // 32 bytes aligned: four 8-byte registers, the whole x86 pool.
   w = CheckWatch(Watch(0x1000, 32), task, X86());
@@ -111,9 +111,9 @@ TEST(CheckWatch, Refusals) {
   for (const Case& c : cases) {
     auto r = CheckWatch(c.w, c.t, X86());
     ASSERT_FALSE(r) << c.w.ShortDebugString();
-    EXPECT_EQ(r.problem().code, c.code) << c.w.ShortDebugString() << ": " << r.problem().message;
-    EXPECT_NE(r.problem().message.find(c.says), std::string::npos) << r.problem().message;
-    EXPECT_FALSE(r.problem().message.empty());
+    EXPECT_EQ(r.error().code, c.code) << c.w.ShortDebugString() << ": " << r.error().message;
+    EXPECT_NE(r.error().message.find(c.says), std::string::npos) << r.error().message;
+    EXPECT_FALSE(r.error().message.empty());
   }
 }
 
@@ -121,7 +121,7 @@ TEST(CheckWatch, CpuTargetsMayWatchKernelAddresses) {
   TargetSpec cpu;
   cpu.kind = TargetSpec::Kind::kCpu;
   auto w = CheckWatch(Watch(0xffffffff81000000ull, 8), cpu, X86());
-  EXPECT_TRUE(w) << w.problem().message;
+  EXPECT_TRUE(w) << w.error().message;
 }
 
 TEST(CheckWatch, ACpuWatchOfTheLastBytesMayBeCoveredUpTo2To64) {
@@ -130,7 +130,7 @@ TEST(CheckWatch, ACpuWatchOfTheLastBytesMayBeCoveredUpTo2To64) {
   // The last 30 bytes but one: 8 exact registers, or one 8-byte register
   // per doubleword, the last holding the top byte too (its end is 2^64).
   auto w = CheckWatch(OverCover(Watch(0xffffffffffffffe1ull, 30)), cpu, X86());
-  ASSERT_TRUE(w) << w.problem().message;
+  ASSERT_TRUE(w) << w.error().message;
   ASSERT_EQ(w->weight(), 4u);
   EXPECT_EQ(w->cover.registers.back().address, 0xfffffffffffffff8ull);
   EXPECT_EQ(w->cover.registers.back().length, 8u);
@@ -148,9 +148,9 @@ TEST(CheckWatch, OverCoverOnlyWhenTheExactCoverDoesNotFit) {
   // takes two 8-byte registers and the daemon filters the extra bytes.
   auto exact = CheckWatch(Watch(0x1001, 12), task, X86());
   ASSERT_FALSE(exact);
-  EXPECT_EQ(exact.problem().code, Code::kResourceExhausted);
+  EXPECT_EQ(exact.error().code, Code::kResourceExhausted);
   auto over = CheckWatch(OverCover(Watch(0x1001, 12)), task, X86());
-  ASSERT_TRUE(over) << over.problem().message;
+  ASSERT_TRUE(over) << over.error().message;
   EXPECT_EQ(over->weight(), 2u);
   EXPECT_FALSE(over->cover.exact);
 }
