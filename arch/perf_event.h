@@ -55,6 +55,10 @@ struct PerfOptions {
   // into the ring when the task execs (the watched address means nothing
   // in the new image). Set on one event per ring.
   bool exec_records = false;
+  // Threads the task starts from now on get a copy of the event at clone,
+  // before they run (attr.inherit); read() then sums the copies' counts.
+  // perf refuses mmap on such an event with cpu = -1: pair it with BPF.
+  bool inherit = false;
 };
 
 // si_code of a SIGTRAP sent by a sigtrap-mode perf event (TRAP_PERF; not

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "arch/perf_event.h"
+#include "arch/scoped_fd.h"
 #include "daemon/engine/constraints.h"
 #include "daemon/error.h"
 #include "daemon/request_check.h"
@@ -48,6 +49,18 @@ struct ThreadArm {
   // Sample delivery: the first register with the ring, shared with the
   // reader.
   std::vector<std::shared_ptr<SampledEvent>> sampled;
+  // BPF capture: the perf link of each event (links[i] holds events[i]),
+  // and the group whose watch the program has for this arm.
+  std::vector<arch::ScopedFd> links;
+  uint64_t capture_group = 0;
+  // Inherited events: the kernel copies them into every thread this one
+  // starts. Such an arm outlives its thread (closing its event would close
+  // the copies), so `exited` marks it instead.
+  bool inherits = false;
+  bool exited = false;
+  // A thread the kernel armed at clone from an inherited event: accounted
+  // in the engine, nothing of its own to close.
+  bool kernel_armed = false;
 };
 
 // What to arm: the watch, and how its hits are delivered.
@@ -58,6 +71,10 @@ struct ArmSpec {
   ArmHow how;
   bool capture = false;  // hits carry the watched bytes
   uint64_t group = 0;
+  // A process target on a backend that Inherits(): the events are
+  // inherited by threads created later.
+  bool inherit = false;
+  pid_t tgid = 0;  // the process (inherit)
 };
 
 // Bytes of a watched region that a hit reports (Hit.value).
@@ -86,6 +103,15 @@ class Backend {
                                       const WatchSpec& from, const ArmSpec& to) = 0;
   // Move does its own accounting (the ptrace slot bank).
   virtual bool AccountsItself() const { return false; }
+  // Process targets: the kernel arms new threads at clone (inherited
+  // events); the manager only accounts them when it finds them.
+  virtual bool Inherits() const { return false; }
+  // What became of the hits of a group's arms: {delivered, filtered,
+  // lost}, where the backend knows (else all counted hits are delivered).
+  struct Fates {
+    uint64_t delivered = 0, filtered = 0, lost = 0;
+  };
+  virtual std::optional<Fates> FatesOf(uint64_t /*group*/) const { return std::nullopt; }
 
   // Threads `tgid` starts from now on get `spec` before they first run
   // (`first` is the process's first arm). Only backends whose tracer sees
@@ -95,6 +121,9 @@ class Backend {
 
   // Hits the kernel counted on `arm` (0 where the backend does not count).
   virtual uint64_t Hits(const ThreadArm& arm) const = 0;
+  // False where no kernel counter exists (the tracer's registers and
+  // stops): the published hits are the count.
+  virtual bool KernelCounts() const { return true; }
 };
 
 // A process's arm lives on its thread; a thread or CPU target's on itself.

@@ -97,7 +97,8 @@ TargetSpec FromProto(const v1::Target& t) {
 }
 
 WatchRequest FromProto(const v1::Watch& w) {
-  return WatchRequest{w.address(), w.length(), FromProto(w.access()), w.over_cover(), w.symbol()};
+  return WatchRequest{w.address(),    w.length(), FromProto(w.access()), w.over_cover(),
+                      w.symbol(),     w.changed(), w.condition()};
 }
 
 Result<ReserveArgs> FromProto(const v1::ReserveRequest& r) {
@@ -185,6 +186,8 @@ v1::Watch ToProto(const WatchRequest& w) {
   out.set_access(w.access ? ToProto(*w.access) : v1::ACCESS_UNSPECIFIED);
   out.set_over_cover(w.over_cover);
   out.set_symbol(w.symbol);
+  out.set_changed(w.changed);
+  out.set_condition(w.condition);
   return out;
 }
 
@@ -209,6 +212,9 @@ v1::Reservation ToProto(const ReservationInfo& r) {
   p.set_label(r.label);
   p.set_sharers(r.sharers);
   p.set_hits(r.hits);
+  p.set_delivered(r.delivered);
+  p.set_filtered(r.filtered);
+  p.set_lost(r.lost);
   p.set_orphaned(r.orphaned);
   return p;
 }
@@ -294,6 +300,9 @@ v1::Event ToProto(const Event& e) {
       p->set_address(h.address);
       if (h.slot) p->set_slot(*h.slot);
       if (h.value) p->set_value(*h.value);
+      if (h.old_value) p->set_old_value(*h.old_value);
+      if (h.value) p->set_value_source(h.value_at_trap ? v1::VALUE_AT_TRAP : v1::VALUE_AT_DELIVERY);
+      if (h.cpu) p->set_cpu(*h.cpu);
     }
     void operator()(const Event::ThreadAdded& t) {
       out.mutable_thread_added()->set_reservation_id(t.reservation_id);

@@ -57,7 +57,13 @@ std::string Daemon::Start(const DaemonOptions& options) {
     runtime_dir = std::filesystem::path(options.socket_path).parent_path().string();
   }
   reservations_ = std::make_unique<ReservationManager>(
-      host, options.lock, options.limits, runtime_dir.empty() ? "" : runtime_dir + "/ptrace");
+      host, options.lock, options.limits, options.capture,
+      runtime_dir.empty() ? "" : runtime_dir + "/ptrace");
+  v1::Capture* capture = caps.mutable_capture();
+  capture->set_path(reservations_->bpf_capture() ? v1::Capture::PATH_BPF
+                                                 : v1::Capture::PATH_PERF_RING);
+  capture->set_detail(reservations_->capture_detail());
+  capture->set_ring_bytes(reservations_->capture_ring_bytes());
   service_ = std::make_unique<WatchpointService>(std::move(caps), peers_, *reservations_);
 
   grpc::EnableDefaultHealthCheckService(true);

@@ -34,6 +34,7 @@ struct DaemonOptions {
   bool handle_signals = true;
   engine::LockMode lock = engine::LockMode::kSharded;
   ReservationLimits limits;
+  CaptureOptions capture;
 };
 
 class Daemon {

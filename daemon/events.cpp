@@ -17,7 +17,8 @@ Event Stamped(Kind kind) {
 }  // namespace
 
 Event HitEvent(const RawHit& h) {
-  return Stamped(Event::Hit{h.group, h.tid, h.ip, h.address, h.slot, h.value});
+  return Stamped(Event::Hit{h.group, h.tid, h.ip, h.address, h.slot, h.value, h.old_value,
+                            h.value_at_trap, h.cpu});
 }
 
 Event LostEvent(uint64_t count) { return Stamped(Event::Lost{count}); }

@@ -150,7 +150,7 @@ void ReservationManager::Reap() {
       FollowThreads(e);
       followed.push_back(&g);
     }
-    if (g.arms.empty()) {
+    if (!g.alive()) {
       Disarm(e, "target exited");
       it = entries_.erase(it);
     } else if (e.orphaned_until && *e.orphaned_until <= now) {
@@ -164,9 +164,16 @@ void ReservationManager::Reap() {
 
 void ReservationManager::DropThread(Group& g, pid_t tid) {
   for (auto a = g.arms.begin(); a != g.arms.end(); ++a) {
-    if (a->tid != tid) continue;
-    g.backend->Disarm(*a);
-    g.arms.erase(a);
+    if (a->tid != tid || a->exited) continue;
+    if (a->inherits) {
+      // Its event holds the copies in the threads it started: it stays
+      // open (and accounted, as the kernel accounts it) until the group goes.
+      a->exited = true;
+    } else {
+      g.retired_hits += g.backend->Hits(*a);
+      g.backend->Disarm(*a);
+      g.arms.erase(a);
+    }
     events_.PublishGroup(g.id, ExitedEvent(g.id, tid), true);
     return;
   }
@@ -178,16 +185,34 @@ void ReservationManager::FollowThreads(Entry& e) {
   const std::vector<pid_t> now = procfs::ListThreads(pid);
   std::vector<pid_t> gone;
   for (const ThreadArm& a : g.arms) {
-    if (!std::binary_search(now.begin(), now.end(), a.tid)) gone.push_back(a.tid);
+    if (!a.exited && !std::binary_search(now.begin(), now.end(), a.tid)) gone.push_back(a.tid);
   }
   for (pid_t tid : gone) DropThread(g, tid);
   if (now.empty()) return;  // the process is gone
   ArmSpec spec = e.spec;
   spec.group = g.id;
+  // The kernel armed the process's new threads at clone from inherited
+  // events: they are only accounted here, as the kernel accounts them.
+  const bool inherited = !g.arms.empty() && g.arms.front().inherits;
   for (pid_t tid : now) {
     bool known = false;
-    for (const ThreadArm& a : g.arms) known = known || a.tid == tid;
+    for (const ThreadArm& a : g.arms) known = known || (a.tid == tid && !a.exited);
     if (known) continue;
+    if (inherited) {
+      const TargetSpec where{TargetSpec::Kind::kThread, tid, 0};
+      auto arm = g.backend->Admit(where, spec.type, spec.watch->weight(), spec.how);
+      if (!arm) {
+        // The kernel fitted it (its clone succeeded): the engine disagrees.
+        spdlog::error("reservation {}: thread {} the kernel armed at clone does not fit the "
+                      "engine: {}",
+                      g.id, tid, arm.error().message);
+        continue;
+      }
+      arm->kernel_armed = true;
+      g.arms.push_back(std::move(arm.value()));
+      events_.PublishGroup(g.id, ThreadAddedEvent(g.id, pid, tid), true);
+      continue;
+    }
     auto arm = ArmOne(*g.backend, {TargetSpec::Kind::kThread, tid, 0}, spec);
     if (!arm) {
       // The tracer may have armed it when it started: not accounted, so not kept.

@@ -86,7 +86,20 @@ int main(int argc, char** argv) {
   std::string cpu_group;
   app.add_option("--cpu-group", cpu_group,
                  "Group (name or gid) whose members may also watch CPUs and kernel addresses");
+  std::string capture = "auto";
+  app.add_option("--capture", capture,
+                 "How hits are captured: auto (a BPF program at the trap where the kernel allows"
+                 " it, else perf rings) or ring (perf rings; values read at delivery)")
+      ->check(CLI::IsMember({"auto", "ring"}))
+      ->capture_default_str();
+  uint64_t ring_kb = options.capture.ring_bytes / 1024;
+  app.add_option("--bpf-ring-kb", ring_kb,
+                 "Size of the BPF capture ring in KiB (a power of two; 256 KiB to 1 GiB)")
+      ->check(CLI::Range(uint64_t{256}, uint64_t{1} << 20))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  options.capture.bpf = capture == "auto";
+  options.capture.ring_bytes = ring_kb * 1024;
   if (!cpu_group.empty()) {
     if (const group* g = getgrnam(cpu_group.c_str())) {
       options.limits.cpu_group = g->gr_gid;

@@ -14,7 +14,114 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
+// A cursor over a condition's text.
+struct Scanner {
+  std::string_view s;
+  size_t i = 0;
+  void Blanks() {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+  }
+  bool Take(std::string_view word) {
+    Blanks();
+    if (s.substr(i, word.size()) != word) return false;
+    i += word.size();
+    return true;
+  }
+  bool AtEnd() {
+    Blanks();
+    return i == s.size();
+  }
+  std::string Rest() const { return i < s.size() ? "'" + std::string(s.substr(i)) + "'" : "the end"; }
+  // A decimal or 0x hex number, optionally negative.
+  std::optional<uint64_t> Number(bool* negative) {
+    Blanks();
+    *negative = i < s.size() && s[i] == '-';
+    if (*negative) ++i;
+    int base = 10;
+    if (s.substr(i, 2) == "0x" || s.substr(i, 2) == "0X") {
+      base = 16;
+      i += 2;
+    }
+    uint64_t v = 0;
+    size_t digits = 0;
+    for (; i < s.size(); ++i, ++digits) {
+      const char c = s[i];
+      int d = c >= '0' && c <= '9'   ? c - '0'
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                     : 99;
+      if (d >= base) break;
+      if (v > (UINT64_MAX - static_cast<uint64_t>(d)) / static_cast<uint64_t>(base))
+        return std::nullopt;
+      v = v * static_cast<uint64_t>(base) + static_cast<uint64_t>(d);
+    }
+    if (digits == 0) return std::nullopt;
+    return v;
+  }
+};
+
 }  // namespace
+
+Result<Condition> ParseCondition(std::string_view text, uint64_t length) {
+  const std::string what = "condition '" + std::string(text) + "': ";
+  if (length == 0 || length > 8) {
+    return Invalid(what + "a condition needs a watch of 1 to 8 bytes (an integer), not " +
+                   std::to_string(length));
+  }
+  const uint64_t width_mask = length == 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * length)) - 1;
+  Scanner sc{text};
+  Condition c;
+  const bool paren = sc.Take("(");
+  if (!sc.Take("value")) return Invalid(what + "expected 'value' at " + sc.Rest());
+  bool negative = false;
+  if (sc.Take("&") && !sc.Take("&")) {
+    auto mask = sc.Number(&negative);
+    if (!mask || negative) return Invalid(what + "expected a mask (0x... or decimal) after '&'");
+    if ((*mask & ~width_mask) != 0) {
+      return Invalid(what + "mask " + Hex(*mask) + " has bits beyond the watch's " +
+                     std::to_string(length) + " byte(s)");
+    }
+    c.mask = *mask;
+  } else if (sc.i > 0 && sc.s[sc.i - 1] == '&') {
+    return Invalid(what + "'&&' is not an operator; use 'value & MASK OP N'");
+  }
+  if (paren && !sc.Take(")")) return Invalid(what + "expected ')' at " + sc.Rest());
+  static constexpr std::pair<std::string_view, Condition::Op> kOps[] = {
+      {"==", Condition::Op::kEq}, {"!=", Condition::Op::kNe}, {"<=", Condition::Op::kLe},
+      {">=", Condition::Op::kGe}, {"<", Condition::Op::kLt},  {">", Condition::Op::kGt}};
+  bool found = false;
+  for (const auto& [word, op] : kOps) {
+    if (sc.Take(word)) {
+      c.op = op;
+      found = true;
+      break;
+    }
+  }
+  if (!found) return Invalid(what + "expected one of == != < <= > >= at " + sc.Rest());
+  auto n = sc.Number(&negative);
+  if (!n) return Invalid(what + "expected a number (decimal or 0x hex) at " + sc.Rest());
+  if (!sc.AtEnd()) return Invalid(what + "unexpected " + sc.Rest() + " after the number");
+  if (negative) {
+    // Two's complement of the watch's width; it must fit as a signed value.
+    const uint64_t limit = length == 8 ? uint64_t{1} << 63 : uint64_t{1} << (8 * length - 1);
+    if (*n > limit) {
+      return Invalid(what + "-" + std::to_string(*n) + " does not fit in a signed " +
+                     std::to_string(length) + "-byte value");
+    }
+    c.is_signed = true;
+    c.operand = (~*n + 1) & width_mask;
+    // Compared as 64-bit signed numbers after sign extension.
+    if (length < 8) c.operand |= ~width_mask;
+  } else {
+    if ((*n & ~width_mask) != 0) {
+      return Invalid(what + std::to_string(*n) + " does not fit in the watch's " +
+                     std::to_string(length) + " byte(s)");
+    }
+    c.operand = *n;
+  }
+  c.mask &= width_mask;
+  return c;
+}
 
 uint64_t UserAddressLimit(arch::Arch a) {
   switch (a) {
@@ -96,6 +203,18 @@ Result<WatchSpec> CheckWatch(const WatchRequest& w, const TargetSpec& target,
     return MakeProblem(code, cover.error().message);
   }
   s.cover = std::move(cover.value());
+  s.changed = w.changed;
+  if (!w.condition.empty()) {
+    auto c = ParseCondition(w.condition, w.length);
+    if (!c) return std::move(c).error();
+    s.condition = *c;
+  }
+  if (s.filtered() && s.region.access == arch::Access::kExecute) {
+    return Invalid("changed and condition apply to data watches, not execute breakpoints");
+  }
+  if (s.changed && w.length > 64) {
+    return Invalid("changed compares at most 64 bytes; this watch has " + std::to_string(w.length));
+  }
   return s;
 }
 

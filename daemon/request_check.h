@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 #include "arch/capabilities.h"
 #include "arch/region.h"
@@ -22,6 +23,11 @@ uint64_t UserAddressLimit(arch::Arch a);
 inline constexpr int64_t kMaxLeaseSeconds = 24 * 3600;
 
 Result<TargetSpec> CheckTarget(const TargetSpec& t, unsigned cpus);
+
+// Parses a watch condition, "value OP N" or "value & MASK OP N" (the
+// masked value may be parenthesized), for a watch of `length` bytes; the
+// error names what is wrong.
+Result<Condition> ParseCondition(std::string_view text, uint64_t length);
 
 // Checks the watch for the target and plans its registers. Task targets
 // take user-space addresses only; CPU targets may watch kernel addresses.

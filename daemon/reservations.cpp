@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "daemon/accounting.h"
+#include "daemon/bpf_samples_backend.h"
 #include "daemon/events.h"
 #include "daemon/perf_events_backend.h"
 #include "daemon/perf_samples_backend.h"
@@ -16,7 +17,8 @@ namespace hwwatch::daemon {
 
 ReservationManager::ReservationManager(
     arch::HostCapabilities caps, engine::LockMode lock, ReservationLimits limits,
-    std::string journal_dir, const std::function<void(Backends&, engine::Engine&)>& customize)
+    CaptureOptions capture, std::string journal_dir,
+    const std::function<void(Backends&, engine::Engine&)>& customize)
     : caps_(std::move(caps)),
       engine_(engine::Config{std::max(1u, caps_.cpus), caps_.pools, lock, 0}),
       events_(membership_),
@@ -32,7 +34,19 @@ ReservationManager::ReservationManager(
                            [this](uint64_t group, pid_t tgid) { Execed(group, tgid); }},
               std::vector<int>{executor_.post_fd()}) {
   backends_.events = std::make_unique<PerfEventsBackend>(caps_, engine_);
-  backends_.samples = std::make_unique<PerfSamplesBackend>(caps_, engine_, reader_);
+  if (capture.bpf) {
+    capture_ = BpfCapture::Load(*this, capture.ring_bytes, capture_detail_);
+  } else {
+    capture_detail_ = "BPF capture is turned off (--capture ring)";
+  }
+  if (capture_) {
+    capture_detail_ = "a BPF program on each breakpoint event reads the value at the trap";
+    backends_.samples = std::make_unique<BpfSamplesBackend>(caps_, engine_, *capture_);
+  } else {
+    spdlog::warn("hits are captured through perf rings, values read at delivery: {}",
+                 capture_detail_);
+    backends_.samples = std::make_unique<PerfSamplesBackend>(caps_, engine_, reader_);
+  }
   backends_.tracer_stops = std::make_unique<TracerStopsBackend>(caps_, engine_, tracer_);
   backends_.ptrace = std::make_unique<PtraceBackend>(caps_, ptrace_slots_, tracer_);
   if (customize) customize(backends_, engine_);
@@ -156,6 +170,10 @@ std::optional<Problem> ReservationManager::ArmNewGroup(const Peer& caller, Entry
     threads.push_back(target);
   }
   e.spec.group = id;
+  if (target.kind == TargetSpec::Kind::kProcess && g.backend->Inherits()) {
+    e.spec.inherit = true;
+    e.spec.tgid = target.tid;
+  }
   for (const TargetSpec& t : threads) {
     auto arm = ArmOne(*g.backend, t, e.spec);
     if (!arm) {
@@ -239,11 +257,50 @@ ReservationInfo ReservationManager::Record(const Peer& caller, std::unique_ptr<E
 }
 
 void ReservationManager::Hit(const RawHit& hit) {
+  {
+    MutexLock lock(delivered_mu_);
+    ++delivered_[hit.group];
+  }
   events_.PublishGroup(hit.group, HitEvent(hit), false);
 }
 
 void ReservationManager::Lost(uint64_t group, uint64_t count) {
+  {
+    MutexLock lock(delivered_mu_);
+    ring_lost_[group] += count;
+  }
   events_.PublishGroup(group, LostEvent(count), false);
+}
+
+void ReservationManager::CountHits(const Group& g, ReservationInfo& r) const {
+  uint64_t counted = g.retired_hits;
+  for (const ThreadArm& arm : g.arms) counted += g.backend->Hits(arm);
+  uint64_t published = 0, lost = 0;
+  {
+    MutexLock lock(delivered_mu_);
+    if (auto it = delivered_.find(g.id); it != delivered_.end()) published = it->second;
+    if (auto it = ring_lost_.find(g.id); it != ring_lost_.end()) lost = it->second;
+  }
+  if (auto f = g.backend->FatesOf(g.id)) {
+    // The program's counts; whatever the kernel counted beyond them never
+    // reached it (a full ring, or a trap while another BPF program ran).
+    r.hits = counted;
+    r.delivered = f->delivered;
+    r.filtered = f->filtered;
+    r.lost = counted - std::min(counted, f->delivered + f->filtered);
+  } else if (!g.backend->KernelCounts()) {
+    // Registers the tracer writes or stops it takes: the daemon holds no
+    // counter of the kernel's; every hit is a stop it took and published.
+    r.hits = r.delivered = published;
+  } else if (g.arms.empty() || g.arms.front().sampled.empty()) {
+    r.hits = counted;  // counting, or a debugger's own stops: no events here
+  } else {
+    // perf rings: what the reader published, and what the kernel said it
+    // dropped; the rest was still in a ring.
+    r.hits = counted;
+    r.delivered = std::min(counted, published);
+    r.lost = std::min(counted - r.delivered, lost);
+  }
 }
 
 void ReservationManager::ThreadGone(uint64_t group, pid_t tid) {
@@ -284,8 +341,7 @@ std::vector<ReservationInfo> ReservationManager::List(const Peer& caller, bool a
   for (const auto& [id, e] : entries_) {
     if (e->uid != caller.creds.uid && !(all && caller.creds.uid == 0)) continue;
     ReservationInfo r = e->info;
-    r.hits = 0;
-    for (const ThreadArm& arm : e->group->arms) r.hits += e->group->backend->Hits(arm);
+    CountHits(*e->group, r);
     r.sharers = static_cast<unsigned>(membership_.Count(e->group->id));
     out.push_back(std::move(r));
   }

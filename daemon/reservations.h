@@ -22,6 +22,7 @@
 #include "arch/perf_event.h"
 #include "daemon/authorizer.h"
 #include "daemon/backend.h"
+#include "daemon/bpf_capture.h"
 #include "daemon/engine/constraints.h"
 #include "daemon/error.h"
 #include "daemon/event_hub.h"
@@ -63,7 +64,7 @@ class ReservationManager final : private HitSink {
   // `customize` may swap backends (test doubles, which account in the
   // engine given) before any is used.
   ReservationManager(arch::HostCapabilities caps, engine::LockMode lock, ReservationLimits limits,
-                     std::string journal_dir = "",
+                     CaptureOptions capture = {}, std::string journal_dir = "",
                      const std::function<void(Backends&, engine::Engine&)>& customize = {});
   ~ReservationManager() override;
 
@@ -95,6 +96,10 @@ class ReservationManager final : private HitSink {
   uint64_t events_sent() const { return events_.sent(); }
   uint64_t events_lost() const { return events_.lost(); }
   engine::LockMode lock_mode() const { return engine_.config().lock; }
+  // How samples are captured: BPF at the trap, or (with why) perf rings.
+  bool bpf_capture() const { return capture_ != nullptr; }
+  const std::string& capture_detail() const { return capture_detail_; }
+  uint64_t capture_ring_bytes() const { return capture_ ? capture_->ring_bytes() : 0; }
 
  private:
   // Registers armed once and shared by every reservation of the same watch
@@ -106,6 +111,12 @@ class ReservationManager final : private HitSink {
     std::vector<ThreadArm> arms;
     // The tracer arms new threads of this process for the group (0: no).
     pid_t followed_tgid = 0;
+    // Hits counted on arms closed since (threads that ended).
+    uint64_t retired_hits = 0;
+    // Some arm lives (arms of inherited events outlive their threads).
+    bool alive() const {
+      return std::any_of(arms.begin(), arms.end(), [](const ThreadArm& a) { return !a.exited; });
+    }
   };
   struct Entry {
     ReservationInfo info;  // hits and sharers are filled in by List
@@ -121,8 +132,8 @@ class ReservationManager final : private HitSink {
   };
 
   // HitSink: from the reader's thread and (through executor_) the tracer's.
-  void Hit(const RawHit& hit) override;
-  void Lost(uint64_t group, uint64_t count) override;
+  void Hit(const RawHit& hit) override EXCLUDES(delivered_mu_);
+  void Lost(uint64_t group, uint64_t count) override EXCLUDES(delivered_mu_);
   void ThreadGone(uint64_t group, pid_t tid) override EXCLUDES(gone_mu_);
   void Execed(uint64_t group, pid_t tgid) override EXCLUDES(gone_mu_);
 
@@ -186,6 +197,14 @@ class ReservationManager final : private HitSink {
   std::atomic<uint64_t> next_ptrace_id_{uint64_t{1} << 41};
   std::atomic<uint64_t> threads_refused_{0};
 
+  // Hits published per group, and records the kernel reported lost (a
+  // leaf lock: taken by the backends' threads).
+  mutable Mutex delivered_mu_;
+  std::unordered_map<uint64_t, uint64_t> delivered_ GUARDED_BY(delivered_mu_);
+  std::unordered_map<uint64_t, uint64_t> ring_lost_ GUARDED_BY(delivered_mu_);
+  // The hits of `g` as List reports them (counts, fates).
+  void CountHits(const Group& g, ReservationInfo& r) const EXCLUDES(delivered_mu_);
+
   // Filled by the backends' threads, emptied by Reap().
   Mutex gone_mu_;
   std::vector<std::pair<uint64_t, pid_t>> gone_ GUARDED_BY(gone_mu_);    // (group, thread)
@@ -199,6 +218,10 @@ class ReservationManager final : private HitSink {
   // executor_) until destroyed. Its thread's file table is a copy made
   // when it starts, so every fd it uses (executor_'s) must exist by then.
   Tracer tracer_;
+  // The capture program (null: perf rings; capture_detail_ says why). Its
+  // thread calls Hit() and ThreadGone() until destroyed, after backends_.
+  std::unique_ptr<BpfCapture> capture_;
+  std::string capture_detail_;
   Backends backends_;
 };
 

@@ -17,6 +17,7 @@ class TracedBackend : public Backend {
   void Unfollow(pid_t tgid, uint64_t group) override { tracer_.Unfollow(tgid, group); }
   // The tracer counts no hits of its own.
   uint64_t Hits(const ThreadArm&) const override { return 0; }
+  bool KernelCounts() const override { return false; }
 
  protected:
   TracedBackend(const arch::HostCapabilities& caps, Tracer& tracer)

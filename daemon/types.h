@@ -38,7 +38,19 @@ struct WatchRequest {
   std::optional<arch::Access> access;  // none: missing or unknown
   bool over_cover = false;
   std::string symbol;  // the name the client looked the address up by
+  bool changed = false;   // report only hits that change the bytes
+  std::string condition;  // "value [& MASK] OP N", or empty
   bool operator==(const WatchRequest&) const = default;
+};
+
+// A parsed WatchRequest::condition: (value & mask) op operand, the value
+// being the region's bytes as a little-endian integer of its length.
+struct Condition {
+  enum class Op { kEq, kNe, kLt, kLe, kGt, kGe };
+  Op op = Op::kEq;
+  uint64_t mask = ~uint64_t{0};
+  uint64_t operand = 0;
+  bool is_signed = false;  // N was negative: compare as signed integers
 };
 
 // A checked watch with the registers chosen for it.
@@ -46,6 +58,10 @@ struct WatchSpec {
   arch::Region region;
   arch::CoverMode mode = arch::CoverMode::kExact;
   arch::Cover cover;
+  // Filters evaluated at the trap (BPF capture only).
+  bool changed = false;
+  std::optional<Condition> condition;
+  bool filtered() const { return changed || condition.has_value(); }
   unsigned weight() const { return cover.needed(); }
 };
 
@@ -96,7 +112,10 @@ struct ReservationInfo {
   Lease lease;
   std::string label;
   unsigned sharers = 1;
+  // The kernel's count of the reservation's events (children included),
+  // and what became of them.
   uint64_t hits = 0;
+  uint64_t delivered = 0, filtered = 0, lost = 0;
   bool orphaned = false;
 };
 
@@ -147,6 +166,9 @@ struct RawHit {
   uint64_t address = 0;
   std::optional<unsigned> slot;
   std::optional<std::string> value;
+  std::optional<std::string> old_value;  // with a value read at the trap
+  bool value_at_trap = false;
+  std::optional<unsigned> cpu;
 };
 
 // The kinds of Event (below; at namespace scope for the same reason).
@@ -158,6 +180,9 @@ struct Hit {
   uint64_t address = 0;
   std::optional<unsigned> slot;
   std::optional<std::string> value;
+  std::optional<std::string> old_value;
+  bool value_at_trap = false;
+  std::optional<unsigned> cpu;
 };
 struct ThreadAdded {
   uint64_t reservation_id = 0;

@@ -91,6 +91,13 @@ void PrintHuman(const v1::Capabilities& c) {
   std::string backends;
   for (int b : c.backends()) backends += (backends.empty() ? "" : ", ") + Name(v1::Backend(b));
   std::printf("backends: %s\n", backends.empty() ? "none yet" : backends.c_str());
+  const v1::Capture& cap = c.capture();
+  if (cap.path() == v1::Capture::PATH_BPF) {
+    std::printf("capture: bpf, values read at the trap (ring %llu KiB)\n",
+                static_cast<unsigned long long>(cap.ring_bytes() / 1024));
+  } else {
+    std::printf("capture: perf ring, values read at delivery: %s\n", cap.detail().c_str());
+  }
   std::printf("hardware self-test:\n");
   for (const auto& t : c.self_test()) {
     std::printf("  ");

@@ -31,6 +31,8 @@ struct WatchFlags {
   uint64_t len = 1;
   std::string access = "w";
   bool over_cover = false;
+  bool changed = false;
+  std::string condition;
   CLI::Option* len_option = nullptr;
   bool address_required = true;
   // The target process's symbols (opened for --symbol or by Symbols()).
@@ -55,6 +57,11 @@ struct WatchFlags {
         ->capture_default_str();
     cmd->add_flag("--over-cover", over_cover,
                   "Use fewer, larger registers; hits outside the range are filtered");
+    cmd->add_flag("--changed", changed,
+                  "Report only writes that change the value (as GDB's watch); checked at the trap");
+    cmd->add_option("--if", condition,
+                    "Report only hits where 'value OP N' or 'value & MASK OP N' holds (OP: == != "
+                    "< <= > >=; the value as an integer of --len bytes); checked at the trap");
   }
 
   // The process of --pid or --tid (0 for --cpu).
@@ -123,6 +130,8 @@ struct WatchFlags {
     watch->set_address(addr);
     watch->set_length(length);
     watch->set_over_cover(over_cover);
+    watch->set_changed(changed);
+    watch->set_condition(condition);
     watch->set_access(access == "w"    ? v1::ACCESS_WRITE
                       : access == "rw" ? v1::ACCESS_READ_WRITE
                       : access == "x"  ? v1::ACCESS_EXECUTE
@@ -445,6 +454,8 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
     cmd->add_option("--timeout", timeout, "Stop after S seconds (default: until Ctrl-C)");
     cmd->footer(
         "One line per hit: time, thread, instruction pointer, address, old -> new value.\n"
+        "A new value marked ~ was read when the hit was delivered, not at the trap (no BPF\n"
+        "capture here: see `hwwatch caps`); later writes may show in it.\n"
         "With --json: one JSON object per event (protobuf JSON of hwwatch.v1.Event).\n"
         "Examples:\n  hwwatch watch --tid 1234 0x601040 --len 4 --count 3\n"
         "  hwwatch --json watch --tid 1234 0x601040 --len 8 --timeout 10");
@@ -516,9 +527,13 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
           } else if (e.has_hit()) {
             const v1::Hit& h = e.hit();
             const std::string now = h.has_value() ? h.value() : "";
-            std::printf("%s  tid %-7d ip %-18s  addr %-18s  %s -> %s\n",
+            // Read at the trap, the hit carries its own old value; read at
+            // delivery (marked ~), later writes may show.
+            if (h.has_old_value()) last = h.old_value();
+            const char* mark = h.value_source() == v1::VALUE_AT_TRAP ? "" : "~";
+            std::printf("%s  tid %-7d ip %-18s  addr %-18s  %s -> %s%s\n",
                         ClockText(e.time()).c_str(), h.tid(), named(h.ip(), after).c_str(),
-                        named(h.address(), false).c_str(), ValueText(last).c_str(),
+                        named(h.address(), false).c_str(), ValueText(last).c_str(), mark,
                         ValueText(now).c_str());
             if (!now.empty()) last = now;
           } else if (e.has_lost()) {

@@ -54,7 +54,8 @@ class FakeBackend final : public Backend {
 class ModifyRollback : public ::testing::Test {
  protected:
   ModifyRollback()
-      : manager_(arch::X86_64Capabilities(2), engine::LockMode::kSharded, ReservationLimits{}, "",
+      : manager_(arch::X86_64Capabilities(2), engine::LockMode::kSharded, ReservationLimits{},
+                 CaptureOptions{false}, "",
                  [this](Backends& b, engine::Engine& e) {
                    auto fake = std::make_unique<FakeBackend>(e);
                    fake_ = fake.get();
@@ -67,7 +68,7 @@ class ModifyRollback : public ::testing::Test {
   ReserveArgs OnCpu0(uint64_t address, uint64_t length) {
     ReserveArgs r;
     r.target = {TargetSpec::Kind::kCpu, 0, 0};
-    r.watch = {address, length, arch::Access::kWrite, false, ""};
+    r.watch = {address, length, arch::Access::kWrite, false, "", false, ""};
     r.delivery = Delivery::kCount;
     return r;
   }
@@ -84,7 +85,7 @@ TEST_F(ModifyRollback, AFailedMoveLeavesTheOldWatchArmedAndAccounted) {
   EXPECT_EQ(fake_->armed, 1);
   EXPECT_EQ(CpuPinned(), 1u);
   fake_->fail_moves = true;
-  auto m = manager_.Modify(root_, r->id, {0x1000, 32, arch::Access::kWrite, false, ""});
+  auto m = manager_.Modify(root_, r->id, {0x1000, 32, arch::Access::kWrite, false, "", false, ""});
   ASSERT_FALSE(m);
   EXPECT_EQ(m.error().code, Code::kInternal);
   EXPECT_EQ(fake_->moves, 1);
@@ -104,7 +105,7 @@ TEST_F(ModifyRollback, AnEngineRefusalNeverReachesTheBackend) {
   ASSERT_TRUE(a && b);
   EXPECT_EQ(CpuPinned(), 3u);
   // 2 + 3 registers do not fit in cpu 0's 4, even with a's one given back.
-  auto m = manager_.Modify(root_, a->id, {0x1000, 24, arch::Access::kWrite, false, ""});
+  auto m = manager_.Modify(root_, a->id, {0x1000, 24, arch::Access::kWrite, false, "", false, ""});
   ASSERT_FALSE(m);
   EXPECT_EQ(m.error().code, Code::kResourceExhausted);
   ASSERT_TRUE(m.error().refusal.has_value());
@@ -112,7 +113,7 @@ TEST_F(ModifyRollback, AnEngineRefusalNeverReachesTheBackend) {
   EXPECT_EQ(fake_->moves, 0);
   EXPECT_EQ(CpuPinned(), 3u);
   // As if the old one were released: 2 + 2 fit.
-  auto ok = manager_.Modify(root_, a->id, {0x1000, 16, arch::Access::kWrite, false, ""});
+  auto ok = manager_.Modify(root_, a->id, {0x1000, 16, arch::Access::kWrite, false, "", false, ""});
   ASSERT_TRUE(ok) << ok.error().message;
   EXPECT_EQ(CpuPinned(), 4u);
 }
@@ -120,7 +121,7 @@ TEST_F(ModifyRollback, AnEngineRefusalNeverReachesTheBackend) {
 TEST_F(ModifyRollback, AMoveThatWorksIsCommitted) {
   auto r = manager_.Reserve(root_, OnCpu0(0x1000, 8));
   ASSERT_TRUE(r);
-  auto m = manager_.Modify(root_, r->id, {0x3000, 16, arch::Access::kWrite, false, "x"});
+  auto m = manager_.Modify(root_, r->id, {0x3000, 16, arch::Access::kWrite, false, "x", false, ""});
   ASSERT_TRUE(m) << m.error().message;
   EXPECT_EQ(m->weight, 2u);
   EXPECT_EQ(m->watch.address, 0x3000u);

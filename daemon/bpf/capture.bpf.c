@@ -1,0 +1,148 @@
+// The capture program: attached to every breakpoint event of hwwatchd's
+// BPF capture path (PERF_EVENT_IOC_SET_BPF through a perf link, whose
+// cookie is the reservation group), it runs at the trap, in the context of
+// the thread that hit. It reads the watched bytes there, applies the
+// watch's filters (--changed, --if) and writes one record per reported
+// trap into the `hits` ring buffer, which the daemon drains in batches.
+// Returning 0 tells perf not to write its own sample (there is no perf
+// ring). Layout shared with the daemon: capture_abi.h.
+#include <linux/bpf.h>
+#include <linux/bpf_perf_event.h>
+#include <bpf/bpf_helpers.h>
+
+#include "capture_abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 1 << 22);  // the daemon sets the size before loading
+} hits SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 4096);
+  __type(key, hw_u64);  // group id
+  __type(value, struct hw_watch);
+} watches SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 4096);
+  __type(key, struct hw_inherited_key);
+  __type(value, hw_u64);  // group id
+} inherited SEC(".maps");
+
+// Traps of events whose group the maps do not know (being torn down).
+hw_u64 unknown_traps = 0;
+
+// The first `len` bytes as an unsigned little-endian integer.
+static __always_inline hw_u64 value_of(const hw_u8* b, hw_u32 len) {
+  hw_u64 v = 0;
+  for (int i = 7; i >= 0; --i) {
+    if (i < (int)len) v = (v << 8) | b[i];
+  }
+  return v;
+}
+
+static __always_inline int holds(const struct hw_watch* w, const hw_u8* now, hw_u32 len) {
+  hw_u64 v = value_of(now, len) & w->cond_mask;
+  hw_u64 n = w->cond_operand;  // sign-extended by the daemon when signed
+  if (w->cond_signed) {
+    if (len < 8) {
+      hw_u64 sign = 1ull << (len * 8 - 1);
+      v = (v ^ sign) - sign;
+    }
+    long long a = (long long)v, b = (long long)n;
+    switch (w->cond_op) {
+      case HW_LT: return a < b;
+      case HW_LE: return a <= b;
+      case HW_GT: return a > b;
+      case HW_GE: return a >= b;
+    }
+  }
+  switch (w->cond_op) {
+    case HW_EQ: return v == n;
+    case HW_NE: return v != n;
+    case HW_LT: return v < n;
+    case HW_LE: return v <= n;
+    case HW_GT: return v > n;
+    case HW_GE: return v >= n;
+  }
+  return 0;
+}
+
+SEC("perf_event")
+int capture(struct bpf_perf_event_data* ctx) {
+  hw_u64 group = bpf_get_attach_cookie(ctx);
+  if (group == 0) {
+    // An event the kernel inherited into a new thread of a watched process.
+    struct hw_inherited_key key = {};
+    key.tgid = (hw_u32)(bpf_get_current_pid_tgid() >> 32);
+    key.bp_address = ctx->addr;
+    hw_u64* g = bpf_map_lookup_elem(&inherited, &key);
+    if (!g) {
+      __sync_fetch_and_add(&unknown_traps, 1);
+      return 0;
+    }
+    group = *g;
+  }
+  struct hw_watch* w = bpf_map_lookup_elem(&watches, &group);
+  if (!w) {
+    __sync_fetch_and_add(&unknown_traps, 1);
+    return 0;
+  }
+
+  hw_u8 now[HW_CAPTURE_MAX] = {};
+  hw_u32 len = w->length;
+  if (len > HW_CAPTURE_MAX) len = HW_CAPTURE_MAX;
+  if (len == 0) len = 1;
+  int read_ok = bpf_probe_read_user(now, len, (const void*)w->address) == 0;
+
+  if (read_ok && (w->flags & HW_CHANGED)) {
+    int same = 1;
+    for (int i = 0; i < HW_CAPTURE_MAX; ++i) {
+      if (i >= (int)len) break;
+      if (now[i] != w->last[i]) same = 0;
+    }
+    if (same) {
+      __sync_fetch_and_add(&w->filtered, 1);
+      return 0;
+    }
+  }
+  if (read_ok && (w->flags & HW_CONDITION) && !holds(w, now, len)) {
+    // The value still changed: --changed compares with it next time.
+    __builtin_memcpy(w->last, now, HW_CAPTURE_MAX);
+    __sync_fetch_and_add(&w->filtered, 1);
+    return 0;
+  }
+
+  struct hw_record* r = bpf_ringbuf_reserve(&hits, sizeof *r, 0);
+  if (!r) {
+    if (read_ok) __builtin_memcpy(w->last, now, HW_CAPTURE_MAX);
+    __sync_fetch_and_add(&w->dropped, 1);
+    return 0;
+  }
+  hw_u64 pid_tgid = bpf_get_current_pid_tgid();
+  r->group = group;
+  r->time_ns = bpf_ktime_get_ns();
+#if defined(__TARGET_ARCH_arm64)
+  r->ip = ctx->regs.pc;
+  r->flags = HW_PRE_ACCESS;
+#else
+  r->ip = ctx->regs.rip;
+  r->flags = 0;
+#endif
+  r->address = ctx->addr;
+  r->tid = (hw_u32)pid_tgid;
+  r->pid = (hw_u32)(pid_tgid >> 32);
+  r->cpu = bpf_get_smp_processor_id();
+  r->length = len;
+  r->read_ok = read_ok;
+  __builtin_memcpy(r->old, w->last, HW_CAPTURE_MAX);
+  __builtin_memcpy(r->now, now, HW_CAPTURE_MAX);
+  if (read_ok) __builtin_memcpy(w->last, now, HW_CAPTURE_MAX);
+  bpf_ringbuf_submit(r, 0);
+  __sync_fetch_and_add(&w->emitted, 1);
+  return 0;
+}

@@ -1,0 +1,74 @@
+// The layout shared by the capture program (capture.bpf.c, compiled with
+// clang -target bpf) and the daemon that loads it (bpf_capture.cpp): the
+// per-watch state the daemon writes into the `watches` map, and the record
+// the program writes into the `hits` ring buffer at every trap.
+// Plain C, fixed-width fields, no padding holes.
+#pragma once
+
+#ifdef __bpf__
+typedef unsigned char hw_u8;
+typedef unsigned int hw_u32;
+typedef unsigned long long hw_u64;
+#else
+#include <stdint.h>
+typedef uint8_t hw_u8;
+typedef uint32_t hw_u32;
+typedef uint64_t hw_u64;
+#endif
+
+// Bytes of the watched region the program reads at each trap.
+#define HW_CAPTURE_MAX 64
+
+// hw_watch.flags
+#define HW_CHANGED 1u     // report only accesses after which the bytes differ
+#define HW_CONDITION 2u   // report only when `cond` holds on the value
+#define HW_PRE_ACCESS 4u  // the trap comes before the access (arm64)
+
+// hw_watch.cond_op
+enum hw_cond_op { HW_EQ = 0, HW_NE, HW_LT, HW_LE, HW_GT, HW_GE };
+
+// One reservation group's watch, by group id (the attach cookie of its
+// events). The daemon writes everything up to `last`; the program updates
+// `last` and the counters.
+struct hw_watch {
+  hw_u64 address;  // first byte of the region
+  hw_u32 length;   // bytes read at the trap (<= HW_CAPTURE_MAX, >= 1)
+  hw_u32 flags;
+  // The condition: (value & mask) OP operand, value being the first
+  // `length` bytes as an unsigned little-endian integer (length <= 8).
+  hw_u32 cond_op;
+  hw_u32 cond_signed;  // compare as signed integers of `length` bytes
+  hw_u64 cond_mask;
+  hw_u64 cond_operand;
+  // Counters, added to atomically by the program.
+  hw_u64 emitted;   // records written to the ring
+  hw_u64 filtered;  // traps the condition or --changed dropped
+  hw_u64 dropped;   // traps whose record did not fit in the ring
+  // The bytes at the previous trap (at arming, before the first).
+  hw_u8 last[HW_CAPTURE_MAX];
+};
+
+// A watched process's inherited events carry no cookie (the kernel does
+// not copy it to the child event): they find their group by process and
+// breakpoint address.
+struct hw_inherited_key {
+  hw_u32 tgid;
+  hw_u32 pad;
+  hw_u64 bp_address;
+};
+
+// One trap, as the program saw it.
+struct hw_record {
+  hw_u64 group;
+  hw_u64 time_ns;  // bpf_ktime_get_ns
+  hw_u64 ip;
+  hw_u64 address;  // the breakpoint's address (the kernel reports bp_addr)
+  hw_u32 tid;
+  hw_u32 pid;
+  hw_u32 cpu;
+  hw_u32 length;  // bytes valid in old and now
+  hw_u32 flags;   // HW_PRE_ACCESS: `now` was read before the access
+  hw_u32 read_ok; // 0: the bytes could not be read at the trap
+  hw_u8 old[HW_CAPTURE_MAX];  // the bytes at the previous trap
+  hw_u8 now[HW_CAPTURE_MAX];  // the bytes at this trap
+};

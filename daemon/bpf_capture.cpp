@@ -1,0 +1,283 @@
+#include "daemon/bpf_capture.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "daemon/bpf/capture_skel.h"
+#include "daemon/procfs.h"
+
+namespace hwwatch::daemon {
+
+namespace {
+
+// libbpf's own messages go to the daemon's log at debug level (a failed
+// load explains itself there; the warning names the errno).
+int LogLibbpf(enum libbpf_print_level level, const char* fmt, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char buf[512];
+  std::vsnprintf(buf, sizeof buf, fmt, args);
+  std::string line(buf);
+  while (!line.empty() && line.back() == '\n') line.pop_back();
+  spdlog::debug("libbpf: {}", line);
+  return 0;
+}
+
+uint32_t CondOp(Condition::Op op) {
+  switch (op) {
+    case Condition::Op::kEq:
+      return HW_EQ;
+    case Condition::Op::kNe:
+      return HW_NE;
+    case Condition::Op::kLt:
+      return HW_LT;
+    case Condition::Op::kLe:
+      return HW_LE;
+    case Condition::Op::kGt:
+      return HW_GT;
+    case Condition::Op::kGe:
+      return HW_GE;
+  }
+  return HW_EQ;
+}
+
+// The map value for a watch (counters zero, `last` from the target now).
+hw_watch WatchValue(const WatchSpec& watch, pid_t pid) {
+  hw_watch w;
+  std::memset(&w, 0, sizeof w);
+  w.address = watch.region.address;
+  w.length = static_cast<uint32_t>(std::min<uint64_t>(watch.region.length, HW_CAPTURE_MAX));
+  if (watch.changed) w.flags |= HW_CHANGED;
+  if (watch.condition) {
+    w.flags |= HW_CONDITION;
+    w.cond_op = CondOp(watch.condition->op);
+    w.cond_signed = watch.condition->is_signed ? 1 : 0;
+    w.cond_mask = watch.condition->mask;
+    w.cond_operand = watch.condition->operand;
+  }
+  if (pid > 0) {
+    if (auto now = procfs::ReadMemory(pid, w.address, w.length)) {
+      std::memcpy(w.last, now->data(), std::min<size_t>(now->size(), sizeof w.last));
+    }
+  }
+  return w;
+}
+
+}  // namespace
+
+std::unique_ptr<BpfCapture> BpfCapture::Load(HitSink& sink, uint64_t ring_bytes,
+                                             std::string& why) {
+  libbpf_set_print(LogLibbpf);
+  // The ring's size: a power of two multiple of the page size.
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  uint64_t size = page;
+  while (size < ring_bytes && size < (uint64_t{1} << 30)) size <<= 1;
+  hwwatch_capture* skel = hwwatch_capture::open();
+  if (skel == nullptr) {
+    why = std::string("cannot open the capture program: ") + std::strerror(errno);
+    return nullptr;
+  }
+  bpf_map__set_max_entries(skel->maps.hits, static_cast<uint32_t>(size));
+  if (int err = hwwatch_capture::load(skel); err != 0) {
+    why = std::string("the kernel refused the capture program (bpf: ") + std::strerror(-err) +
+          "): no BPF support, no CAP_BPF, or a seccomp filter";
+    hwwatch_capture::destroy(skel);
+    return nullptr;
+  }
+  std::unique_ptr<BpfCapture> c(new BpfCapture(sink, skel, size));
+  if (c->ring_ == nullptr) {
+    why = std::string("cannot map the capture ring: ") + std::strerror(errno);
+    return nullptr;
+  }
+  return c;
+}
+
+BpfCapture::BpfCapture(HitSink& sink, hwwatch_capture* skel, uint64_t ring_bytes)
+    : sink_(sink),
+      skel_(skel),
+      ring_bytes_(ring_bytes),
+      epoll_(epoll_create1(EPOLL_CLOEXEC)),
+      wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  watches_fd_ = bpf_map__fd(skel_->maps.watches);
+  inherited_fd_ = bpf_map__fd(skel_->maps.inherited);
+  ring_ = ring_buffer__new(bpf_map__fd(skel_->maps.hits), &BpfCapture::OnRecord, this, nullptr);
+  if (ring_ == nullptr) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = ring_buffer__epoll_fd(ring_);
+  epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, ev.data.fd, &ev);
+  ev.data.fd = wake_.get();
+  epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
+  thread_ = std::thread([this] { Loop(); });
+}
+
+BpfCapture::~BpfCapture() {
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    (void)!write(wake_.get(), &one, sizeof one);
+    thread_.join();
+  }
+  if (ring_ != nullptr) ring_buffer__free(ring_);
+  hwwatch_capture::destroy(skel_);
+}
+
+static std::vector<uint64_t> RegisterAddresses(const WatchSpec& watch) {
+  std::vector<uint64_t> out;
+  for (const auto& reg : watch.cover.registers) out.push_back(reg.address);
+  return out;
+}
+
+std::string BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid,
+                                 pid_t inherit_tgid, bool& inherits) {
+  MutexLock lock(mu_);
+  GroupState& g = groups_[group];
+  if (g.refs++ > 0) {
+    inherits = g.inherits;
+    return "";
+  }
+  const hw_watch w = WatchValue(watch, pid);
+  if (bpf_map_update_elem(watches_fd_, &group, &w, BPF_ANY) != 0) {
+    const int err = errno;
+    groups_.erase(group);
+    return std::string("cannot add the watch to the capture program: ") + std::strerror(err);
+  }
+  if (inherit_tgid > 0) {
+    g.tgid = inherit_tgid;
+    g.inherited = RegisterAddresses(watch);
+    g.inherits = MapInherited(g.tgid, g.inherited, group);
+    if (!g.inherits) g.inherited.clear();
+  }
+  inherits = g.inherits;
+  return "";
+}
+
+void BpfCapture::UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) {
+  MutexLock lock(mu_);
+  hw_watch old;
+  hw_watch w = WatchValue(watch, pid);
+  if (bpf_map_lookup_elem(watches_fd_, &group, &old) == 0) {
+    w.emitted = old.emitted;
+    w.filtered = old.filtered;
+    w.dropped = old.dropped;
+  }
+  (void)bpf_map_update_elem(watches_fd_, &group, &w, BPF_ANY);
+  auto it = groups_.find(group);
+  if (it == groups_.end() || !it->second.inherits) return;
+  // The kernel moved the inherited copies with their parents.
+  GroupState& g = it->second;
+  UnmapInherited(g.tgid, g.inherited);
+  g.inherited = RegisterAddresses(watch);
+  if (!MapInherited(g.tgid, g.inherited, group)) {
+    spdlog::warn("reservation {}: new threads of process {} are not captured after the modify: "
+                 "another watch of that process uses the same address",
+                 group, g.tgid);
+    g.inherited.clear();
+  }
+}
+
+void BpfCapture::RemoveWatch(uint64_t group) {
+  MutexLock lock(mu_);
+  auto it = groups_.find(group);
+  if (it == groups_.end() || --it->second.refs > 0) return;
+  if (it->second.inherits) UnmapInherited(it->second.tgid, it->second.inherited);
+  groups_.erase(it);
+  (void)bpf_map_delete_elem(watches_fd_, &group);
+}
+
+bool BpfCapture::MapInherited(pid_t tgid, const std::vector<uint64_t>& addresses,
+                              uint64_t group) {
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    hw_inherited_key key{};
+    key.tgid = static_cast<uint32_t>(tgid);
+    key.bp_address = addresses[i];
+    if (bpf_map_update_elem(inherited_fd_, &key, &group, BPF_NOEXIST) != 0) {
+      UnmapInherited(tgid, {addresses.begin(), addresses.begin() + static_cast<std::ptrdiff_t>(i)});
+      return false;
+    }
+  }
+  return true;
+}
+
+void BpfCapture::UnmapInherited(pid_t tgid, const std::vector<uint64_t>& addresses) {
+  for (uint64_t a : addresses) {
+    hw_inherited_key key{};
+    key.tgid = static_cast<uint32_t>(tgid);
+    key.bp_address = a;
+    (void)bpf_map_delete_elem(inherited_fd_, &key);
+  }
+}
+
+arch::Result<arch::ScopedFd> BpfCapture::Attach(int perf_fd, uint64_t group) {
+  LIBBPF_OPTS(bpf_link_create_opts, opts, .perf_event = {.bpf_cookie = group});
+  const int link =
+      bpf_link_create(bpf_program__fd(skel_->progs.capture), perf_fd, BPF_PERF_EVENT, &opts);
+  if (link < 0) return arch::ErrnoError("bpf_link_create(capture program, perf event)");
+  return arch::ScopedFd(link);
+}
+
+BpfCapture::Counts BpfCapture::Read(uint64_t group) const {
+  hw_watch w;
+  if (bpf_map_lookup_elem(watches_fd_, &group, &w) != 0) return {};
+  return {w.emitted, w.filtered, w.dropped};
+}
+
+int BpfCapture::OnRecord(void* self, void* data, size_t size) {
+  auto* c = static_cast<BpfCapture*>(self);
+  if (size < sizeof(hw_record)) return 0;
+  hw_record r;
+  std::memcpy(&r, data, sizeof r);
+  RawHit h;
+  h.group = r.group;
+  h.tid = static_cast<pid_t>(r.tid);
+  h.ip = r.ip;
+  h.address = r.address;
+  h.cpu = r.cpu;
+  const size_t len = std::min<size_t>(r.length, HW_CAPTURE_MAX);
+  if (r.read_ok != 0) {
+    if ((r.flags & HW_PRE_ACCESS) != 0) {
+      // arm64 traps before the access: the bytes read are the old ones.
+      h.old_value.emplace(reinterpret_cast<const char*>(r.now), len);
+    } else {
+      h.value.emplace(reinterpret_cast<const char*>(r.now), len);
+      h.old_value.emplace(reinterpret_cast<const char*>(r.old), len);
+      h.value_at_trap = true;
+    }
+  }
+  c->records_.fetch_add(1, std::memory_order_relaxed);
+  c->sink_.Hit(h);
+  return 0;
+}
+
+void BpfCapture::Loop() {
+  epoll_event ready[64];
+  const int ring_fd = ring_buffer__epoll_fd(ring_);
+  for (;;) {
+    const int n = epoll_wait(epoll_.get(), ready, 64, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    bool stop = false;
+    for (int i = 0; i < n; ++i) {
+      const int fd = ready[i].data.fd;
+      if (fd == wake_.get()) {
+        stop = true;
+      } else if (fd == ring_fd) {
+        // Everything the ring holds, in one pass.
+        (void)ring_buffer__consume(ring_);
+      }
+    }
+    if (stop) {
+      (void)ring_buffer__consume(ring_);
+      return;
+    }
+  }
+}
+
+}  // namespace hwwatch::daemon

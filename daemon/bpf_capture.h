@@ -1,0 +1,110 @@
+// Capture at the trap: the BPF program of daemon/bpf/capture.bpf.c,
+// loaded once per daemon, attached to every breakpoint event of the BPF
+// samples backend through a perf link whose cookie is the reservation
+// group. At each trap it reads the watched bytes, applies the group's
+// filters and writes a record into one BPF ring buffer; this class's
+// thread drains that ring in batches and hands the hits to the HitSink,
+// with the bytes before and after the access.
+//
+// Threads of a watched process created after arming carry inherited
+// events, which the kernel gives no cookie: they find their group through
+// the (process, breakpoint address) map that AddInherited fills.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "arch/result.h"
+#include "arch/scoped_fd.h"
+#include "daemon/hit_sink.h"
+#include "daemon/thread_annotations.h"
+#include "daemon/types.h"
+
+struct hwwatch_capture;
+struct ring_buffer;
+
+namespace hwwatch::daemon {
+
+struct CaptureOptions {
+  // false: never try BPF (the perf ring path), as where it cannot load.
+  bool bpf = true;
+  // The BPF ring's size (rounded up to a power of two pages by the
+  // kernel's rules; 256 KiB to 1 GiB).
+  uint64_t ring_bytes = uint64_t{8} << 20;
+};
+
+class BpfCapture {
+ public:
+  // Loads the program and starts draining; null with `why` set when BPF
+  // cannot be used here (no kernel support, no CAP_BPF, a seccomp filter).
+  static std::unique_ptr<BpfCapture> Load(HitSink& sink, uint64_t ring_bytes, std::string& why);
+  ~BpfCapture();
+  BpfCapture(const BpfCapture&) = delete;
+  BpfCapture& operator=(const BpfCapture&) = delete;
+
+  uint64_t ring_bytes() const { return ring_bytes_; }
+
+  // The group's watch for the program (counted: one AddWatch per arm;
+  // the first one writes it, with the bytes of `pid` now as the "old"
+  // value of the first hit). With `inherit_tgid`, the first one also maps
+  // the process's inherited events to the group, unless another group
+  // holds one of its (process, address) keys: then the group's events
+  // must not inherit. Sets `inherits` to the group's answer.
+  std::string AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid, pid_t inherit_tgid,
+                       bool& inherits) EXCLUDES(mu_);
+  // A modify: the new region and filters, keeping the counters.
+  void UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) EXCLUDES(mu_);
+  void RemoveWatch(uint64_t group) EXCLUDES(mu_);
+
+  // Attaches the program to an opened event with `group` as its cookie.
+  // The link holds the event: closing the link (and the event) frees the
+  // slot.
+  arch::Result<arch::ScopedFd> Attach(int perf_fd, uint64_t group);
+
+  struct Counts {
+    uint64_t emitted = 0;   // records written to the ring
+    uint64_t filtered = 0;  // dropped by changed / condition
+    uint64_t dropped = 0;   // did not fit in the ring
+  };
+  Counts Read(uint64_t group) const;
+
+  uint64_t records() const { return records_.load(std::memory_order_relaxed); }
+
+ private:
+  BpfCapture(HitSink& sink, hwwatch_capture* skel, uint64_t ring_bytes);
+  void Loop() EXCLUDES(mu_);
+  static int OnRecord(void* self, void* data, size_t size);
+  // The inherited map: events at `addresses` in new threads of `tgid` are
+  // `group`'s. False (and nothing added) when another group holds a key.
+  bool MapInherited(pid_t tgid, const std::vector<uint64_t>& addresses, uint64_t group);
+  void UnmapInherited(pid_t tgid, const std::vector<uint64_t>& addresses);
+
+  HitSink& sink_;
+  hwwatch_capture* skel_;
+  ring_buffer* ring_ = nullptr;
+  const uint64_t ring_bytes_;
+  int watches_fd_ = -1;
+  int inherited_fd_ = -1;
+  arch::ScopedFd epoll_;
+  arch::ScopedFd wake_;
+  Mutex mu_;
+  struct GroupState {
+    unsigned refs = 0;
+    pid_t tgid = 0;                    // inherits: the process
+    std::vector<uint64_t> inherited;  // inherits: its registers' addresses
+    bool inherits = false;
+  };
+  std::unordered_map<uint64_t, GroupState> groups_ GUARDED_BY(mu_);
+  std::atomic<uint64_t> records_{0};
+  std::thread thread_;
+};
+
+}  // namespace hwwatch::daemon
