@@ -55,6 +55,7 @@ perf_event_attr BuildBreakpointAttr(const BreakpointSpec& spec, const PerfOption
   attr.exclude_kernel = options.exclude_kernel ? 1 : 0;
   attr.exclude_hv = 1;
   attr.inherit = options.inherit ? 1 : 0;
+  attr.remove_on_exec = options.remove_on_exec ? 1 : 0;
   if (options.sampling) {
     attr.sample_type = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_ADDR;
     attr.wakeup_events = 1;  // poll() wakes at every sample

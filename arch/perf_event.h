@@ -59,6 +59,8 @@ struct PerfOptions {
   // before they run (attr.inherit); read() then sums the copies' counts.
   // perf refuses mmap on such an event with cpu = -1: pair it with BPF.
   bool inherit = false;
+  // The kernel removes the event when the task execs (attr.remove_on_exec).
+  bool remove_on_exec = false;
 };
 
 // si_code of a SIGTRAP sent by a sigtrap-mode perf event (TRAP_PERF; not

@@ -60,7 +60,7 @@ class Result {
 class EventStream {
  public:
   // The next event; false at the end of the stream (see Finish()).
-  bool Next(v1::Event* event) { return reader_->Read(event); }
+  bool Next(v1::Event* event);
   // Calls `fn` with each event until it returns false or the stream ends;
   // then cancels the call and returns why it ended (CANCELLED when `fn`
   // stopped it).
@@ -96,13 +96,18 @@ class EventStream {
   void Cancel() { ctx_.TryCancel(); }
   // Why the stream ended (after Next() returned false). A Cancel() ends it
   // with CANCELLED.
-  grpc::Status Finish() { return reader_->Finish(); }
+  grpc::Status Finish() { return reader_ ? reader_->Finish() : batches_->Finish(); }
 
  private:
   friend class Client;
   EventStream() = default;
   grpc::ClientContext ctx_;
+  // One of them: StreamEvents, or StreamEventBatches (then the events of
+  // the last batch read, handed out one by one).
   std::unique_ptr<grpc::ClientReader<v1::Event>> reader_;
+  std::unique_ptr<grpc::ClientReader<v1::EventBatch>> batches_;
+  v1::EventBatch batch_;
+  int next_in_batch_ = 0;
 };
 
 class Client;

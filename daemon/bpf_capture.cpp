@@ -71,8 +71,7 @@ hw_watch WatchValue(const WatchSpec& watch, pid_t pid) {
 
 }  // namespace
 
-std::unique_ptr<BpfCapture> BpfCapture::Load(HitSink& sink, uint64_t ring_bytes,
-                                             std::string& why) {
+std::unique_ptr<BpfCapture> BpfCapture::Load(HitSink& sink, uint64_t ring_bytes, std::string& why) {
   libbpf_set_print(LogLibbpf);
   // The ring's size: a power of two multiple of the page size.
   const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
@@ -95,6 +94,11 @@ std::unique_ptr<BpfCapture> BpfCapture::Load(HitSink& sink, uint64_t ring_bytes,
     why = std::string("cannot map the capture ring: ") + std::strerror(errno);
     return nullptr;
   }
+  c->exec_link_ = bpf_program__attach(skel->progs.on_exec);
+  if (c->exec_link_ == nullptr) {
+    why = std::string("cannot attach to the sched_process_exec raw tracepoint: ") + std::strerror(errno);
+    return nullptr;
+  }
   return c;
 }
 
@@ -105,6 +109,7 @@ BpfCapture::BpfCapture(HitSink& sink, hwwatch_capture* skel, uint64_t ring_bytes
       epoll_(epoll_create1(EPOLL_CLOEXEC)),
       wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   watches_fd_ = bpf_map__fd(skel_->maps.watches);
+  tgids_fd_ = bpf_map__fd(skel_->maps.watched_tgids);
   inherited_fd_ = bpf_map__fd(skel_->maps.inherited);
   ring_ = ring_buffer__new(bpf_map__fd(skel_->maps.hits), &BpfCapture::OnRecord, this, nullptr);
   if (ring_ == nullptr) return;
@@ -124,6 +129,7 @@ BpfCapture::~BpfCapture() {
     thread_.join();
   }
   if (ring_ != nullptr) ring_buffer__free(ring_);
+  if (exec_link_ != nullptr) bpf_link__destroy(exec_link_);
   hwwatch_capture::destroy(skel_);
 }
 
@@ -133,8 +139,22 @@ static std::vector<uint64_t> RegisterAddresses(const WatchSpec& watch) {
   return out;
 }
 
-std::string BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid,
-                                 pid_t inherit_tgid, bool& inherits) {
+void BpfCapture::CountProcess(pid_t tgid, int delta) {
+  if (tgid <= 0) return;
+  const uint32_t key = static_cast<uint32_t>(tgid);
+  uint32_t n = 0;
+  (void)bpf_map_lookup_elem(tgids_fd_, &key, &n);
+  n = static_cast<uint32_t>(static_cast<int>(n) + delta);
+  if (n == 0) {
+    (void)bpf_map_delete_elem(tgids_fd_, &key);
+  } else if (bpf_map_update_elem(tgids_fd_, &key, &n, BPF_ANY) != 0) {
+    spdlog::warn("process {}: its exec will not be seen at once (watched_tgids: {})", tgid,
+                 std::strerror(errno));
+  }
+}
+
+std::string BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid, pid_t tgid,
+                                 bool inherit, bool& inherits) {
   MutexLock lock(mu_);
   GroupState& g = groups_[group];
   if (g.refs++ > 0) {
@@ -147,8 +167,9 @@ std::string BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t p
     groups_.erase(group);
     return std::string("cannot add the watch to the capture program: ") + std::strerror(err);
   }
-  if (inherit_tgid > 0) {
-    g.tgid = inherit_tgid;
+  g.tgid = tgid;
+  CountProcess(tgid, 1);
+  if (inherit && tgid > 0) {
     g.inherited = RegisterAddresses(watch);
     g.inherits = MapInherited(g.tgid, g.inherited, group);
     if (!g.inherits) g.inherited.clear();
@@ -174,9 +195,10 @@ void BpfCapture::UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) 
   UnmapInherited(g.tgid, g.inherited);
   g.inherited = RegisterAddresses(watch);
   if (!MapInherited(g.tgid, g.inherited, group)) {
-    spdlog::warn("reservation {}: new threads of process {} are not captured after the modify: "
-                 "another watch of that process uses the same address",
-                 group, g.tgid);
+    spdlog::warn(
+        "reservation {}: new threads of process {} are not captured after the modify: "
+        "another watch of that process uses the same address",
+        group, g.tgid);
     g.inherited.clear();
   }
 }
@@ -186,12 +208,12 @@ void BpfCapture::RemoveWatch(uint64_t group) {
   auto it = groups_.find(group);
   if (it == groups_.end() || --it->second.refs > 0) return;
   if (it->second.inherits) UnmapInherited(it->second.tgid, it->second.inherited);
+  CountProcess(it->second.tgid, -1);
   groups_.erase(it);
   (void)bpf_map_delete_elem(watches_fd_, &group);
 }
 
-bool BpfCapture::MapInherited(pid_t tgid, const std::vector<uint64_t>& addresses,
-                              uint64_t group) {
+bool BpfCapture::MapInherited(pid_t tgid, const std::vector<uint64_t>& addresses, uint64_t group) {
   for (size_t i = 0; i < addresses.size(); ++i) {
     hw_inherited_key key{};
     key.tgid = static_cast<uint32_t>(tgid);
@@ -232,6 +254,17 @@ int BpfCapture::OnRecord(void* self, void* data, size_t size) {
   if (size < sizeof(hw_record)) return 0;
   hw_record r;
   std::memcpy(&r, data, sizeof r);
+  if ((r.flags & HW_EXEC) != 0) {
+    std::vector<uint64_t> groups;
+    {
+      MutexLock lock(c->mu_);
+      for (const auto& [id, g] : c->groups_) {
+        if (g.tgid == static_cast<pid_t>(r.pid)) groups.push_back(id);
+      }
+    }
+    for (uint64_t g : groups) c->sink_.Execed(g, static_cast<pid_t>(r.pid));
+    return 0;
+  }
   RawHit h;
   h.group = r.group;
   h.tid = static_cast<pid_t>(r.tid);

@@ -30,6 +30,7 @@
 
 struct hwwatch_capture;
 struct ring_buffer;
+struct bpf_link;
 
 namespace hwwatch::daemon {
 
@@ -58,7 +59,9 @@ class BpfCapture {
   // the process's inherited events to the group, unless another group
   // holds one of its (process, address) keys: then the group's events
   // must not inherit. Sets `inherits` to the group's answer.
-  std::string AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid, pid_t inherit_tgid,
+  // `tgid` is the watched task's process (0: a CPU target): its exec is
+  // reported as Execed(group, tgid).
+  std::string AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid, pid_t tgid, bool inherit,
                        bool& inherits) EXCLUDES(mu_);
   // A modify: the new region and filters, keeping the counters.
   void UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) EXCLUDES(mu_);
@@ -96,14 +99,19 @@ class BpfCapture {
   arch::ScopedFd epoll_;
   arch::ScopedFd wake_;
   Mutex mu_;
+  // The watched_tgids map counts groups per process.
+  void CountProcess(pid_t tgid, int delta) REQUIRES(mu_);
+
   struct GroupState {
     unsigned refs = 0;
-    pid_t tgid = 0;                    // inherits: the process
+    pid_t tgid = 0;                   // the watched process (0: a CPU)
     std::vector<uint64_t> inherited;  // inherits: its registers' addresses
     bool inherits = false;
   };
   std::unordered_map<uint64_t, GroupState> groups_ GUARDED_BY(mu_);
   std::atomic<uint64_t> records_{0};
+  bpf_link* exec_link_ = nullptr;  // the exec tracepoint's program
+  int tgids_fd_ = -1;
   std::thread thread_;
 };
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <string>
 
+#include "daemon/procfs.h"
+
 namespace hwwatch::daemon {
 
 std::optional<Problem> BpfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec& where,
@@ -13,13 +15,21 @@ std::optional<Problem> BpfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec& 
   };
   // The program knows the watch before its first trap.
   bool inherits = false;
-  std::string why = capture_.AddWatch(spec.group, watch, where.is_task() ? where.tid : -1,
-                                      spec.inherit ? spec.tgid : 0, inherits);
+  pid_t tgid = spec.inherit ? spec.tgid : 0;
+  if (where.is_task() && tgid == 0) {
+    auto creds = procfs::ReadProcCreds(where.tid);
+    tgid = creds ? creds->tgid : where.tid;
+  }
+  std::string why = capture_.AddWatch(spec.group, watch, where.is_task() ? where.tid : -1, tgid,
+                                      spec.inherit, inherits);
   if (!why.empty()) return failed(arch::Error{EIO, why});
   arm.capture_group = spec.group;
   arm.inherits = inherits;
   arch::PerfOptions options = spec.options;
   options.inherit = inherits;
+  // The new program's memory is not what was watched (its exec is
+  // reported through the exec tracepoint).
+  options.remove_on_exec = where.is_task();
   for (unsigned i = 0; i < watch.cover.needed(); ++i) {
     auto bp = Open(watch, i, where, options);
     if (!bp) return failed(bp.error());
@@ -43,32 +53,48 @@ void BpfSamplesBackend::Disarm(ThreadArm& arm) {
 std::optional<Problem> BpfSamplesBackend::Move(std::vector<ThreadArm>& arms,
                                                const TargetSpec& target, const WatchSpec& from,
                                                const ArmSpec& to) {
-  const bool inherits = std::any_of(arms.begin(), arms.end(), [](const auto& a) { return a.inherits; });
-  if (inherits && from.weight() != to.watch->weight()) {
-    // Threads the kernel armed at clone hold copies of the old registers;
-    // a register added now would not reach them.
-    return MakeProblem(Code::kFailedPrecondition,
-                       "a process watch keeps its number of registers (" +
-                           std::to_string(from.weight()) + ") when modified; release it and "
-                           "reserve the new region");
-  }
-  if (auto no = PerfEventsBackend::Move(arms, target, from, to)) return no;
-  // Registers the new watch dropped close with their links; new ones get
-  // theirs (a failure here leaves a register without capture: said).
-  std::optional<Problem> problem;
-  for (ThreadArm& arm : arms) {
-    if (arm.links.size() > arm.events.size()) arm.links.resize(arm.events.size());
-    for (size_t i = arm.links.size(); i < arm.events.size(); ++i) {
-      auto link = capture_.Attach(arm.events[i].fd(), to.group);
-      if (!link) {
-        problem = ProblemFromErrno(link.error(), KernelStep::kModify, arm.tid, to.watch->weight());
-        break;
-      }
-      arm.links.push_back(std::move(link.value()));
+  // Threads the kernel armed at clone hold copies of their parents'
+  // events, which the kernel moves (and closes) with them: they have
+  // nothing of their own to move. A register added now would not reach
+  // them, so a process watch with such threads cannot grow.
+  std::vector<ThreadArm> children;
+  for (auto it = arms.begin(); it != arms.end();) {
+    if (it->kernel_armed) {
+      children.push_back(std::move(*it));
+      it = arms.erase(it);
+    } else {
+      ++it;
     }
   }
-  const pid_t pid = target.is_task() ? target.tid : -1;
-  capture_.UpdateWatch(to.group, *to.watch, pid);
+  std::optional<Problem> problem;
+  if (!children.empty() && to.watch->weight() > from.weight()) {
+    problem = MakeProblem(
+        Code::kFailedPrecondition,
+        std::to_string(children.size()) +
+            " thread(s) of the process were armed by the kernel "
+            "when they started, with " +
+            std::to_string(from.weight()) +
+            " register(s); they cannot get more: release the watch and reserve the new region");
+  }
+  if (!problem) problem = PerfEventsBackend::Move(arms, target, from, to);
+  if (!problem) {
+    // Registers the new watch dropped close with their links; new ones get
+    // theirs (a failure here leaves a register without capture: said).
+    for (ThreadArm& arm : arms) {
+      if (arm.links.size() > arm.events.size()) arm.links.resize(arm.events.size());
+      for (size_t i = arm.links.size(); i < arm.events.size() && !problem; ++i) {
+        auto link = capture_.Attach(arm.events[i].fd(), to.group);
+        if (!link) {
+          problem =
+              ProblemFromErrno(link.error(), KernelStep::kModify, arm.tid, to.watch->weight());
+          break;
+        }
+        arm.links.push_back(std::move(link.value()));
+      }
+    }
+    capture_.UpdateWatch(to.group, *to.watch, target.is_task() ? target.tid : -1);
+  }
+  for (ThreadArm& c : children) arms.push_back(std::move(c));
   return problem;
 }
 

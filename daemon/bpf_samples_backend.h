@@ -12,8 +12,7 @@ namespace hwwatch::daemon {
 
 class BpfSamplesBackend final : public PerfEventsBackend {
  public:
-  BpfSamplesBackend(const arch::HostCapabilities& caps, engine::Engine& engine,
-                    BpfCapture& capture)
+  BpfSamplesBackend(const arch::HostCapabilities& caps, engine::Engine& engine, BpfCapture& capture)
       : PerfEventsBackend(caps, engine), capture_(capture) {}
 
   std::optional<Problem> Arm(ThreadArm& arm, const TargetSpec& where, const ArmSpec& spec) override;

@@ -97,8 +97,8 @@ TargetSpec FromProto(const v1::Target& t) {
 }
 
 WatchRequest FromProto(const v1::Watch& w) {
-  return WatchRequest{w.address(),    w.length(), FromProto(w.access()), w.over_cover(),
-                      w.symbol(),     w.changed(), w.condition()};
+  return WatchRequest{w.address(), w.length(),  FromProto(w.access()), w.over_cover(),
+                      w.symbol(),  w.changed(), w.condition()};
 }
 
 Result<ReserveArgs> FromProto(const v1::ReserveRequest& r) {

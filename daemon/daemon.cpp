@@ -56,9 +56,9 @@ std::string Daemon::Start(const DaemonOptions& options) {
   if (runtime_dir.empty()) {
     runtime_dir = std::filesystem::path(options.socket_path).parent_path().string();
   }
-  reservations_ = std::make_unique<ReservationManager>(
-      host, options.lock, options.limits, options.capture,
-      runtime_dir.empty() ? "" : runtime_dir + "/ptrace");
+  reservations_ =
+      std::make_unique<ReservationManager>(host, options.lock, options.limits, options.capture,
+                                           runtime_dir.empty() ? "" : runtime_dir + "/ptrace");
   v1::Capture* capture = caps.mutable_capture();
   capture->set_path(reservations_->bpf_capture() ? v1::Capture::PATH_BPF
                                                  : v1::Capture::PATH_PERF_RING);

@@ -22,6 +22,23 @@ std::optional<Event> EventStream::Pop() {
   return e;
 }
 
+std::vector<Event> EventStream::PopBatch(size_t max) {
+  std::vector<Event> out;
+  MutexLock lock(mu_);
+  out.reserve(std::min(max, queue_.size() + 1));
+  if (lost_pending_ > 0 && max > 0) {
+    out.push_back(LostEvent(lost_pending_));
+    out.back().sequence = ++sequence_;
+    lost_pending_ = 0;
+  }
+  while (out.size() < max && !queue_.empty()) {
+    out.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+    out.back().sequence = ++sequence_;
+  }
+  return out;
+}
+
 bool EventStream::Push(const Event& e, bool* was_empty) {
   MutexLock lock(mu_);
   *was_empty = queue_.empty() && lost_pending_ == 0;
@@ -41,10 +58,11 @@ void EventStream::CallNotify() {
 void EventStream::Kick() { CallNotify(); }
 
 std::shared_ptr<EventStream> EventHub::Subscribe(uint64_t session, std::vector<uint64_t> ids,
-                                                 bool lifecycle, EventStream::Notify notify) {
+                                                 bool lifecycle, EventStream::Notify notify,
+                                                 size_t capacity) {
   std::shared_ptr<EventStream> s(
       new EventStream(session, std::unordered_set<uint64_t>(ids.begin(), ids.end()), lifecycle,
-                      capacity_, std::move(notify)));
+                      capacity == 0 ? capacity_ : capacity, std::move(notify)));
   MutexLock lock(mu_);
   streams_.push_back(s);
   return s;

@@ -38,6 +38,8 @@ class EventStream {
   // The next event to send: a pending EventsLost first, then the oldest
   // queued event, sequence-numbered.
   std::optional<Event> Pop() EXCLUDES(mu_);
+  // Up to `max` of them at once, in the same order.
+  std::vector<Event> PopBatch(size_t max) EXCLUDES(mu_);
   // Calls the notify callback (e.g. once the consumer is ready).
   void Kick() EXCLUDES(notify_mu_);
 
@@ -72,16 +74,19 @@ class EventStream {
 
 class EventHub {
  public:
-  // Events a stream may hold before it loses them.
+  // Events a stream may hold before it loses them (batched streams: more).
   static constexpr size_t kDefaultCapacity = 4096;
+  static constexpr size_t kBatchedCapacity = 65536;
 
   // Routes by `membership` (who owns and who shares each reservation).
   explicit EventHub(const Membership& membership, size_t capacity = kDefaultCapacity)
       : membership_(membership), capacity_(capacity) {}
 
   // A stream of the session's reservations (ids empty) or of `ids`.
+  // `capacity` 0: the hub's default.
   std::shared_ptr<EventStream> Subscribe(uint64_t session, std::vector<uint64_t> ids,
-                                         bool lifecycle, EventStream::Notify notify) EXCLUDES(mu_);
+                                         bool lifecycle, EventStream::Notify notify,
+                                         size_t capacity = 0) EXCLUDES(mu_);
   // After this returns the stream's notify callback is never called again.
   void Unsubscribe(const std::shared_ptr<EventStream>& s) EXCLUDES(mu_);
 

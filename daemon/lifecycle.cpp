@@ -203,9 +203,10 @@ void ReservationManager::FollowThreads(Entry& e) {
       auto arm = g.backend->Admit(where, spec.type, spec.watch->weight(), spec.how);
       if (!arm) {
         // The kernel fitted it (its clone succeeded): the engine disagrees.
-        spdlog::error("reservation {}: thread {} the kernel armed at clone does not fit the "
-                      "engine: {}",
-                      g.id, tid, arm.error().message);
+        spdlog::error(
+            "reservation {}: thread {} the kernel armed at clone does not fit the "
+            "engine: {}",
+            g.id, tid, arm.error().message);
         continue;
       }
       arm->kernel_armed = true;

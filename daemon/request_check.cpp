@@ -31,7 +31,9 @@ struct Scanner {
     Blanks();
     return i == s.size();
   }
-  std::string Rest() const { return i < s.size() ? "'" + std::string(s.substr(i)) + "'" : "the end"; }
+  std::string Rest() const {
+    return i < s.size() ? "'" + std::string(s.substr(i)) + "'" : "the end";
+  }
   // A decimal or 0x hex number, optionally negative.
   std::optional<uint64_t> Number(bool* negative) {
     Blanks();

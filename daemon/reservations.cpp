@@ -392,14 +392,16 @@ SlotsView ReservationManager::Slots(const SlotsArgs& req) {
 Result<std::shared_ptr<EventStream>> ReservationManager::Follow(const Peer& caller,
                                                                 std::vector<uint64_t> ids,
                                                                 bool lifecycle,
-                                                                EventStream::Notify notify) {
+                                                                EventStream::Notify notify,
+                                                                size_t capacity) {
   {
     MutexLock lock(mu_);
     for (uint64_t id : ids) {
       if (Find(caller, id) == nullptr) return NoSuchReservation(id);
     }
   }
-  return events_.Subscribe(caller.session_id, std::move(ids), lifecycle, std::move(notify));
+  return events_.Subscribe(caller.session_id, std::move(ids), lifecycle, std::move(notify),
+                           capacity);
 }
 
 uint64_t ReservationManager::active() const {

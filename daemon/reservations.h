@@ -77,9 +77,10 @@ class ReservationManager final : private HitSink {
   std::vector<ReservationInfo> List(const Peer& caller, bool all) const EXCLUDES(mu_);
   // A stream of the caller's events (StreamEvents); the ids must be the
   // caller's own (root: any).
+  // `capacity`: events the stream holds for a slow reader (0: default).
   Result<std::shared_ptr<EventStream>> Follow(const Peer& caller, std::vector<uint64_t> ids,
-                                              bool lifecycle, EventStream::Notify notify)
-      EXCLUDES(mu_);
+                                              bool lifecycle, EventStream::Notify notify,
+                                              size_t capacity = 0) EXCLUDES(mu_);
   void Unfollow(const std::shared_ptr<EventStream>& s) { events_.Unsubscribe(s); }
   SlotsView Slots(const SlotsArgs& req);
   // The session's peer went away: release what it owns, except what has a

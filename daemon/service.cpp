@@ -13,16 +13,37 @@ using google::protobuf::util::TimeUtil;
 namespace {
 
 // A server-streaming call finished at once (a refused StreamEvents).
-class FinishedWriter final : public grpc::ServerWriteReactor<v1::Event> {
+template <typename Message>
+class FinishedWriter final : public grpc::ServerWriteReactor<Message> {
  public:
-  explicit FinishedWriter(const grpc::Status& status) { Finish(status); }
+  explicit FinishedWriter(const grpc::Status& status) { this->Finish(status); }
   void OnDone() override { delete this; }
 };
 
-// One StreamEvents call: writes the events of its stream one at a time,
-// as they come. The hub never waits for it; a slow reader loses events
-// (counted, reported in-band) instead of holding anything up.
-class EventWriter final : public grpc::ServerWriteReactor<v1::Event> {
+// What one write of a stream carries: one event (StreamEvents), or every
+// event waiting, up to kMaxBatch (StreamEventBatches).
+constexpr size_t kMaxBatch = 1024;
+bool NextMessage(EventStream& s, v1::Event& out) {
+  auto e = s.Pop();
+  if (!e) return false;
+  out = ToProto(*e);
+  return true;
+}
+bool NextMessage(EventStream& s, v1::EventBatch& out) {
+  std::vector<Event> events = s.PopBatch(kMaxBatch);
+  if (events.empty()) return false;
+  out.Clear();
+  out.mutable_events()->Reserve(static_cast<int>(events.size()));
+  for (const Event& e : events) *out.add_events() = ToProto(e);
+  return true;
+}
+
+// One StreamEvents (or StreamEventBatches) call: writes the events of its
+// stream as they come, one write at a time. The hub never waits for it; a
+// slow reader loses events (counted, reported in-band) instead of holding
+// anything up.
+template <typename Message>
+class EventWriter final : public grpc::ServerWriteReactor<Message> {
  public:
   explicit EventWriter(ReservationManager& manager) : manager_(manager) {}
 
@@ -33,7 +54,7 @@ class EventWriter final : public grpc::ServerWriteReactor<v1::Event> {
     std::lock_guard lock(mu_);
     stream_ = std::move(stream);
     metadata_pending_ = true;
-    StartSendInitialMetadata();
+    this->StartSendInitialMetadata();
   }
 
   void OnSendInitialMetadataDone(bool ok) override {
@@ -52,11 +73,9 @@ class EventWriter final : public grpc::ServerWriteReactor<v1::Event> {
   void TryWrite() {
     std::lock_guard lock(mu_);
     if (writing_ || finished_ || metadata_pending_ || !stream_) return;
-    auto e = stream_->Pop();
-    if (!e) return;
-    current_ = ToProto(*e);
+    if (!NextMessage(*stream_, current_)) return;
     writing_ = true;
-    StartWrite(&current_);
+    this->StartWrite(&current_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -91,13 +110,13 @@ class EventWriter final : public grpc::ServerWriteReactor<v1::Event> {
   void FinishOnce(const grpc::Status& status) {
     if (finished_) return;
     finished_ = true;
-    Finish(status);
+    this->Finish(status);
   }
 
   ReservationManager& manager_;
   std::mutex mu_;  // guards the members below
   std::shared_ptr<EventStream> stream_;
-  v1::Event current_;
+  Message current_;
   bool writing_ = false;
   bool metadata_pending_ = false;
   bool finished_ = false;
@@ -122,7 +141,8 @@ std::optional<Peer> WatchpointService::Caller(grpc::CallbackServerContext* ctx,
 
 const char* WatchpointService::MethodName(Method m) {
   static constexpr const char* kNames[kMethodCount] = {
-      "GetCapabilities", "Reserve", "Modify", "Release", "List", "Slots", "StreamEvents", "Stats"};
+      "GetCapabilities",    "Reserve", "Modify", "Release", "List", "Slots", "StreamEvents",
+      "StreamEventBatches", "Stats"};
   return kNames[m];
 }
 
@@ -214,23 +234,36 @@ grpc::ServerUnaryReactor* WatchpointService::Slots(grpc::CallbackServerContext* 
   return Answer(ctx, grpc::Status::OK);
 }
 
-grpc::ServerWriteReactor<v1::Event>* WatchpointService::StreamEvents(
-    grpc::CallbackServerContext* ctx, const v1::StreamEventsRequest* req) {
-  Count(kStreamEvents);
+template <typename Message>
+grpc::ServerWriteReactor<Message>* WatchpointService::OpenStream(grpc::CallbackServerContext* ctx,
+                                                                 const v1::StreamEventsRequest* req,
+                                                                 size_t capacity) {
   grpc::Status status;
   auto caller = Caller(ctx, &status);
-  if (!caller) return new FinishedWriter(status);
-  auto* writer = new EventWriter(reservations_);
+  if (!caller) return new FinishedWriter<Message>(status);
+  auto* writer = new EventWriter<Message>(reservations_);
   auto stream = reservations_.Follow(
       *caller, std::vector<uint64_t>(req->reservation_ids().begin(), req->reservation_ids().end()),
-      req->lifecycle(), [writer] { writer->TryWrite(); });
+      req->lifecycle(), [writer] { writer->TryWrite(); }, capacity);
   if (!stream) {
     delete writer;
     refusals_.fetch_add(1, std::memory_order_relaxed);
-    return new FinishedWriter(ToStatus(stream.error()));
+    return new FinishedWriter<Message>(ToStatus(stream.error()));
   }
   writer->Attach(std::move(stream).value());
   return writer;
+}
+
+grpc::ServerWriteReactor<v1::Event>* WatchpointService::StreamEvents(
+    grpc::CallbackServerContext* ctx, const v1::StreamEventsRequest* req) {
+  Count(kStreamEvents);
+  return OpenStream<v1::Event>(ctx, req, 0);
+}
+
+grpc::ServerWriteReactor<v1::EventBatch>* WatchpointService::StreamEventBatches(
+    grpc::CallbackServerContext* ctx, const v1::StreamEventsRequest* req) {
+  Count(kStreamEventBatches);
+  return OpenStream<v1::EventBatch>(ctx, req, EventHub::kBatchedCapacity);
 }
 
 grpc::ServerUnaryReactor* WatchpointService::Stats(grpc::CallbackServerContext* ctx,

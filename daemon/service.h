@@ -40,6 +40,8 @@ class WatchpointService final : public v1::WatchpointManager::CallbackService {
                                   v1::SlotsResponse* resp) override;
   grpc::ServerWriteReactor<v1::Event>* StreamEvents(grpc::CallbackServerContext* ctx,
                                                     const v1::StreamEventsRequest* req) override;
+  grpc::ServerWriteReactor<v1::EventBatch>* StreamEventBatches(
+      grpc::CallbackServerContext* ctx, const v1::StreamEventsRequest* req) override;
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
                                   v1::StatsResponse* resp) override;
 
@@ -52,6 +54,7 @@ class WatchpointService final : public v1::WatchpointManager::CallbackService {
     kList,
     kSlots,
     kStreamEvents,
+    kStreamEventBatches,
     kStats,
     kMethodCount
   };
@@ -64,6 +67,11 @@ class WatchpointService final : public v1::WatchpointManager::CallbackService {
   // A refused call: counted (Stats.refusals) and answered with its status.
   grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const Problem& p);
   static grpc::Status NotBuilt(const char* what);
+  // A stream of the caller's events, written as `Message`s.
+  template <typename Message>
+  grpc::ServerWriteReactor<Message>* OpenStream(grpc::CallbackServerContext* ctx,
+                                                const v1::StreamEventsRequest* req,
+                                                size_t capacity);
   // The caller of this call, or nullopt (then `status` says why).
   std::optional<Peer> Caller(grpc::CallbackServerContext* ctx, grpc::Status* status) const;
 

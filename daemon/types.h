@@ -37,7 +37,7 @@ struct WatchRequest {
   uint64_t length = 0;
   std::optional<arch::Access> access;  // none: missing or unknown
   bool over_cover = false;
-  std::string symbol;  // the name the client looked the address up by
+  std::string symbol;     // the name the client looked the address up by
   bool changed = false;   // report only hits that change the bytes
   std::string condition;  // "value [& MASK] OP N", or empty
   bool operator==(const WatchRequest&) const = default;

@@ -6,9 +6,12 @@
 // trap into the `hits` ring buffer, which the daemon drains in batches.
 // Returning 0 tells perf not to write its own sample (there is no perf
 // ring). Layout shared with the daemon: capture_abi.h.
+// The helpers need the kernel's types first.
+// clang-format off
 #include <linux/bpf.h>
 #include <linux/bpf_perf_event.h>
 #include <bpf/bpf_helpers.h>
+// clang-format on
 
 #include "capture_abi.h"
 
@@ -33,6 +36,14 @@ struct {
   __type(value, hw_u64);  // group id
 } inherited SEC(".maps");
 
+// Processes with a watched thread, and how many groups watch them.
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 4096);
+  __type(key, hw_u32);    // tgid
+  __type(value, hw_u32);  // groups
+} watched_tgids SEC(".maps");
+
 // Traps of events whose group the maps do not know (being torn down).
 hw_u64 unknown_traps = 0;
 
@@ -55,19 +66,29 @@ static __always_inline int holds(const struct hw_watch* w, const hw_u8* now, hw_
     }
     long long a = (long long)v, b = (long long)n;
     switch (w->cond_op) {
-      case HW_LT: return a < b;
-      case HW_LE: return a <= b;
-      case HW_GT: return a > b;
-      case HW_GE: return a >= b;
+      case HW_LT:
+        return a < b;
+      case HW_LE:
+        return a <= b;
+      case HW_GT:
+        return a > b;
+      case HW_GE:
+        return a >= b;
     }
   }
   switch (w->cond_op) {
-    case HW_EQ: return v == n;
-    case HW_NE: return v != n;
-    case HW_LT: return v < n;
-    case HW_LE: return v <= n;
-    case HW_GT: return v > n;
-    case HW_GE: return v >= n;
+    case HW_EQ:
+      return v == n;
+    case HW_NE:
+      return v != n;
+    case HW_LT:
+      return v < n;
+    case HW_LE:
+      return v <= n;
+    case HW_GT:
+      return v > n;
+    case HW_GE:
+      return v >= n;
   }
   return 0;
 }
@@ -144,5 +165,22 @@ int capture(struct bpf_perf_event_data* ctx) {
   if (read_ok) __builtin_memcpy(w->last, now, HW_CAPTURE_MAX);
   bpf_ringbuf_submit(r, 0);
   __sync_fetch_and_add(&w->emitted, 1);
+  return 0;
+}
+
+// A watched process exec'd: its old address space, and so the watch, is
+// gone (the events have remove_on_exec). The daemon ends its reservations.
+SEC("raw_tp/sched_process_exec")
+int on_exec(struct bpf_raw_tracepoint_args* ctx) {
+  hw_u32 tgid = (hw_u32)(bpf_get_current_pid_tgid() >> 32);
+  if (!bpf_map_lookup_elem(&watched_tgids, &tgid)) return 0;
+  struct hw_record* r = bpf_ringbuf_reserve(&hits, sizeof *r, 0);
+  if (!r) return 0;
+  __builtin_memset(r, 0, sizeof *r);
+  r->flags = HW_EXEC;
+  r->pid = tgid;
+  r->tid = (hw_u32)bpf_get_current_pid_tgid();
+  r->time_ns = bpf_ktime_get_ns();
+  bpf_ringbuf_submit(r, 0);
   return 0;
 }

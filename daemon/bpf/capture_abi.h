@@ -23,6 +23,7 @@ typedef uint64_t hw_u64;
 #define HW_CHANGED 1u     // report only accesses after which the bytes differ
 #define HW_CONDITION 2u   // report only when `cond` holds on the value
 #define HW_PRE_ACCESS 4u  // the trap comes before the access (arm64)
+#define HW_EXEC 8u        // hw_record: process `pid` exec'd (no hit)
 
 // hw_watch.cond_op
 enum hw_cond_op { HW_EQ = 0, HW_NE, HW_LT, HW_LE, HW_GT, HW_GE };
@@ -66,9 +67,9 @@ struct hw_record {
   hw_u32 tid;
   hw_u32 pid;
   hw_u32 cpu;
-  hw_u32 length;  // bytes valid in old and now
-  hw_u32 flags;   // HW_PRE_ACCESS: `now` was read before the access
-  hw_u32 read_ok; // 0: the bytes could not be read at the trap
+  hw_u32 length;              // bytes valid in old and now
+  hw_u32 flags;               // HW_PRE_ACCESS: `now` was read before the access
+  hw_u32 read_ok;             // 0: the bytes could not be read at the trap
   hw_u8 old[HW_CAPTURE_MAX];  // the bytes at the previous trap
   hw_u8 now[HW_CAPTURE_MAX];  // the bytes at this trap
 };

@@ -4,5 +4,8 @@
 #pragma once
 #pragma GCC system_header
 
+// The skeleton uses the ABI's types: the ABI comes first.
+// clang-format off
 #include "daemon/bpf/capture_abi.h"
 #include "capture.skel.h"
+// clang-format on

@@ -55,8 +55,7 @@ class ModifyRollback : public ::testing::Test {
  protected:
   ModifyRollback()
       : manager_(arch::X86_64Capabilities(2), engine::LockMode::kSharded, ReservationLimits{},
-                 CaptureOptions{false}, "",
-                 [this](Backends& b, engine::Engine& e) {
+                 CaptureOptions{false}, "", [this](Backends& b, engine::Engine& e) {
                    auto fake = std::make_unique<FakeBackend>(e);
                    fake_ = fake.get();
                    b.events = std::move(fake);
