@@ -96,7 +96,8 @@ std::unique_ptr<BpfCapture> BpfCapture::Load(HitSink& sink, uint64_t ring_bytes,
   }
   c->exec_link_ = bpf_program__attach(skel->progs.on_exec);
   if (c->exec_link_ == nullptr) {
-    why = std::string("cannot attach to the sched_process_exec raw tracepoint: ") + std::strerror(errno);
+    why = std::string("cannot attach to the sched_process_exec raw tracepoint: ") +
+          std::strerror(errno);
     return nullptr;
   }
   return c;

@@ -76,7 +76,12 @@ std::optional<Problem> BpfSamplesBackend::Move(std::vector<ThreadArm>& arms,
             std::to_string(from.weight()) +
             " register(s); they cannot get more: release the watch and reserve the new region");
   }
-  if (!problem) problem = PerfEventsBackend::Move(arms, target, from, to);
+  // Registers added on a thread are opened as its first ones were.
+  ArmSpec these = to;
+  these.options.inherit =
+      std::any_of(arms.begin(), arms.end(), [](const ThreadArm& a) { return a.inherits; });
+  these.options.remove_on_exec = target.is_task();
+  if (!problem) problem = PerfEventsBackend::Move(arms, target, from, these);
   if (!problem) {
     // Registers the new watch dropped close with their links; new ones get
     // theirs (a failure here leaves a register without capture: said).
