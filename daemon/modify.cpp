@@ -23,6 +23,7 @@ Result<ReservationInfo> ReservationManager::Modify(const Peer& caller, uint64_t 
   }
   auto watch = CheckWatch(request, e.info.target, caps_);
   if (!watch) return WatchProblem(std::move(watch).error(), std::nullopt);
+  if (auto no = CheckFilters(*watch, e.spec.how)) return std::move(*no);
   const unsigned weight = watch->weight();
   const unsigned old_weight = e.weight();
   if (auto no = quota_.ChargeModify(e.uid, old_weight, weight)) return std::move(*no);

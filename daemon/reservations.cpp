@@ -69,6 +69,22 @@ Backend& ReservationManager::BackendFor(const ArmHow& how) {
   return *backends_.events;
 }
 
+std::optional<Problem> ReservationManager::CheckFilters(const WatchSpec& watch,
+                                                        const ArmHow& how) const {
+  if (!watch.filtered()) return std::nullopt;
+  if (how.ptrace || how.delivery != Delivery::kSamples) {
+    return MakeProblem(Code::kInvalidArgument,
+                       "changed and condition are evaluated by the BPF capture program at the "
+                       "trap: they need perf samples delivery");
+  }
+  if (!capture_) {
+    return MakeProblem(Code::kFailedPrecondition,
+                       "changed and condition need BPF capture, which this daemon does not use: " +
+                           capture_detail_);
+  }
+  return std::nullopt;
+}
+
 std::optional<Problem> ReservationManager::DecideStops(const TargetSpec& target, ArmHow& how) {
   if (how.delivery != Delivery::kStop || how.ptrace) return std::nullopt;
   // A SIGTRAP nobody waits for kills the target: the caller's debugger
@@ -93,6 +109,7 @@ Result<ReservationInfo> ReservationManager::Reserve(const Peer& caller, const Re
     return WatchProblem(std::move(watch).error(),
                         arch::SlotTypeOf(exec ? arch::Access::kExecute : arch::Access::kWrite));
   }
+  if (auto no = CheckFilters(*watch, how)) return std::move(*no);
   // Authorize.
   if (auto denied = authorizer_.Check(caller, target, *watch)) return std::move(*denied);
   if (auto no = DecideStops(target, how)) return std::move(*no);
@@ -422,6 +439,8 @@ std::string ReservationManager::ShareKey(const TargetSpec& t, const WatchRequest
       (w.over_cover ? "o" : "e") + "/" +
       std::to_string(how.ptrace ? -1 : static_cast<int>(how.delivery)) + (capture ? "/v" : "/");
   if (how.ptrace) key += "/ptrace" + (how.slot ? std::to_string(*how.slot) : std::string());
+  // Filters differ per group (the program keeps one per group).
+  key += (w.changed ? "/c" : "/") + std::to_string(w.condition.size()) + ":" + w.condition;
   // Last, with its length: a symbol may hold any character.
   return key + "/" + std::to_string(w.symbol.size()) + ":" + w.symbol;
 }

@@ -139,6 +139,8 @@ class ReservationManager final : private HitSink {
   void Execed(uint64_t group, pid_t tgid) override EXCLUDES(gone_mu_);
 
   Backend& BackendFor(const ArmHow& how);
+  // Filters run in the capture program: samples with BPF only.
+  std::optional<Problem> CheckFilters(const WatchSpec& watch, const ArmHow& how) const;
   // Perf stops: hwwatchd takes them itself unless the thread's own
   // debugger (its tracer) will.
   std::optional<Problem> DecideStops(const TargetSpec& target, ArmHow& how);

@@ -1,0 +1,386 @@
+// Capture at the trap (BPF), through the real daemon and real hits: every
+// value exact and in order, --changed and --if filtered in the kernel,
+// 1,000 short-lived threads of a process all seen (inherited events), a
+// client that never reads still accounted to the hit, pthread_create
+// working while CPU watches fill every slot the process's threads leave,
+// and the perf-ring fallback saying what it is.
+//
+// Hits need debug exceptions: on a host whose self-test says they never
+// fire, the hit cases report "not run" (skipped, with the reason) unless
+// HWWATCH_REQUIRE_FIRES=1, as in the emulated machines, where they always
+// run (tests/vm: vm_x86_64_capture).
+#include <gtest/gtest.h>
+#include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <future>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "client/client.h"
+#include "tests/support/daemon_fixture.h"
+#include "tests/support/requests.h"
+
+namespace hwwatch {
+namespace {
+
+using testing::Request;
+namespace v1 = ::hwwatch::v1;
+
+// The watched variable: the same address in the forked writer.
+volatile uint64_t counter = 0;
+
+// A child that writes `counter` when told to (forked before the client's
+// threads start). Commands: {op, n, repeat}; the answer is one uint32.
+class Writer {
+ public:
+  Writer() {
+    int in[2], out[2];
+    if (pipe(in) != 0 || pipe(out) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      close(in[1]);
+      close(out[0]);
+      Serve(in[0], out[1]);
+      _exit(0);
+    }
+    close(in[0]);
+    close(out[1]);
+    to_ = in[1];
+    from_ = out[0];
+  }
+  ~Writer() {
+    if (to_ >= 0) close(to_);
+    if (from_ >= 0) close(from_);
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  static uint64_t address() { return reinterpret_cast<uintptr_t>(&counter); }
+
+  // Writes 1..n, each value `repeat` times in a row (value = i / repeat + 1).
+  uint32_t Write(uint32_t n, uint32_t repeat = 1) { return Ask({'w', n, repeat}); }
+  // Starts n threads one after another; thread i writes i + 1 once.
+  uint32_t ShortThreads(uint32_t n) { return Ask({'t', n, 0}); }
+  // Same, answering how many pthread_create calls failed.
+  uint32_t CreateFailures(uint32_t n) { return Ask({'t', n, 0}); }
+
+ private:
+  struct Command {
+    char op;
+    uint32_t n, repeat;
+  };
+  uint32_t Ask(Command c) {
+    uint32_t answer = UINT32_MAX;
+    if (write(to_, &c, sizeof c) != sizeof c) return answer;
+    if (read(from_, &answer, sizeof answer) != sizeof answer) return UINT32_MAX;
+    return answer;
+  }
+  static void* WriteOnce(void* v) {
+    counter = reinterpret_cast<uintptr_t>(v);
+    return nullptr;
+  }
+  static void Serve(int in, int out) {
+    for (Command c; read(in, &c, sizeof c) == sizeof c;) {
+      uint32_t answer = 0;
+      if (c.op == 'w') {
+        for (uint32_t i = 0; i < c.n; ++i) counter = i / c.repeat + 1;
+      } else if (c.op == 't') {
+        for (uint32_t i = 0; i < c.n; ++i) {
+          pthread_t t;
+          if (pthread_create(&t, nullptr, WriteOnce, reinterpret_cast<void*>(uintptr_t{i} + 1)) !=
+              0) {
+            ++answer;
+            continue;
+          }
+          pthread_join(t, nullptr);
+        }
+      }
+      (void)!write(out, &answer, sizeof answer);
+    }
+  }
+  pid_t pid_ = -1;
+  int to_ = -1, from_ = -1;
+};
+
+uint64_t Value(const std::string& bytes) {
+  uint64_t v = 0;
+  std::memcpy(&v, bytes.data(), std::min(bytes.size(), sizeof v));
+  return v;
+}
+
+// Hits until `want` of them came or were reported lost, the stream
+// ended, or 60 s went by.
+std::vector<v1::Hit> Hits(client::EventStream& s, size_t want, uint64_t* lost = nullptr) {
+  auto got = std::async(std::launch::async, [&] {
+    std::vector<v1::Hit> hits;
+    v1::Event e;
+    uint64_t gone = 0;  // events the stream said it lost count toward `want`
+    while (hits.size() + gone < want && s.Next(&e)) {
+      if (e.has_hit()) hits.push_back(e.hit());
+      if (e.has_lost()) gone += e.lost().count();
+    }
+    if (lost != nullptr) *lost = gone;
+    return hits;
+  });
+  if (got.wait_for(std::chrono::seconds(60)) != std::future_status::ready) s.Cancel();
+  return got.get();
+}
+
+class Capture : public testing::DaemonTest {
+ protected:
+  void SetUp() override {
+    DaemonTest::SetUp();
+    auto caps = client().GetCapabilities();
+    ASSERT_TRUE(caps) << caps.error().ToString();
+    ASSERT_EQ(caps->capture().path(), v1::Capture::PATH_BPF)
+        << "BPF capture is not in use: " << caps->capture().detail();
+    bool fires = false;
+    for (const auto& t : caps->self_test()) {
+      fires |= t.backend() == v1::BACKEND_PERF && t.outcome() == v1::SelfTestResult::FIRES;
+    }
+    const char* require = std::getenv("HWWATCH_REQUIRE_FIRES");
+    if (!fires) {
+      ASSERT_FALSE(require != nullptr && std::string(require) == "1")
+          << "the registers must fire here";
+      GTEST_SKIP() << "not run: this host's debug registers never fire (the emulated machines "
+                      "run this case)";
+    }
+  }
+  v1::Reservation Reserve(v1::ReserveRequest req) {
+    req.set_capture_value(true);
+    auto r = client().Reserve(req);
+    EXPECT_TRUE(r) << r.error().ToString();
+    return r ? r.value() : v1::Reservation();
+  }
+  v1::Reservation Listed(uint64_t id) {
+    auto l = client().List();
+    EXPECT_TRUE(l) << l.error().ToString();
+    if (l) {
+      for (const auto& r : l.value().reservations()) {
+        if (r.id() == id) return r;
+      }
+    }
+    ADD_FAILURE() << "reservation " << id << " not listed";
+    return {};
+  }
+  Writer writer;
+};
+
+TEST_F(Capture, EveryValueIsExactAndInOrder) {
+  constexpr uint32_t kWrites = 20000;
+  auto stream = client().Follow({}, false);
+  auto r = Reserve(Request().Tid(writer.pid()).At(Writer::address(), 8));
+  ASSERT_EQ(writer.Write(kWrites), 0u);
+  uint64_t lost = 0;
+  auto hits = Hits(*stream, kWrites, &lost);
+  ASSERT_EQ(hits.size(), kWrites) << lost << " lost";
+  size_t wrong = 0;
+  for (size_t i = 0; i < hits.size(); ++i) {
+    const v1::Hit& h = hits[i];
+    if (h.value_source() != v1::VALUE_AT_TRAP || Value(h.value()) != i + 1 ||
+        Value(h.old_value()) != i || h.tid() != writer.pid()) {
+      if (wrong++ < 3) ADD_FAILURE() << "hit " << i << ": " << h.DebugString();
+    }
+  }
+  EXPECT_EQ(wrong, 0u);
+  EXPECT_EQ(lost, 0u);
+  const v1::Reservation l = Listed(r.id());
+  EXPECT_EQ(l.hits(), kWrites) << "the kernel's count of the event";
+  EXPECT_EQ(l.delivered(), kWrites);
+  EXPECT_EQ(l.filtered() + l.lost(), 0u);
+  stream->Cancel();
+}
+
+TEST_F(Capture, ChangedSkipsWritesOfTheSameValue) {
+  auto stream = client().Follow({}, false);
+  v1::ReserveRequest req = Request().Tid(writer.pid()).At(Writer::address(), 8);
+  req.mutable_watch()->set_changed(true);
+  auto r = Reserve(req);
+  ASSERT_EQ(writer.Write(3000, 3), 0u);  // 1,1,1,2,2,2,...: 1000 changes
+  auto hits = Hits(*stream, 1000);
+  ASSERT_EQ(hits.size(), 1000u);
+  for (size_t i = 0; i < hits.size(); ++i) {
+    ASSERT_EQ(Value(hits[i].value()), i + 1) << hits[i].DebugString();
+    ASSERT_EQ(Value(hits[i].old_value()), i) << hits[i].DebugString();
+  }
+  const v1::Reservation l = Listed(r.id());
+  EXPECT_EQ(l.hits(), 3000u);
+  EXPECT_EQ(l.delivered(), 1000u);
+  EXPECT_EQ(l.filtered(), 2000u);
+  EXPECT_EQ(l.lost(), 0u);
+  stream->Cancel();
+}
+
+TEST_F(Capture, ConditionsFilterInTheKernel) {
+  auto stream = client().Follow({}, false);
+  v1::ReserveRequest req = Request().Tid(writer.pid()).At(Writer::address(), 8);
+  req.mutable_watch()->set_condition("value & 0x3 == 0");
+  auto r = Reserve(req);
+  ASSERT_EQ(writer.Write(4000), 0u);
+  auto hits = Hits(*stream, 1000);
+  ASSERT_EQ(hits.size(), 1000u);
+  for (size_t i = 0; i < hits.size(); ++i) {
+    ASSERT_EQ(Value(hits[i].value()), 4 * (i + 1)) << hits[i].DebugString();
+  }
+  const v1::Reservation l = Listed(r.id());
+  EXPECT_EQ(l.hits(), 4000u);
+  EXPECT_EQ(l.delivered(), 1000u);
+  EXPECT_EQ(l.filtered(), 3000u);
+  ASSERT_TRUE(client().Release(r.id()));
+
+  // Signed: -2 as 4 bytes; nothing below it among 1..4000.
+  v1::ReserveRequest neg = Request().Tid(writer.pid()).At(Writer::address(), 4);
+  neg.mutable_watch()->set_condition("value > -2");
+  auto r2 = Reserve(neg);
+  ASSERT_EQ(writer.Write(10), 0u);
+  EXPECT_EQ(Hits(*stream, 10).size(), 10u);
+  stream->Cancel();
+
+  // Malformed: the status names what is wrong.
+  for (const auto& [cond, what] : std::map<std::string, std::string>{
+           {"value =< 3", "expected one of"},
+           {"value & 0x1ffffffff == 1", "beyond the watch's 4 byte(s)"},
+           {"valu == 3", "expected 'value'"},
+           {"value == 3 junk", "unexpected"},
+           {"value == 99999999999", "does not fit"}}) {
+    v1::ReserveRequest bad = Request().Tid(writer.pid()).At(Writer::address() + 8, 4);
+    bad.mutable_watch()->set_condition(cond);
+    auto no = client().Reserve(bad);
+    ASSERT_FALSE(no) << cond;
+    EXPECT_EQ(no.error().code, grpc::StatusCode::INVALID_ARGUMENT) << cond;
+    EXPECT_NE(no.error().message.find(what), std::string::npos) << no.error().message;
+  }
+}
+
+TEST_F(Capture, AThousandShortLivedThreadsAreAllSeen) {
+  auto stream = client().Follow({}, false);
+  auto r = Reserve(Request().Pid(writer.pid()).At(Writer::address(), 8));
+  ASSERT_EQ(writer.ShortThreads(1000), 0u);
+  auto hits = Hits(*stream, 1000);
+  ASSERT_EQ(hits.size(), 1000u);
+  std::set<uint64_t> values;
+  std::set<int32_t> tids;
+  for (const auto& h : hits) {
+    values.insert(Value(h.value()));
+    tids.insert(h.tid());
+  }
+  EXPECT_EQ(values.size(), 1000u);
+  EXPECT_EQ(*values.begin(), 1u);
+  EXPECT_EQ(*values.rbegin(), 1000u);
+  EXPECT_EQ(tids.count(writer.pid()), 0u) << "the main thread never wrote";
+  const v1::Reservation l = Listed(r.id());
+  EXPECT_EQ(l.hits(), 1000u) << "the kernel's count, children included";
+  EXPECT_EQ(l.delivered(), 1000u);
+  stream->Cancel();
+}
+
+TEST_F(Capture, AClientThatNeverReadsIsAccountedExactly) {
+  constexpr uint32_t kWrites = 150000;
+  // A stream that is not read until the writes are done.
+  auto stream = client().Follow({}, false);
+  auto r = Reserve(Request().Tid(writer.pid()).At(Writer::address(), 8));
+  ASSERT_EQ(writer.Write(kWrites), 0u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const v1::Reservation l = Listed(r.id());
+  EXPECT_EQ(l.hits(), kWrites);
+  EXPECT_EQ(l.delivered() + l.filtered() + l.lost(), l.hits());
+  ASSERT_TRUE(client().Release(r.id()));
+  // Now read it all: what the stream shows plus what it says it lost is
+  // what the daemon delivered to it.
+  uint64_t lost = 0;
+  auto hits = Hits(*stream, l.delivered(), &lost);
+  EXPECT_EQ(hits.size() + lost, l.delivered());
+  EXPECT_GT(lost, 0u) << "a stream holds at most 65536 events: " << kWrites << " cannot fit";
+  for (size_t i = 1; i < hits.size(); ++i) {
+    ASSERT_LT(Value(hits[i - 1].value()), Value(hits[i].value())) << "out of order";
+  }
+  stream->Cancel();
+}
+
+// Inherited events and CPU targets: the engine never lets CPU watches take
+// the slot new threads of a watched process need, so the kernel never
+// fails their clone; both agree on the refusal beyond.
+TEST_F(Capture, PthreadCreateKeepsWorkingWhileCpuWatchesFillTheRest) {
+  auto caps = client().GetCapabilities();
+  ASSERT_TRUE(caps);
+  const uint32_t slots = caps->pools(0).slots();
+  auto r = Reserve(Request().Pid(writer.pid()).At(Writer::address(), 8));
+  std::vector<uint64_t> held;
+  for (uint32_t cpu = 0; cpu < caps->cpus(); ++cpu) {
+    for (uint32_t i = 0; i + 1 < slots; ++i) {
+      auto c = client().Reserve(Request()
+                                    .Cpu(cpu)
+                                    .At(0x10000 + 0x100 * (cpu * slots + i), 8)
+                                    .Delivery(v1::DELIVERY_COUNT));
+      ASSERT_TRUE(c) << "cpu " << cpu << " watch " << i << ": " << c.error().ToString();
+      held.push_back(c->id());
+    }
+    auto full = client().Reserve(Request().Cpu(cpu).At(0x20000, 8).Delivery(v1::DELIVERY_COUNT));
+    ASSERT_FALSE(full) << "cpu " << cpu << " has no slot left";
+    EXPECT_EQ(full.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED);
+    ASSERT_TRUE(full.error().refusal.has_value());
+    EXPECT_EQ(full.error().refusal->reason(), v1::Refusal::CPU_FULL)
+        << "the engine refused it, as the kernel would: " << full.error().ToString();
+  }
+  auto stream = client().Follow({r.id()}, false);
+  EXPECT_EQ(writer.CreateFailures(200), 0u) << "the kernel failed a clone";
+  EXPECT_EQ(Hits(*stream, 200).size(), 200u);
+  EXPECT_EQ(Listed(r.id()).hits(), 200u);
+  stream->Cancel();
+}
+
+// BPF turned off (as where it cannot load): perf rings, said out loud.
+class RingFallback : public testing::DaemonTest {
+ protected:
+  RingFallback() : DaemonTest({"--capture", "ring"}) {}
+  Writer writer;
+};
+
+TEST_F(RingFallback, CapabilitiesHitsAndFiltersSaySo) {
+  auto caps = client().GetCapabilities();
+  ASSERT_TRUE(caps);
+  EXPECT_EQ(caps->capture().path(), v1::Capture::PATH_PERF_RING);
+  EXPECT_NE(caps->capture().detail().find("--capture ring"), std::string::npos)
+      << caps->capture().detail();
+  // Filters need the program: refused, with the reason.
+  v1::ReserveRequest req = Request().Tid(writer.pid()).At(Writer::address(), 8);
+  req.mutable_watch()->set_changed(true);
+  auto no = client().Reserve(req);
+  ASSERT_FALSE(no);
+  EXPECT_EQ(no.error().code, grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(no.error().message.find("BPF"), std::string::npos) << no.error().message;
+
+  bool fires = false;
+  for (const auto& t : caps->self_test()) {
+    fires |= t.backend() == v1::BACKEND_PERF && t.outcome() == v1::SelfTestResult::FIRES;
+  }
+  if (!fires) {
+    const char* require = std::getenv("HWWATCH_REQUIRE_FIRES");
+    ASSERT_FALSE(require != nullptr && std::string(require) == "1");
+    GTEST_SKIP() << "not run (hits): this host's debug registers never fire";
+  }
+  auto stream = client().Follow({}, false);
+  v1::ReserveRequest plain = Request().Tid(writer.pid()).At(Writer::address(), 8);
+  plain.set_capture_value(true);
+  auto r = client().Reserve(plain);
+  ASSERT_TRUE(r) << r.error().ToString();
+  ASSERT_EQ(writer.Write(3), 0u);
+  auto hits = Hits(*stream, 3);
+  ASSERT_EQ(hits.size(), 3u);
+  for (const auto& h : hits) {
+    EXPECT_EQ(h.value_source(), v1::VALUE_AT_DELIVERY) << h.DebugString();
+    EXPECT_FALSE(h.has_old_value());
+  }
+  stream->Cancel();
+}
+
+}  // namespace
+}  // namespace hwwatch
