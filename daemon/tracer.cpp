@@ -411,7 +411,11 @@ void Tracer::HandleStop(pid_t tid, WaitStatus status) {
   }
   hit.group = held->use.group;
   if (hit.ip == 0) hit.ip = ReadIp(tid);
+  // Read while the thread is held at its trap: its own access, exactly
+  // (x86 reports after the access; arm64 perf steps over it before the
+  // signal).
   hit.value = procfs::ReadMemory(tid, held->use.capture_address, held->use.capture_length);
+  hit.value_at_trap = hit.value.has_value();
   // Running again before the hit is passed on: the shorter a stop, the
   // smaller the window in which a killed daemon leaves it a SIGTRAP.
   Resume(*t, status, deliver);

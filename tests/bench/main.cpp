@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   hwwatch::bench::AddEngineCommand(app, &run);
   hwwatch::bench::AddRpcCommand(app, &run);
   hwwatch::bench::AddLoadCommand(app, &run);
+  hwwatch::bench::AddHitsCommand(app, &run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -12,5 +12,7 @@ void AddRpcCommand(CLI::App& app, std::function<int()>* run);
 
 // Adds the `load` subcommand (tests/bench/load_bench.cpp).
 void AddLoadCommand(CLI::App& app, std::function<int()>* run);
+// hits_bench.cpp
+void AddHitsCommand(CLI::App& app, std::function<int()>* run);
 
 }  // namespace hwwatch::bench

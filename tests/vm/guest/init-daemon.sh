@@ -25,6 +25,17 @@ if [ "$rc" = 0 ] && echo "$summary" | grep -q 'Yama scopes 0, 1, 2'; then
 else
   echo "CASE $arch authz_yama FAIL: exit $rc; ${summary:-no summary}"
 fi
+# Capture at the trap (BPF) on Debian's kernel, where the registers always
+# fire: exact values, filters, short-lived threads, accounting, fallback.
+HWWATCH_BIN_DIR=/bin HWWATCH_REQUIRE_FIRES=1 /capture_test >/tmp/capture.out 2>&1
+rc=$?
+grep -E '^\[ +(OK|FAILED|SKIPPED) +\]|Failure|Expected|Which is|Actual|error' /tmp/capture.out | head -60
+passed=$(grep -c '^\[       OK \]' /tmp/capture.out)
+if [ "$rc" = 0 ] && [ "$passed" -ge 7 ] && ! grep -q SKIPPED /tmp/capture.out; then
+  echo "CASE $arch capture PASS: capture_test, $passed cases, none skipped (BPF at the trap)"
+else
+  echo "CASE $arch capture FAIL: exit $rc, $passed cases passed"
+fi
 hwwatchd --socket /tmp/h.sock --log-level warn 2>/tmp/hwwatchd.log &
 daemon=$!
 i=0
