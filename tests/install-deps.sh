@@ -8,5 +8,5 @@ apt-get install -y -qq --no-install-recommends \
   ca-certificates cmake ninja-build g++ make pkg-config \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   libspdlog-dev libboost-dev libcli11-dev libgtest-dev libgmock-dev \
-  libdw-dev libelf-dev libsystemd-dev \
+  libdw-dev libelf-dev libsystemd-dev libbpf-dev bpftool \
   clang clang-format systemd procps python3 >/dev/null

@@ -67,8 +67,8 @@ class Workload {
             pthread_join(t, nullptr);
         }
       }
-      const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0)
-                             .count();
+      const int64_t ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
       (void)!write(done[1], &ns, sizeof ns);
       // Stay until killed: watchers read the final count from a live task.
       pause();
@@ -149,14 +149,16 @@ bool Installed(const char* tool) {
 
 Figures Unwatched(Workload::Kind kind, uint64_t n) {
   Workload w(kind, n);
-  Figures f{"unwatched"};
+  Figures f;
+  f.tool = "unwatched";
   f.ran = true;
   f.seconds = w.Run();
   return f;
 }
 
 Figures PerfRecord(Workload::Kind kind, uint64_t n, const std::string& dir) {
-  Figures f{"perf record -c 1"};
+  Figures f;
+  f.tool = "perf record -c 1";
   if (!Installed("perf")) {
     f.note = "perf is not installed (linux-perf)";
     return f;
@@ -172,8 +174,9 @@ Figures PerfRecord(Workload::Kind kind, uint64_t n, const std::string& dir) {
   waitpid(perf, nullptr, 0);
   const std::string script = dir + "/perf.script";
   Spawn({"sh", "-c",
-         "perf report -i " + data + " --stats 2>/dev/null | awk '/SAMPLE events:/ {s=$3} /LOST "
-         "events:/ {l=$3} END {print s+0, l+0}'"},
+         "perf report -i " + data +
+             " --stats 2>/dev/null | awk '/SAMPLE events:/ {s=$3} /LOST "
+             "events:/ {l=$3} END {print s+0, l+0}'"},
         script);
   wait(nullptr);
   std::istringstream in(Slurp(script));
@@ -183,7 +186,8 @@ Figures PerfRecord(Workload::Kind kind, uint64_t n, const std::string& dir) {
 }
 
 Figures Bpftrace(Workload::Kind kind, uint64_t n, const std::string& dir) {
-  Figures f{"bpftrace watchpoint"};
+  Figures f;
+  f.tool = "bpftrace watchpoint";
   if (!Installed("bpftrace")) {
     f.note = "bpftrace is not installed: skipped (apt-get install bpftrace)";
     return f;
@@ -205,7 +209,8 @@ Figures Bpftrace(Workload::Kind kind, uint64_t n, const std::string& dir) {
 
 // hwwatch through the client library: a reader that keeps reading.
 Figures HwwatchLibrary(Workload::Kind kind, uint64_t n, const std::string& socket) {
-  Figures f{"hwwatch (library client)"};
+  Figures f;
+  f.tool = "hwwatch (library client)";
   Workload w(kind, n);
   auto c = client::Client::Connect(socket);
   if (!c) throw std::runtime_error(c.error().ToString());
@@ -266,16 +271,17 @@ Figures HwwatchLibrary(Workload::Kind kind, uint64_t n, const std::string& socke
 // `hwwatch --json watch`, its JSON lines written to a file.
 Figures HwwatchCli(Workload::Kind kind, uint64_t n, const std::string& socket,
                    const std::string& dir) {
-  Figures f{"hwwatch --json watch"};
+  Figures f;
+  f.tool = "hwwatch --json watch";
   Workload w(kind, n);
   std::string cli = DaemonBesideSelf();
   cli = cli.substr(0, cli.size() - std::strlen("hwwatchd")) + "hwwatch";
   const std::string out = dir + "/watch.json";
-  pid_t p = Spawn({cli, "--socket", socket, "--json", "watch",
-                   kind == Workload::Kind::kLoop ? "--tid" : "--pid", std::to_string(w.pid()),
-                   Hex(WordAddress()), "--len", "8", "--count", std::to_string(n), "--timeout",
-                   "120"},
-                  out);
+  pid_t p =
+      Spawn({cli, "--socket", socket, "--json", "watch",
+             kind == Workload::Kind::kLoop ? "--tid" : "--pid", std::to_string(w.pid()),
+             Hex(WordAddress()), "--len", "8", "--count", std::to_string(n), "--timeout", "120"},
+            out);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // reserved
   f.seconds = w.Run();
   waitpid(p, nullptr, 0);
@@ -340,13 +346,12 @@ void PrintText(const std::string& name, uint64_t n, const std::vector<Figures>& 
       std::printf("  %-26s not run: %s\n", f.tool.c_str(), f.note.c_str());
       continue;
     }
-    std::printf("  %-26s %9.3f %10llu %9llu %12s %7s\n", f.tool.c_str(), f.seconds,
-                static_cast<unsigned long long>(f.delivered),
-                static_cast<unsigned long long>(f.lost),
-                f.has_kernel_count ? std::to_string(f.kernel_count).c_str() : "-",
-                f.has_exact ? (std::to_string(f.delivered ? 100 * f.exact / f.delivered : 0) + "%")
-                                  .c_str()
-                            : "-");
+    std::printf(
+        "  %-26s %9.3f %10llu %9llu %12s %7s\n", f.tool.c_str(), f.seconds,
+        static_cast<unsigned long long>(f.delivered), static_cast<unsigned long long>(f.lost),
+        f.has_kernel_count ? std::to_string(f.kernel_count).c_str() : "-",
+        f.has_exact ? (std::to_string(f.delivered ? 100 * f.exact / f.delivered : 0) + "%").c_str()
+                    : "-");
   }
 }
 

@@ -66,8 +66,14 @@ TEST(SystemdUnits, SecurityExposureAtMost2_5) {
 TEST(SystemdUnits, ServiceKeepsOnlyThePrivilegesItNeeds) {
   std::string s = Read(UnitDir() + "/hwwatchd.service");
   EXPECT_NE(s.find("Type=notify"), std::string::npos);
-  EXPECT_NE(s.find("CapabilityBoundingSet=CAP_SYS_PTRACE CAP_PERFMON CAP_IPC_LOCK\n"),
+  EXPECT_NE(s.find("CapabilityBoundingSet=CAP_SYS_PTRACE CAP_PERFMON CAP_IPC_LOCK CAP_BPF\n"),
             std::string::npos);
+  // bpf(2) is in the denied @privileged set: allowed again after it.
+  const size_t deny = s.find("SystemCallFilter=~@privileged"),
+               bpf = s.find("SystemCallFilter=bpf\n");
+  ASSERT_NE(bpf, std::string::npos);
+  ASSERT_NE(deny, std::string::npos);
+  EXPECT_GT(bpf, deny);
   EXPECT_NE(s.find("RestrictAddressFamilies=AF_UNIX\n"), std::string::npos);
   EXPECT_NE(s.find("SystemCallFilter=@system-service @debug\n"), std::string::npos);
   EXPECT_NE(s.find("NoNewPrivileges=yes"), std::string::npos);
