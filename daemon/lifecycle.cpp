@@ -5,10 +5,13 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <unordered_set>
 
 #include "daemon/events.h"
 #include "daemon/procfs.h"
 #include "daemon/reservations.h"
+
+#include <unordered_set>
 
 namespace hwwatch::daemon {
 
@@ -135,6 +138,20 @@ void ReservationManager::Reap() {
         e->group->arms.clear();
       }
       break;
+    }
+  }
+  // Records the capture program could not fit in its ring: each group's
+  // streams are told how many, as EventsLost.
+  if (capture_) {
+    std::unordered_set<const Group*> seen;
+    for (auto& [id, e] : entries_) {
+      Group& g = *e->group;
+      if (!seen.insert(&g).second) continue;
+      const uint64_t dropped = capture_->Read(g.id).dropped;
+      if (dropped > g.reported_lost) {
+        events_.PublishGroup(g.id, LostEvent(dropped - g.reported_lost), false);
+        g.reported_lost = dropped;
+      }
     }
   }
   const auto now = std::chrono::steady_clock::now();

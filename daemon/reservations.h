@@ -114,6 +114,8 @@ class ReservationManager final : private HitSink {
     pid_t followed_tgid = 0;
     // Hits counted on arms closed since (threads that ended).
     uint64_t retired_hits = 0;
+    // Capture records dropped on a full ring, told to the streams so far.
+    uint64_t reported_lost = 0;
     // Some arm lives (arms of inherited events outlive their threads).
     bool alive() const {
       return std::any_of(arms.begin(), arms.end(), [](const ThreadArm& a) { return !a.exited; });
