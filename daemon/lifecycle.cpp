@@ -11,8 +11,6 @@
 #include "daemon/procfs.h"
 #include "daemon/reservations.h"
 
-#include <unordered_set>
-
 namespace hwwatch::daemon {
 
 Result<ReservationInfo> ReservationManager::Reclaim(const Peer& caller, uint64_t id) {
