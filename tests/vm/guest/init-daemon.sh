@@ -178,9 +178,11 @@ sleep 1
 armed=$(hwwatch --socket /tmp/h.sock list --all | grep -c 'weight 1')
 # A thread stopped at a hit when its tracer dies gets that SIGTRAP (the
 # kernel delivers a stop's signal on detach): the one window left, some
-# microseconds per hit. Kill the daemon while B runs, not inside it.
+# microseconds per hit (milliseconds under emulation). Kill the daemon just
+# after one of B's stops ends: its next write is 50 ms away.
 i=0
-while [ "$(awk '/^State:/ { print $2 }' /proc/$b/status)" = t ] && [ $i -lt 100 ]; do i=$((i + 1)); done
+while [ "$(awk '/^State:/ { print $2 }' /proc/$b/status)" != t ] && [ $i -lt 2000 ]; do i=$((i + 1)); done
+while [ "$(awk '/^State:/ { print $2 }' /proc/$b/status)" = t ] && [ $i -lt 4000 ]; do i=$((i + 1)); done
 kill -9 $daemon
 wait $daemon 2>/dev/null
 sleep 1
