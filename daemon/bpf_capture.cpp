@@ -292,11 +292,13 @@ void BpfCapture::Loop() {
   epoll_event ready[64];
   const int ring_fd = ring_buffer__epoll_fd(ring_);
   for (;;) {
-    const int n = epoll_wait(epoll_.get(), ready, 64, -1);
+    // A record that did not wake the reader waits at most HW_DRAIN_MS.
+    const int n = epoll_wait(epoll_.get(), ready, 64, HW_DRAIN_MS);
     if (n < 0) {
       if (errno == EINTR) continue;
       return;
     }
+    if (n == 0) (void)ring_buffer__consume(ring_);
     bool stop = false;
     for (int i = 0; i < n; ++i) {
       const int fd = ready[i].data.fd;

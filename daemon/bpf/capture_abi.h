@@ -16,6 +16,11 @@ typedef uint32_t hw_u32;
 typedef uint64_t hw_u64;
 #endif
 
+// The program wakes the daemon's reader once this much waits in the ring;
+// the reader also drains it every HW_DRAIN_MS milliseconds.
+#define HW_WAKE_BYTES (32 * 1024)
+#define HW_DRAIN_MS 4
+
 // Bytes of the watched region the program reads at each trap.
 #define HW_CAPTURE_MAX 64
 
