@@ -155,5 +155,76 @@ TEST(CheckWatch, OverCoverOnlyWhenTheExactCoverDoesNotFit) {
   EXPECT_FALSE(over->cover.exact);
 }
 
+// Conditions: the grammar, widths and signs the capture program relies on.
+TEST(ParseCondition, OperatorsMasksAndSigns) {
+  auto c = ParseCondition("value == 3", 4);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->op, Condition::Op::kEq);
+  EXPECT_EQ(c->operand, 3u);
+  EXPECT_EQ(c->mask, 0xffffffffu) << "the mask is the watch's width";
+  EXPECT_FALSE(c->is_signed);
+
+  c = ParseCondition("  (value & 0xF0) >= 0x20 ", 1);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->op, Condition::Op::kGe);
+  EXPECT_EQ(c->mask, 0xf0u);
+  EXPECT_EQ(c->operand, 0x20u);
+
+  // Two-character operators are not read as their first character.
+  EXPECT_EQ(ParseCondition("value <= 1", 8)->op, Condition::Op::kLe);
+  EXPECT_EQ(ParseCondition("value != 1", 8)->op, Condition::Op::kNe);
+  EXPECT_EQ(ParseCondition("value < 1", 8)->op, Condition::Op::kLt);
+  EXPECT_EQ(ParseCondition("value > 1", 8)->op, Condition::Op::kGt);
+
+  // Negative: signed, sign-extended to 64 bits as the program compares.
+  c = ParseCondition("value < -2", 2);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_TRUE(c->is_signed);
+  EXPECT_EQ(c->operand, ~uint64_t{1});
+  c = ParseCondition("value == -128", 1);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->operand, ~uint64_t{0x7f});
+  c = ParseCondition("value == 18446744073709551615", 8);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->operand, ~uint64_t{0});
+}
+
+TEST(ParseCondition, RefusesWhatDoesNotFitOrParse) {
+  auto why = [](const char* text, uint64_t length) {
+    auto c = ParseCondition(text, length);
+    EXPECT_FALSE(c) << text;
+    if (c) return std::string();
+    EXPECT_EQ(c.error().code, Code::kInvalidArgument) << text;
+    return c.error().message;
+  };
+  EXPECT_NE(why("value == 1", 16).find("1 to 8 bytes"), std::string::npos);
+  EXPECT_NE(why("value == 256", 1).find("does not fit"), std::string::npos);
+  EXPECT_NE(why("value == -129", 1).find("does not fit in a signed 1-byte"), std::string::npos);
+  EXPECT_NE(why("value == 18446744073709551616", 8).find("expected a number"), std::string::npos);
+  EXPECT_NE(why("value & 0x100 == 0", 1).find("beyond the watch's 1 byte"), std::string::npos);
+  EXPECT_NE(why("value && 1 == 0", 4).find("'&&'"), std::string::npos);
+  EXPECT_NE(why("(value & 1 == 0", 4).find("expected ')'"), std::string::npos);
+  EXPECT_NE(why("value = 1", 4).find("expected one of"), std::string::npos);
+  EXPECT_NE(why("x == 1", 4).find("expected 'value'"), std::string::npos);
+  EXPECT_NE(why("value == 0x", 4).find("expected a number"), std::string::npos);
+  EXPECT_NE(why("value == 1 2", 4).find("unexpected"), std::string::npos);
+}
+
+TEST(CheckWatch, FiltersAreCheckedWithTheWatch) {
+  const TargetSpec thread{TargetSpec::Kind::kThread, 42, 0};
+  v1::Watch w = Watch(0x1000, 4);
+  w.set_condition("value > 7");
+  auto s = CheckWatch(w, thread, X86());
+  ASSERT_TRUE(s) << s.error().message;
+  ASSERT_TRUE(s->condition.has_value());
+  EXPECT_EQ(s->condition->operand, 7u);
+  EXPECT_TRUE(s->filtered());
+  w.set_condition("value >");
+  EXPECT_EQ(CheckWatch(w, thread, X86()).error().code, Code::kInvalidArgument);
+  v1::Watch x = Watch(0x1000, 1, v1::ACCESS_EXECUTE);
+  x.set_changed(true);
+  EXPECT_NE(CheckWatch(x, thread, X86()).error().message.find("not execute"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace hwwatch::daemon
