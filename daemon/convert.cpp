@@ -321,6 +321,10 @@ v1::Event ToProto(const Event& e) {
     void operator()(const Event::Released& r) {
       out.mutable_released()->set_reservation_id(r.reservation_id);
       out.mutable_released()->set_why(r.why);
+      out.mutable_released()->set_hits(r.hits);
+      out.mutable_released()->set_delivered(r.delivered);
+      out.mutable_released()->set_filtered(r.filtered);
+      out.mutable_released()->set_lost(r.lost);
     }
   };
   std::visit(Visit{out}, e.kind);

@@ -35,8 +35,9 @@ Event ExitedEvent(uint64_t reservation, pid_t tid) {
   return Stamped(Event::Exited{reservation, tid});
 }
 
-Event ReleasedEvent(uint64_t reservation, std::string why) {
-  return Stamped(Event::Released{reservation, std::move(why)});
+Event ReleasedEvent(uint64_t reservation, std::string why, const ReservationInfo& t) {
+  return Stamped(
+      Event::Released{reservation, std::move(why), t.hits, t.delivered, t.filtered, t.lost});
 }
 
 Event ForMember(const Event& e, uint64_t reservation) {

@@ -14,7 +14,8 @@ Event LostEvent(uint64_t count);
 Event ThreadAddedEvent(uint64_t reservation, pid_t pid, pid_t tid);
 Event ExecedEvent(uint64_t reservation, pid_t pid);
 Event ExitedEvent(uint64_t reservation, pid_t tid);
-Event ReleasedEvent(uint64_t reservation, std::string why);
+// `totals`: its final hits, delivered, filtered and lost.
+Event ReleasedEvent(uint64_t reservation, std::string why, const ReservationInfo& totals);
 
 // The same event told to another sharer of the registers: reservation ids
 // of hits and thread events become `reservation`.

@@ -202,6 +202,8 @@ struct Lost {
 struct Released {
   uint64_t reservation_id = 0;
   std::string why;
+  // The reservation's final counts (as List showed them).
+  uint64_t hits = 0, delivered = 0, filtered = 0, lost = 0;
 };
 }  // namespace event
 

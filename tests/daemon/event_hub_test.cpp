@@ -19,7 +19,7 @@ Event HitOf(uint64_t reservation, uint64_t ip) {
   return HitEvent(h);
 }
 
-Event ReleasedOf(uint64_t reservation) { return ReleasedEvent(reservation, "released"); }
+Event ReleasedOf(uint64_t reservation) { return ReleasedEvent(reservation, "released", {}); }
 
 const Event::Hit* HitIn(const Event& e) { return std::get_if<Event::Hit>(&e.kind); }
 const Event::Lost* LostIn(const Event& e) { return std::get_if<Event::Lost>(&e.kind); }

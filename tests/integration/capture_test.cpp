@@ -200,7 +200,7 @@ TEST_F(Capture, EveryValueIsExactAndInOrder) {
 }
 
 TEST_F(Capture, ChangedSkipsWritesOfTheSameValue) {
-  auto stream = client().Follow({}, false);
+  auto stream = client().Follow({}, true);  // and its release
   v1::ReserveRequest req = Request().Tid(writer.pid()).At(Writer::address(), 8);
   req.mutable_watch()->set_changed(true);
   auto r = Reserve(req);
@@ -216,6 +216,16 @@ TEST_F(Capture, ChangedSkipsWritesOfTheSameValue) {
   EXPECT_EQ(l.delivered(), 1000u);
   EXPECT_EQ(l.filtered(), 2000u);
   EXPECT_EQ(l.lost(), 0u);
+  // Its end says its totals.
+  ASSERT_TRUE(client().Release(r.id()));
+  v1::Event e;
+  while (stream->Next(&e) && !e.has_released()) {
+  }
+  ASSERT_TRUE(e.has_released()) << e.DebugString();
+  EXPECT_EQ(e.released().hits(), 3000u);
+  EXPECT_EQ(e.released().delivered(), 1000u);
+  EXPECT_EQ(e.released().filtered(), 2000u);
+  EXPECT_EQ(e.released().lost(), 0u);
   stream->Cancel();
 }
 

@@ -51,7 +51,9 @@ read -r pid addr </tmp/counter.out
 hwwatch --socket /tmp/h.sock watch --pid "$pid" "$addr" --len 4 --count 40 --timeout 60 \
   >/tmp/watch2.out 2>/tmp/watch2.err &
 second=$!
-sleep 0.5
+# Until that session holds its reservation (it prints "watching").
+i=0
+while ! grep -q '^watching' /tmp/watch2.err 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
 hwwatch --socket /tmp/h.sock watch --pid "$pid" "$addr" --len 4 --count 3 --timeout 60 \
   >/tmp/watch.out 2>/tmp/watch.err
 rc=$?
