@@ -105,7 +105,7 @@ std::optional<Problem> BpfSamplesBackend::Move(std::vector<ThreadArm>& arms,
 
 std::optional<Backend::Fates> BpfSamplesBackend::FatesOf(uint64_t group) const {
   const BpfCapture::Counts c = capture_.Read(group);
-  return Fates{c.emitted, c.filtered, c.dropped};
+  return Fates{c.emitted, c.filtered, c.dropped};  // each counted by the program
 }
 
 }  // namespace hwwatch::daemon

@@ -299,12 +299,13 @@ void ReservationManager::CountHits(const Group& g, ReservationInfo& r) const {
     if (auto it = ring_lost_.find(g.id); it != ring_lost_.end()) lost = it->second;
   }
   if (auto f = g.backend->FatesOf(g.id)) {
-    // The program's counts; whatever the kernel counted beyond them never
-    // reached it (a full ring, or a trap while another BPF program ran).
+    // The program's own counts, each a fact (not a remainder): once the
+    // target's accesses are done they add up to the kernel's count, unless
+    // traps never reached the program.
     r.hits = counted;
     r.delivered = f->delivered;
     r.filtered = f->filtered;
-    r.lost = counted - std::min(counted, f->delivered + f->filtered);
+    r.lost = f->lost;
   } else if (!g.backend->KernelCounts()) {
     // Registers the tracer writes or stops it takes: the daemon holds no
     // counter of the kernel's; every hit is a stop it took and published.
