@@ -49,6 +49,10 @@ void ReservationManager::DisarmGroup(Group& g) {
   g.followed_tgid = 0;
   for (ThreadArm& arm : g.arms) g.backend->Disarm(arm);
   g.arms.clear();
+  // Its counts go with it (the Released event has its totals).
+  MutexLock lock(delivered_mu_);
+  delivered_.erase(g.id);
+  ring_lost_.erase(g.id);
 }
 
 void ReservationManager::Disarm(Entry& e, const char* why) {
