@@ -283,7 +283,6 @@ int BpfCapture::OnRecord(void* self, void* data, size_t size) {
       h.value_at_trap = true;
     }
   }
-  c->records_.fetch_add(1, std::memory_order_relaxed);
   c->sink_.Hit(h);
   return 0;
 }

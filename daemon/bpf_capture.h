@@ -13,7 +13,6 @@
 
 #include <sys/types.h>
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -79,8 +78,6 @@ class BpfCapture {
   };
   Counts Read(uint64_t group) const;
 
-  uint64_t records() const { return records_.load(std::memory_order_relaxed); }
-
  private:
   BpfCapture(HitSink& sink, hwwatch_capture* skel, uint64_t ring_bytes);
   void Loop() EXCLUDES(mu_);
@@ -109,7 +106,6 @@ class BpfCapture {
     bool inherits = false;
   };
   std::unordered_map<uint64_t, GroupState> groups_ GUARDED_BY(mu_);
-  std::atomic<uint64_t> records_{0};
   bpf_link* exec_link_ = nullptr;  // the exec tracepoint's program
   int tgids_fd_ = -1;
   std::thread thread_;

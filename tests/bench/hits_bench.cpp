@@ -173,12 +173,12 @@ Figures PerfRecord(Workload::Kind kind, uint64_t n, const std::string& dir) {
   kill(perf, SIGINT);
   waitpid(perf, nullptr, 0);
   const std::string script = dir + "/perf.script";
-  Spawn({"sh", "-c",
-         "perf report -i " + data +
-             " --stats 2>/dev/null | awk '/SAMPLE events:/ {s=$3} /LOST "
-             "events:/ {l=$3} END {print s+0, l+0}'"},
-        script);
-  wait(nullptr);
+  const pid_t report = Spawn({"sh", "-c",
+                              "perf report -i " + data +
+                                  " --stats 2>/dev/null | awk '/SAMPLE events:/ {s=$3} /LOST "
+                                  "events:/ {l=$3} END {print s+0, l+0}'"},
+                             script);
+  waitpid(report, nullptr, 0);
   std::istringstream in(Slurp(script));
   in >> f.delivered >> f.lost;
   f.ran = true;
