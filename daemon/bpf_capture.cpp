@@ -252,9 +252,13 @@ BpfCapture::Counts BpfCapture::Read(uint64_t group) const {
 
 int BpfCapture::OnRecord(void* self, void* data, size_t size) {
   auto* c = static_cast<BpfCapture*>(self);
-  if (size < sizeof(hw_record)) return 0;
+  // The record's size tells how many bytes of old and now follow the head.
+  if (size < sizeof(hw_record_small)) return 0;
+  const size_t n = size >= sizeof(hw_record_full) ? HW_CAPTURE_MAX : HW_SMALL;
   hw_record r;
   std::memcpy(&r, data, sizeof r);
+  const char* old = static_cast<const char*>(data) + sizeof r;
+  const char* now = old + n;
   if ((r.flags & HW_EXEC) != 0) {
     std::vector<uint64_t> groups;
     {
@@ -272,14 +276,14 @@ int BpfCapture::OnRecord(void* self, void* data, size_t size) {
   h.ip = r.ip;
   h.address = r.address;
   h.cpu = r.cpu;
-  const size_t len = std::min<size_t>(r.length, HW_CAPTURE_MAX);
+  const size_t len = std::min<size_t>(r.length, n);
   if (r.read_ok != 0) {
     if ((r.flags & HW_PRE_ACCESS) != 0) {
       // arm64 traps before the access: the bytes read are the old ones.
-      h.old_value.emplace(reinterpret_cast<const char*>(r.now), len);
+      h.old_value.emplace(now, len);
     } else {
-      h.value.emplace(reinterpret_cast<const char*>(r.now), len);
-      h.old_value.emplace(reinterpret_cast<const char*>(r.old), len);
+      h.value.emplace(now, len);
+      h.old_value.emplace(old, len);
       h.value_at_trap = true;
     }
   }

@@ -93,6 +93,51 @@ static __always_inline int holds(const struct hw_watch* w, const hw_u8* now, hw_
   return 0;
 }
 
+static __always_inline void fill_head(struct hw_record* h, struct bpf_perf_event_data* ctx,
+                                      hw_u64 group, hw_u32 len, int read_ok) {
+  hw_u64 pid_tgid = bpf_get_current_pid_tgid();
+  h->group = group;
+  h->time_ns = bpf_ktime_get_ns();
+#if defined(__TARGET_ARCH_arm64)
+  h->ip = ctx->regs.pc;
+  h->flags = HW_PRE_ACCESS;
+#else
+  h->ip = ctx->regs.rip;
+  h->flags = 0;
+#endif
+  h->address = ctx->addr;
+  h->tid = (hw_u32)pid_tgid;
+  h->pid = (hw_u32)(pid_tgid >> 32);
+  h->cpu = bpf_get_smp_processor_id();
+  h->length = len;
+  h->read_ok = read_ok;
+}
+
+// Waking the reader costs the trapping CPU an interrupt (irq_work): wake
+// it only when this record takes what waits across HW_WAKE_BYTES, once per
+// crossing, not at every trap until the reader runs (the reader also looks
+// every HW_DRAIN_MS). `waiting` includes this reserved record.
+static __always_inline void submit(void* r, hw_u64 size) {
+  hw_u64 waiting = bpf_ringbuf_query(&hits, BPF_RB_AVAIL_DATA);
+  int crossed = waiting >= HW_WAKE_BYTES && waiting < HW_WAKE_BYTES + size + 8;
+  bpf_ringbuf_submit(r, crossed ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+// Writes one record of TYPE, with N bytes of old and now; 0 if the ring is
+// full. (A statement expression: the verifier needs each reserve's size
+// as a constant.)
+#define EMIT(TYPE, N)                                        \
+  ({                                                         \
+    TYPE* r_ = bpf_ringbuf_reserve(&hits, sizeof(TYPE), 0);  \
+    if (r_) {                                                \
+      fill_head(&r_->head, ctx, group, len, read_ok);        \
+      __builtin_memcpy(r_->old, w->last, N);                 \
+      __builtin_memcpy(r_->now, now, N);                     \
+      submit(r_, sizeof(TYPE));                                            \
+    }                                                        \
+    r_ != 0;                                                 \
+  })
+
 SEC("perf_event")
 int capture(struct bpf_perf_event_data* ctx) {
   hw_u64 group = bpf_get_attach_cookie(ctx);
@@ -138,35 +183,13 @@ int capture(struct bpf_perf_event_data* ctx) {
     return 0;
   }
 
-  struct hw_record* r = bpf_ringbuf_reserve(&hits, sizeof *r, 0);
-  if (!r) {
-    if (read_ok) __builtin_memcpy(w->last, now, HW_CAPTURE_MAX);
+  int ok = len <= HW_SMALL ? EMIT(struct hw_record_small, HW_SMALL)
+                           : EMIT(struct hw_record_full, HW_CAPTURE_MAX);
+  if (read_ok) __builtin_memcpy(w->last, now, HW_CAPTURE_MAX);
+  if (!ok) {
     __sync_fetch_and_add(&w->dropped, 1);
     return 0;
   }
-  hw_u64 pid_tgid = bpf_get_current_pid_tgid();
-  r->group = group;
-  r->time_ns = bpf_ktime_get_ns();
-#if defined(__TARGET_ARCH_arm64)
-  r->ip = ctx->regs.pc;
-  r->flags = HW_PRE_ACCESS;
-#else
-  r->ip = ctx->regs.rip;
-  r->flags = 0;
-#endif
-  r->address = ctx->addr;
-  r->tid = (hw_u32)pid_tgid;
-  r->pid = (hw_u32)(pid_tgid >> 32);
-  r->cpu = bpf_get_smp_processor_id();
-  r->length = len;
-  r->read_ok = read_ok;
-  __builtin_memcpy(r->old, w->last, HW_CAPTURE_MAX);
-  __builtin_memcpy(r->now, now, HW_CAPTURE_MAX);
-  if (read_ok) __builtin_memcpy(w->last, now, HW_CAPTURE_MAX);
-  // Waking the reader costs the trapping CPU a few microseconds: only once
-  // enough is waiting (the reader also looks every few milliseconds).
-  hw_u64 waiting = bpf_ringbuf_query(&hits, BPF_RB_AVAIL_DATA);
-  bpf_ringbuf_submit(r, waiting >= HW_WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
   __sync_fetch_and_add(&w->emitted, 1);
   return 0;
 }
@@ -177,13 +200,13 @@ SEC("raw_tp/sched_process_exec")
 int on_exec(struct bpf_raw_tracepoint_args* ctx) {
   hw_u32 tgid = (hw_u32)(bpf_get_current_pid_tgid() >> 32);
   if (!bpf_map_lookup_elem(&watched_tgids, &tgid)) return 0;
-  struct hw_record* r = bpf_ringbuf_reserve(&hits, sizeof *r, 0);
+  struct hw_record_small* r = bpf_ringbuf_reserve(&hits, sizeof *r, 0);
   if (!r) return 0;
   __builtin_memset(r, 0, sizeof *r);
-  r->flags = HW_EXEC;
-  r->pid = tgid;
-  r->tid = (hw_u32)bpf_get_current_pid_tgid();
-  r->time_ns = bpf_ktime_get_ns();
+  r->head.flags = HW_EXEC;
+  r->head.pid = tgid;
+  r->head.tid = (hw_u32)bpf_get_current_pid_tgid();
+  r->head.time_ns = bpf_ktime_get_ns();
   bpf_ringbuf_submit(r, 0);
   return 0;
 }

@@ -63,7 +63,11 @@ struct hw_inherited_key {
   hw_u64 bp_address;
 };
 
-// One trap, as the program saw it.
+// One trap, as the program saw it: this head, then the bytes at the
+// previous trap (old) and at this one (now), HW_SMALL bytes each when the
+// watch is at most that long, HW_CAPTURE_MAX otherwise (a record three
+// times smaller for the common watch of one word: less for the trapping
+// CPU to write). The reader tells the two apart by the record's size.
 struct hw_record {
   hw_u64 group;
   hw_u64 time_ns;  // bpf_ktime_get_ns
@@ -72,9 +76,21 @@ struct hw_record {
   hw_u32 tid;
   hw_u32 pid;
   hw_u32 cpu;
-  hw_u32 length;              // bytes valid in old and now
-  hw_u32 flags;               // HW_PRE_ACCESS: `now` was read before the access
-  hw_u32 read_ok;             // 0: the bytes could not be read at the trap
-  hw_u8 old[HW_CAPTURE_MAX];  // the bytes at the previous trap
-  hw_u8 now[HW_CAPTURE_MAX];  // the bytes at this trap
+  hw_u32 length;   // bytes valid in old and now
+  hw_u32 flags;    // HW_PRE_ACCESS: `now` was read before the access
+  hw_u32 read_ok;  // 0: the bytes could not be read at the trap
+};
+
+#define HW_SMALL 8
+
+struct hw_record_small {
+  struct hw_record head;
+  hw_u8 old[HW_SMALL];
+  hw_u8 now[HW_SMALL];
+};
+
+struct hw_record_full {
+  struct hw_record head;
+  hw_u8 old[HW_CAPTURE_MAX];
+  hw_u8 now[HW_CAPTURE_MAX];
 };

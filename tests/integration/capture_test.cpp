@@ -34,6 +34,8 @@ namespace v1 = ::hwwatch::v1;
 
 // The watched variable: the same address in the forked writer.
 volatile uint64_t counter = 0;
+// A region of two registers: the program reads all 16 bytes at each trap.
+alignas(16) volatile uint64_t pair[2] = {0, 0};
 
 // A child that writes `counter` when told to (forked before the client's
 // threads start). Commands: {op, n, repeat}; the answer is one uint32.
@@ -64,9 +66,12 @@ class Writer {
   }
   pid_t pid() const { return pid_; }
   static uint64_t address() { return reinterpret_cast<uintptr_t>(&counter); }
+  static uint64_t pair_address() { return reinterpret_cast<uintptr_t>(&pair[0]); }
 
   // Writes 1..n, each value `repeat` times in a row (value = i / repeat + 1).
   uint32_t Write(uint32_t n, uint32_t repeat = 1) { return Ask({'w', n, repeat}); }
+  // Writes 1..n into the second word of `pair`.
+  uint32_t WritePair(uint32_t n) { return Ask({'p', n, 1}); }
   // Starts n threads one after another; thread i writes i + 1 once.
   uint32_t ShortThreads(uint32_t n) { return Ask({'t', n, 0}); }
   // Same, answering how many pthread_create calls failed.
@@ -92,6 +97,8 @@ class Writer {
       uint32_t answer = 0;
       if (c.op == 'w') {
         for (uint32_t i = 0; i < c.n; ++i) counter = i / c.repeat + 1;
+      } else if (c.op == 'p') {
+        for (uint32_t i = 0; i < c.n; ++i) pair[1] = i + 1;
       } else if (c.op == 't') {
         for (uint32_t i = 0; i < c.n; ++i) {
           pthread_t t;
@@ -196,6 +203,32 @@ TEST_F(Capture, EveryValueIsExactAndInOrder) {
   EXPECT_EQ(l.hits(), kWrites) << "the kernel's count of the event";
   EXPECT_EQ(l.delivered(), kWrites);
   EXPECT_EQ(l.filtered() + l.lost(), 0u);
+  stream->Cancel();
+}
+
+// Longer than one word: the record carries all 16 bytes, old and new.
+TEST_F(Capture, ARegionOfTwoRegistersCarriesAllItsBytes) {
+  constexpr uint32_t kWrites = 5000;
+  auto stream = client().Follow({}, false);
+  auto r = Reserve(Request().Tid(writer.pid()).At(Writer::pair_address(), 16));
+  ASSERT_EQ(r.registers_size(), 2);
+  ASSERT_EQ(writer.WritePair(kWrites), 0u);
+  uint64_t lost = 0;
+  auto hits = Hits(*stream, kWrites, &lost);
+  ASSERT_EQ(hits.size(), kWrites) << lost << " lost";
+  size_t wrong = 0;
+  for (size_t i = 0; i < hits.size(); ++i) {
+    const v1::Hit& h = hits[i];
+    if (h.value().size() != 16 || h.old_value().size() != 16 || Value(h.value()) != 0 ||
+        Value(h.value().substr(8)) != i + 1 || Value(h.old_value().substr(8)) != i ||
+        h.address() != Writer::pair_address() + 8) {
+      if (wrong++ < 3) ADD_FAILURE() << "hit " << i << ": " << h.DebugString();
+    }
+  }
+  EXPECT_EQ(wrong, 0u);
+  const v1::Reservation l = Listed(r.id());
+  EXPECT_EQ(l.hits(), kWrites);
+  EXPECT_EQ(l.delivered(), kWrites);
   stream->Cancel();
 }
 
