@@ -71,25 +71,30 @@ hw_watch WatchValue(const WatchSpec& watch, pid_t pid) {
 
 }  // namespace
 
-std::unique_ptr<BpfCapture> BpfCapture::Load(HitSink& sink, uint64_t ring_bytes, std::string& why) {
+std::unique_ptr<BpfCapture> BpfCapture::Load(HitSink& sink, const CaptureOptions& options,
+                                             std::string& why) {
   libbpf_set_print(LogLibbpf);
   // The ring's size: a power of two multiple of the page size.
   const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   uint64_t size = page;
-  while (size < ring_bytes && size < (uint64_t{1} << 30)) size <<= 1;
+  while (size < options.ring_bytes && size < (uint64_t{1} << 30)) size <<= 1;
   hwwatch_capture* skel = hwwatch_capture::open();
   if (skel == nullptr) {
     why = std::string("cannot open the capture program: ") + std::strerror(errno);
     return nullptr;
   }
   bpf_map__set_max_entries(skel->maps.hits, static_cast<uint32_t>(size));
+  const uint32_t watches = std::max<uint32_t>(options.max_watches, 1);
+  bpf_map__set_max_entries(skel->maps.watches, watches);
+  bpf_map__set_max_entries(skel->maps.inherited, watches);
+  bpf_map__set_max_entries(skel->maps.watched_tgids, watches);
   if (int err = hwwatch_capture::load(skel); err != 0) {
     why = std::string("the kernel refused the capture program (bpf: ") + std::strerror(-err) +
           "): no BPF support, no CAP_BPF, or a seccomp filter";
     hwwatch_capture::destroy(skel);
     return nullptr;
   }
-  std::unique_ptr<BpfCapture> c(new BpfCapture(sink, skel, size));
+  std::unique_ptr<BpfCapture> c(new BpfCapture(sink, skel, size, watches));
   if (c->ring_ == nullptr) {
     why = std::string("cannot map the capture ring: ") + std::strerror(errno);
     return nullptr;
@@ -103,10 +108,12 @@ std::unique_ptr<BpfCapture> BpfCapture::Load(HitSink& sink, uint64_t ring_bytes,
   return c;
 }
 
-BpfCapture::BpfCapture(HitSink& sink, hwwatch_capture* skel, uint64_t ring_bytes)
+BpfCapture::BpfCapture(HitSink& sink, hwwatch_capture* skel, uint64_t ring_bytes,
+                       uint32_t max_watches)
     : sink_(sink),
       skel_(skel),
       ring_bytes_(ring_bytes),
+      max_watches_(max_watches),
       epoll_(epoll_create1(EPOLL_CLOEXEC)),
       wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   watches_fd_ = bpf_map__fd(skel_->maps.watches);
@@ -154,19 +161,24 @@ void BpfCapture::CountProcess(pid_t tgid, int delta) {
   }
 }
 
-std::string BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid, pid_t tgid,
-                                 bool inherit, bool& inherits) {
+std::optional<arch::Error> BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid,
+                                                pid_t tgid, bool inherit, bool& inherits) {
   MutexLock lock(mu_);
   GroupState& g = groups_[group];
   if (g.refs++ > 0) {
     inherits = g.inherits;
-    return "";
+    return std::nullopt;
   }
   const hw_watch w = WatchValue(watch, pid);
   if (bpf_map_update_elem(watches_fd_, &group, &w, BPF_ANY) != 0) {
     const int err = errno;
     groups_.erase(group);
-    return std::string("cannot add the watch to the capture program: ") + std::strerror(err);
+    if (err == E2BIG) {
+      return arch::Error{err, "the capture program's table is full: it holds " +
+                                  std::to_string(max_watches_) +
+                                  " reservations with samples delivery at once"};
+    }
+    return arch::ErrnoError("cannot add the watch to the capture program", err);
   }
   g.tgid = tgid;
   CountProcess(tgid, 1);
@@ -176,7 +188,7 @@ std::string BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t p
     if (!g.inherits) g.inherited.clear();
   }
   inherits = g.inherits;
-  return "";
+  return std::nullopt;
 }
 
 void BpfCapture::UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) {

@@ -23,6 +23,7 @@
 
 #include "arch/result.h"
 #include "arch/scoped_fd.h"
+#include "daemon/bpf/capture_abi.h"
 #include "daemon/hit_sink.h"
 #include "daemon/thread_annotations.h"
 #include "daemon/types.h"
@@ -39,13 +40,17 @@ struct CaptureOptions {
   // The BPF ring's size (rounded up to a power of two pages by the
   // kernel's rules; 256 KiB to 1 GiB).
   uint64_t ring_bytes = uint64_t{8} << 20;
+  // Reservations with samples delivery held at once (the program's
+  // preallocated tables: about 200 bytes of kernel memory each).
+  uint32_t max_watches = HW_MAX_WATCHES;
 };
 
 class BpfCapture {
  public:
   // Loads the program and starts draining; null with `why` set when BPF
   // cannot be used here (no kernel support, no CAP_BPF, a seccomp filter).
-  static std::unique_ptr<BpfCapture> Load(HitSink& sink, uint64_t ring_bytes, std::string& why);
+  static std::unique_ptr<BpfCapture> Load(HitSink& sink, const CaptureOptions& options,
+                                          std::string& why);
   ~BpfCapture();
   BpfCapture(const BpfCapture&) = delete;
   BpfCapture& operator=(const BpfCapture&) = delete;
@@ -60,8 +65,9 @@ class BpfCapture {
   // must not inherit. Sets `inherits` to the group's answer.
   // `tgid` is the watched task's process (0: a CPU target): its exec is
   // reported as Execed(group, tgid).
-  std::string AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid, pid_t tgid, bool inherit,
-                       bool& inherits) EXCLUDES(mu_);
+  // A full table fails with E2BIG.
+  std::optional<arch::Error> AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid, pid_t tgid,
+                                      bool inherit, bool& inherits) EXCLUDES(mu_);
   // A modify: the new region and filters, keeping the counters.
   void UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) EXCLUDES(mu_);
   void RemoveWatch(uint64_t group) EXCLUDES(mu_);
@@ -79,7 +85,7 @@ class BpfCapture {
   Counts Read(uint64_t group) const;
 
  private:
-  BpfCapture(HitSink& sink, hwwatch_capture* skel, uint64_t ring_bytes);
+  BpfCapture(HitSink& sink, hwwatch_capture* skel, uint64_t ring_bytes, uint32_t max_watches);
   void Loop() EXCLUDES(mu_);
   static int OnRecord(void* self, void* data, size_t size);
   // The inherited map: events at `addresses` in new threads of `tgid` are
@@ -91,6 +97,7 @@ class BpfCapture {
   hwwatch_capture* skel_;
   ring_buffer* ring_ = nullptr;
   const uint64_t ring_bytes_;
+  const uint32_t max_watches_;
   int watches_fd_ = -1;
   int inherited_fd_ = -1;
   arch::ScopedFd epoll_;

@@ -20,9 +20,12 @@ std::optional<Problem> BpfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec& 
     auto creds = procfs::ReadProcCreds(where.tid);
     tgid = creds ? creds->tgid : where.tid;
   }
-  std::string why = capture_.AddWatch(spec.group, watch, where.is_task() ? where.tid : -1, tgid,
-                                      spec.inherit, inherits);
-  if (!why.empty()) return failed(arch::Error{EIO, why});
+  auto refused = capture_.AddWatch(spec.group, watch, where.is_task() ? where.tid : -1, tgid,
+                                   spec.inherit, inherits);
+  if (refused) {
+    if (refused->Is(E2BIG)) return MakeProblem(Code::kResourceExhausted, refused->message);
+    return failed(*refused);
+  }
   arm.capture_group = spec.group;
   arm.inherits = inherits;
   arch::PerfOptions options = spec.options;

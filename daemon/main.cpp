@@ -97,6 +97,11 @@ int main(int argc, char** argv) {
                  "Size of the BPF capture ring in KiB (a power of two; 256 KiB to 1 GiB)")
       ->check(CLI::Range(uint64_t{256}, uint64_t{1} << 20))
       ->capture_default_str();
+  app.add_option("--bpf-max-watches", options.capture.max_watches,
+                 "Reservations with samples delivery held at once (the capture program's "
+                 "tables, preallocated in the kernel: about 200 bytes each)")
+      ->check(CLI::Range(1u, 1u << 20))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   options.capture.bpf = capture == "auto";
   options.capture.ring_bytes = ring_kb * 1024;

@@ -35,7 +35,7 @@ ReservationManager::ReservationManager(
               std::vector<int>{executor_.post_fd()}) {
   backends_.events = std::make_unique<PerfEventsBackend>(caps_, engine_);
   if (capture.bpf) {
-    capture_ = BpfCapture::Load(*this, capture.ring_bytes, capture_detail_);
+    capture_ = BpfCapture::Load(*this, capture, capture_detail_);
   } else {
     capture_detail_ = "BPF capture is turned off (--capture ring)";
   }

@@ -24,14 +24,14 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 4096);
+  __uint(max_entries, HW_MAX_WATCHES);
   __type(key, hw_u64);  // group id
   __type(value, struct hw_watch);
 } watches SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 4096);
+  __uint(max_entries, HW_MAX_WATCHES);
   __type(key, struct hw_inherited_key);
   __type(value, hw_u64);  // group id
 } inherited SEC(".maps");
@@ -39,7 +39,7 @@ struct {
 // Processes with a watched thread, and how many groups watch them.
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 4096);
+  __uint(max_entries, HW_MAX_WATCHES);
   __type(key, hw_u32);    // tgid
   __type(value, hw_u32);  // groups
 } watched_tgids SEC(".maps");

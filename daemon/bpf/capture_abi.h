@@ -21,6 +21,11 @@ typedef uint64_t hw_u64;
 #define HW_WAKE_BYTES (32 * 1024)
 #define HW_DRAIN_MS 4
 
+// Entries of the program's tables (preallocated: a breakpoint's handler
+// runs in exception context): reservations with samples delivery held at
+// once, and watched processes.
+#define HW_MAX_WATCHES 16384
+
 // Bytes of the watched region the program reads at each trap.
 #define HW_CAPTURE_MAX 64
 

@@ -382,6 +382,43 @@ TEST_F(Capture, PthreadCreateKeepsWorkingWhileCpuWatchesFillTheRest) {
   stream->Cancel();
 }
 
+// The program's tables are bounded: a flood of samples reservations gets
+// RESOURCE_EXHAUSTED naming the bound, the others keep theirs, and a
+// released one makes room. (Needs no hits.)
+class SmallTable : public testing::DaemonTest {
+ protected:
+  SmallTable() : DaemonTest({"--bpf-max-watches", "2"}) {}
+  Writer writer;
+};
+
+TEST_F(SmallTable, AFullTableIsRefusedAndReleaseMakesRoom) {
+  auto caps = client().GetCapabilities();
+  ASSERT_TRUE(caps);
+  ASSERT_EQ(caps->capture().path(), v1::Capture::PATH_BPF) << caps->capture().detail();
+  auto at = [&](uint64_t offset) {
+    return Request().Tid(writer.pid()).At(Writer::address() + offset, 1);
+  };
+  auto a = client().Reserve(at(0));
+  auto b = client().Reserve(at(1));
+  ASSERT_TRUE(a) << a.error().ToString();
+  ASSERT_TRUE(b) << b.error().ToString();
+  auto c = client().Reserve(at(2));
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED) << c.error().ToString();
+  EXPECT_NE(c.error().message.find("capture program's table is full: it holds 2"),
+            std::string::npos)
+      << c.error().message;
+  // Counting needs no table entry.
+  auto counting = client().Reserve(at(2).Delivery(v1::DELIVERY_COUNT));
+  EXPECT_TRUE(counting) << counting.error().ToString();
+  auto l = client().List();
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->reservations_size(), 3);
+  ASSERT_TRUE(client().Release(a->id()));
+  auto again = client().Reserve(at(3));
+  EXPECT_TRUE(again) << again.error().ToString();
+}
+
 // BPF turned off (as where it cannot load): perf rings, said out loud.
 class RingFallback : public testing::DaemonTest {
  protected:
