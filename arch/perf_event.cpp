@@ -59,7 +59,10 @@ perf_event_attr BuildBreakpointAttr(const BreakpointSpec& spec, const PerfOption
   if (options.sampling) {
     attr.sample_type = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_ADDR;
     attr.wakeup_events = 1;  // poll() wakes at every sample
-    if (options.exec_records) {
+    if (options.wakeup_bytes > 0) {
+      attr.watermark = 1;
+      attr.wakeup_watermark = options.wakeup_bytes;
+    } else if (options.exec_records) {
       attr.comm = 1;
       attr.comm_exec = 1;
       // Side-band records do not count as events for wakeup_events: wake

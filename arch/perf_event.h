@@ -45,6 +45,9 @@ struct PerfOptions {
   // Sampling: write a PERF_RECORD_SAMPLE (ip, tid, time, addr) per hit into
   // the ring buffer that PerfRingBuffer maps on the fd.
   bool sampling = false;
+  // Sampling: wake poll() once this many bytes wait in the ring (0: at
+  // every sample). The reader must then also drain on a timer.
+  uint32_t wakeup_bytes = 0;
   // Synchronous SIGTRAP to the thread that hit (si_code TRAP_PERF, si_addr
   // the data address, si_perf_data = sig_data). The kernel accepts sigtrap on
   // another task only with remove_on_exec, which is therefore set too. An

@@ -162,13 +162,19 @@ std::string ProcessSymbols::Describe(uint64_t address, bool before) const {
   GElf_Sym sym;
   const char* name = dwfl_module_addrinfo(m, address, &off, &sym, nullptr, nullptr, nullptr);
   if (name == nullptr) return "";
+  // Appended piece by piece: GCC 12 at -O3 warns falsely (-Wrestrict) on
+  // `" (" + std::string + ...` chains.
   std::string out = name;
-  if (off != 0) out += "+" + Hex(off);
+  if (off != 0) out.append("+").append(Hex(off));
   const uint64_t at = before && address > 0 ? address - 1 : address;
   if (Dwfl_Line* line = dwfl_module_getsrc(m, at)) {
     int lineno = 0;
     if (const char* file = dwfl_lineinfo(line, nullptr, &lineno, nullptr, nullptr, nullptr)) {
-      out += " (" + Basename(file) + ":" + std::to_string(lineno) + ")";
+      out.append(" (")
+          .append(Basename(file))
+          .append(":")
+          .append(std::to_string(lineno))
+          .append(")");
     }
   }
   return out;

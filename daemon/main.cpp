@@ -9,17 +9,29 @@
 
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 
 #include "daemon/daemon.h"
 
 namespace {
 
-// Each reservation on a thread holds a perf event descriptor; a process
-// with thousands of threads needs many.
+// Each reservation on a thread holds a perf event descriptor (and, with
+// BPF capture, its link's): a process with thousands of threads needs
+// many. Up to the kernel's fs.nr_open where the daemon may raise its hard
+// limit (root outside systemd, whose unit sets LimitNOFILE), else the hard
+// limit.
 void RaiseFileLimit() {
   rlimit lim{};
-  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  unsigned long nr_open = 0;
+  if (FILE* f = std::fopen("/proc/sys/fs/nr_open", "r")) {
+    if (std::fscanf(f, "%lu", &nr_open) != 1) nr_open = 0;
+    std::fclose(f);
+  }
+  const rlimit most{nr_open, nr_open};
+  if (nr_open > lim.rlim_max && setrlimit(RLIMIT_NOFILE, &most) == 0) return;
+  if (lim.rlim_cur < lim.rlim_max) {
     lim.rlim_cur = lim.rlim_max;
     setrlimit(RLIMIT_NOFILE, &lim);
   }

@@ -5,10 +5,11 @@ namespace hwwatch::daemon {
 namespace {
 
 // Ring of a sampling reservation (shared by the registers of its region):
-// 2 data pages hold ~140 samples between two reads of the reader thread.
-// Rings count against perf_event_mlock_kb unless the daemon has
-// CAP_IPC_LOCK, so they are kept small.
-constexpr size_t kRingPages = 2;
+// 4 data pages hold ~290 samples. The reader is woken once a quarter of it
+// waits (not at every sample: a wake-up per hit costs the trapping CPU),
+// and drains every ring every SampleReader::kDrainMs besides. Rings count
+// against perf_event_mlock_kb unless the daemon has CAP_IPC_LOCK.
+constexpr size_t kRingPages = 4;
 
 }  // namespace
 
@@ -22,6 +23,7 @@ std::optional<Problem> PerfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec&
     // The ring's own event also reports the task's exec (task targets).
     arch::PerfOptions these = spec.options;
     these.exec_records = i == 0 && where.is_task();
+    these.wakeup_bytes = static_cast<uint32_t>(kRingPages * sysconf(_SC_PAGESIZE) / 4);
     auto bp = Open(watch, i, where, these);
     if (!bp) return failed(bp.error());
     if (!arm.sampled.empty()) {

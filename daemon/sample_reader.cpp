@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string>
 
@@ -36,11 +37,14 @@ RawHit HitOf(const SampledEvent& e, const arch::PerfSample& s) {
 SampleReader::SampleReader(HitSink& sink)
     : sink_(sink),
       epoll_(epoll_create1(EPOLL_CLOEXEC)),
-      wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = wake_.get();
-  epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
+      wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      kick_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  for (int fd : {wake_.get(), kick_.get()}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+  }
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -58,6 +62,10 @@ std::string SampleReader::Add(std::shared_ptr<SampledEvent> e) {
   ev.data.fd = fd;
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
     return std::string("epoll_ctl: ") + std::strerror(errno);
+  }
+  if (events_.empty()) {
+    const uint64_t one = 1;
+    (void)!write(kick_.get(), &one, sizeof one);
   }
   events_[fd] = std::move(e);
   return "";
@@ -91,16 +99,30 @@ void SampleReader::Drain(SampledEvent& e) {
 
 void SampleReader::Loop() {
   epoll_event ready[64];
+  bool idle = true;  // no ring to drain: sleep until one comes
+  auto drained = std::chrono::steady_clock::now();
   for (;;) {
-    const int n = epoll_wait(epoll_.get(), ready, 64, -1);
+    const int n = epoll_wait(epoll_.get(), ready, 64, idle ? -1 : kDrainMs);
     if (n < 0) {
       if (errno == EINTR) continue;
       return;
     }
     MutexLock lock(mu_);
+    idle = events_.empty();
+    // Rings below their wake-up mark, even while others keep waking us.
+    const auto now = std::chrono::steady_clock::now();
+    if (now - drained >= std::chrono::milliseconds(kDrainMs)) {
+      drained = now;
+      for (auto& [fd, e] : events_) Drain(*e);
+    }
     for (int i = 0; i < n; ++i) {
       const int fd = ready[i].data.fd;
       if (fd == wake_.get()) return;
+      if (fd == kick_.get()) {
+        uint64_t count = 0;
+        (void)!read(fd, &count, sizeof count);
+        continue;
+      }
       auto it = events_.find(fd);
       if (it == events_.end()) continue;  // removed meanwhile
       SampledEvent& e = *it->second;

@@ -59,6 +59,10 @@ class SampleReader {
 
   uint64_t samples() const { return samples_.load(std::memory_order_relaxed); }
 
+  // Rings wake the reader only once a quarter full; it drains them all
+  // this often as well, so a lone hit waits at most this long.
+  static constexpr int kDrainMs = 10;
+
  private:
   void Loop() EXCLUDES(mu_);
   void Drain(SampledEvent& e) REQUIRES(mu_);
@@ -66,6 +70,7 @@ class SampleReader {
   HitSink& sink_;
   arch::ScopedFd epoll_;
   arch::ScopedFd wake_;  // eventfd: stop the thread
+  arch::ScopedFd kick_;  // eventfd: the first ring came, start the drain timer
   Mutex mu_;             // held while a ring is read
   std::unordered_map<int, std::shared_ptr<SampledEvent>> events_ GUARDED_BY(mu_);  // by fd
   std::atomic<uint64_t> samples_{0};

@@ -7,12 +7,12 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHWWATCH_WERROR=ON
 cmake --build build
 ctest --test-dir build --output-on-failure
 
 for san in address thread; do
-  cmake -S . -B "build-$san" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DHWWATCH_SANITIZE="$san"
+  cmake -S . -B "build-$san" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DHWWATCH_SANITIZE="$san" -DHWWATCH_WERROR=ON
   cmake --build "build-$san" --target hwwatch_sanitized_tests
   ctest --test-dir "build-$san" --output-on-failure -L 'engine|service'
   # R7 with 64 clients: the release-built clients (64 sanitized client
@@ -26,7 +26,7 @@ for san in address thread; do
 done
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHWWATCH_FUZZ=ON
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHWWATCH_FUZZ=ON -DHWWATCH_WERROR=ON
 # The whole daemon library too: the clang build checks its lock
 # annotations (-Wthread-safety -Werror).
 cmake --build build-fuzz --target hwwatch_fuzzers hwwatch_daemon
