@@ -9,4 +9,4 @@ apt-get install -y -qq --no-install-recommends \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   libspdlog-dev libboost-dev libcli11-dev libgtest-dev libgmock-dev \
   libdw-dev libelf-dev libsystemd-dev libbpf-dev bpftool \
-  clang clang-format systemd procps python3 >/dev/null
+  clang clang-format systemd procps python3 dpkg-dev groff-base bash-completion >/dev/null
