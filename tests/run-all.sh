@@ -1,5 +1,6 @@
 #!/bin/sh
-# Builds hwwatch and runs every test: the full suite in a release build,
+# Builds hwwatch and runs every test: the full suite in a release build
+# with Debian's flags (which also makes and checks the Debian package),
 # then the engine and service suites again under ASan+UBSan and TSan (and
 # the release concurrency test's 64 clients against each sanitized daemon), then
 # the libFuzzer targets (clang) for a bounded time each.
@@ -7,7 +8,14 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHWWATCH_WERROR=ON
+# The main build takes Debian's compiler and linker flags (dpkg-buildflags:
+# _FORTIFY_SOURCE, the stack protector, relro), as a package build does;
+# package_deb makes the package from it. (CMake reads these at the first
+# configure; CPPFLAGS it does not read at all.)
+cppflags=$(dpkg-buildflags --get CPPFLAGS)
+CFLAGS="$(dpkg-buildflags --get CFLAGS) $cppflags" CXXFLAGS="$(dpkg-buildflags --get CXXFLAGS) $cppflags" \
+  LDFLAGS="$(dpkg-buildflags --get LDFLAGS)" \
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHWWATCH_WERROR=ON
 cmake --build build
 ctest --test-dir build --output-on-failure
 

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -388,7 +389,8 @@ int Run(const Params& p) {
     rc = 1;
   }
   d->Stop();
-  std::system(("rm -rf " + dir).c_str());
+  std::error_code ignored;
+  std::filesystem::remove_all(dir, ignored);
   if (rc == 0 && p.json) {
     std::string out;
     (void)google::protobuf::util::MessageToJsonString(all, &out);
