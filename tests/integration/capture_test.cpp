@@ -338,11 +338,13 @@ TEST_F(Capture, AClientThatNeverReadsIsAccountedExactly) {
   EXPECT_EQ(l.delivered() + l.filtered() + l.lost(), l.hits())
       << "delivered " << l.delivered() << " lost " << l.lost();
   // Now read it all: every one reaches this stream as a hit or is counted
-  // in an EventsLost (the stream holds at most 65536; the ring's drops too).
+  // in an EventsLost (the ring's drops too). How many are lost depends on
+  // how much gRPC's transport held besides the stream's 65536 (its window
+  // grows with the traffic): none, at times. The stream's bound and its
+  // count of drops are event_hub_test's.
   uint64_t lost = 0;
   auto hits = Hits(*stream, kWrites, &lost);
   EXPECT_EQ(hits.size() + lost, kWrites);
-  EXPECT_GT(lost, 0u) << "a stream holds at most 65536 events: " << kWrites << " cannot fit";
   for (size_t i = 1; i < hits.size(); ++i) {
     ASSERT_LT(Value(hits[i - 1].value()), Value(hits[i].value())) << "out of order";
   }
