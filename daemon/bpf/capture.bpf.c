@@ -133,7 +133,7 @@ static __always_inline void submit(void* r, hw_u64 size) {
       fill_head(&r_->head, ctx, group, len, read_ok);        \
       __builtin_memcpy(r_->old, w->last, N);                 \
       __builtin_memcpy(r_->now, now, N);                     \
-      submit(r_, sizeof(TYPE));                                            \
+      submit(r_, sizeof(TYPE));                              \
     }                                                        \
     r_ != 0;                                                 \
   })
