@@ -384,13 +384,19 @@ TEST_F(Capture, PthreadCreateKeepsWorkingWhileCpuWatchesFillTheRest) {
   stream->Cancel();
 }
 
+// A daemon started with `flags`, and a writer to watch.
+class WriterDaemon : public testing::DaemonTest {
+ protected:
+  explicit WriterDaemon(std::vector<std::string> flags) : DaemonTest(std::move(flags)) {}
+  Writer writer;
+};
+
 // The program's tables are bounded: a flood of samples reservations gets
 // RESOURCE_EXHAUSTED naming the bound, the others keep theirs, and a
 // released one makes room. (Needs no hits.)
-class SmallTable : public testing::DaemonTest {
+class SmallTable : public WriterDaemon {
  protected:
-  SmallTable() : DaemonTest({"--bpf-max-watches", "2"}) {}
-  Writer writer;
+  SmallTable() : WriterDaemon({"--bpf-max-watches", "2"}) {}
 };
 
 TEST_F(SmallTable, AFullTableIsRefusedAndReleaseMakesRoom) {
@@ -422,10 +428,9 @@ TEST_F(SmallTable, AFullTableIsRefusedAndReleaseMakesRoom) {
 }
 
 // BPF turned off (as where it cannot load): perf rings, said out loud.
-class RingFallback : public testing::DaemonTest {
+class RingFallback : public WriterDaemon {
  protected:
-  RingFallback() : DaemonTest({"--capture", "ring"}) {}
-  Writer writer;
+  RingFallback() : WriterDaemon({"--capture", "ring"}) {}
 };
 
 TEST_F(RingFallback, CapabilitiesHitsAndFiltersSaySo) {
