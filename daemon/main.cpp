@@ -157,9 +157,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hwwatchd: %s\n", err.c_str());
     return 1;
   }
-  sd_notify(0, "READY=1");
+  // STATUS= is what `systemctl status` shows beside the unit's state.
+  sd_notifyf(0, "READY=1\nSTATUS=serving on %s%s", options.socket_path.c_str(),
+             options.inherited_fd >= 0 ? " (socket activated)" : "");
   daemon.Run();
-  sd_notify(0, "STOPPING=1");
+  sd_notify(0, "STOPPING=1\nSTATUS=stopping");
   spdlog::info("stopped");
   return 0;
 }
