@@ -1,14 +1,16 @@
 #!/bin/sh
 # boot.sh ARCH OUTDIR [BINDIR DEBUGGER [PROGRAM...]]: builds
 # tests/vm/guest/vm_guest.cpp and the project's arch/ sources statically for
-# ARCH (x86_64 or aarch64), packs it as /init of an initramfs (with BINDIR,
-# x86_64 only: also hwwatchd and hwwatch from BINDIR, the DEBUGGER client,
-# each further PROGRAM (in /), their shared libraries and
-# tests/vm/guest/init-daemon.sh as /init, which runs the matrix and then the
-# daemon in the guest), boots Debian's kernel for ARCH
-# under QEMU software
-# emulation (TCG: the debug exceptions are emulated, whatever the host's
-# hypervisor does), and writes the serial console to OUTDIR/console.log.
+# ARCH (x86_64 or aarch64), packs it as /init of an initramfs, boots
+# Debian's kernel for ARCH under QEMU software emulation (TCG: the debug
+# exceptions are emulated, whatever the host's hypervisor does), and writes
+# the serial console to OUTDIR/console.log. With BINDIR (programs built for
+# ARCH: the arm64 ones come from tests/vm/cross-build.sh), the initramfs
+# also holds hwwatchd and hwwatch from BINDIR, the DEBUGGER client, each
+# further PROGRAM (in /), busybox and the shared libraries of all of them
+# (from the host's multiarch directories, found by their ELF NEEDED
+# entries), with tests/vm/guest/init-daemon.sh as /init, which runs the
+# matrix and then the daemon in the guest.
 # Fails unless the guest printed "GUEST DONE"; the vm_<arch>_<case> ctest
 # cases judge the lines it printed. QEMU is bounded by a timeout and killed
 # with its process group when this script is interrupted.
@@ -27,11 +29,15 @@ kernels=$(sh "$here/setup.sh")
 case "$arch" in
   x86_64)
     cxx=g++
+    cc=gcc
+    triple=x86_64-linux-gnu
     kernel=$(echo "$kernels" | grep -- '-amd64/')
     qemu="qemu-system-x86_64 -M q35 -cpu max"
     console=ttyS0 ;;
   aarch64)
     cxx=aarch64-linux-gnu-g++
+    cc=aarch64-linux-gnu-gcc
+    triple=aarch64-linux-gnu
     kernel=$(echo "$kernels" | grep -- '-arm64/')
     qemu="qemu-system-aarch64 -M virt -cpu max"
     console=ttyAMA0 ;;
@@ -46,24 +52,50 @@ $cxx -std=c++20 -O2 -Wall -Wextra -Werror -static -I"$root" \
   "$here/guest/vm_guest.cpp" "$root"/arch/*.cpp -o "$out/initramfs/init"
 mknod -m 600 "$out/initramfs/dev/console" c 5 1
 memory=512
+# needed FILE...: the shared libraries FILEs load, transitively, and their
+# dynamic loader, as paths in the host's $triple directories (ldd cannot
+# ask a foreign loader).
+needed() {
+  todo="$*"
+  seen=""
+  while [ -n "$todo" ]; do
+    next=""
+    for f in $todo; do
+      readelf -lW "$f" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p'
+      for lib in $(readelf -dW "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+        case " $seen " in *" $lib "*) continue ;; esac
+        seen="$seen $lib"
+        path=""
+        for d in /lib/$triple /usr/lib/$triple; do
+          [ -e "$d/$lib" ] && { path=$d/$lib; break; }
+        done
+        [ -n "$path" ] || { echo "boot.sh: $lib (needed by $f) is not in /lib/$triple or /usr/lib/$triple" >&2; exit 1; }
+        echo "$path"
+        next="$next $path"
+      done
+    done
+    todo=$next
+  done
+}
 if [ -n "$bindir" ]; then
-  [ "$arch" = x86_64 ] || { echo "boot.sh: the daemon runs only in the x86_64 guest" >&2; exit 2; }
   fs=$out/initramfs
   mv "$fs/init" "$fs/vm_guest"
   mkdir -p "$fs/bin"
-  cp "$(command -v busybox)" "$fs/bin/busybox"
+  busybox=$(echo "$kernels" | grep -- "/busybox-$arch\$" || true)
+  [ -n "$busybox" ] || busybox=$(command -v busybox)
+  cp "$busybox" "$fs/bin/busybox"
   cp "$bindir/hwwatchd" "$bindir/hwwatch" "$fs/bin/"
   cp "$debugger" "$fs/vm_debugger"
   cp "$bindir/hwwatch-example-watch-child" "$fs/"
   for p in $programs; do cp "$p" "$fs/"; done
-  # Their shared libraries, at the same paths (plus the dynamic loader).
+  # Their shared libraries, at the same paths.
   # shellcheck disable=SC2086
-  for lib in $(ldd "$bindir/hwwatchd" "$bindir/hwwatch" "$debugger" \
-               "$bindir/hwwatch-example-watch-child" $programs |
-               awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u); do
+  libs=$(needed "$bindir/hwwatchd" "$bindir/hwwatch" "$debugger" \
+         "$bindir/hwwatch-example-watch-child" $programs) || exit 1
+  for lib in $(echo "$libs" | sort -u); do
     cp --parents -L "$lib" "$fs"
   done
-  gcc -O1 -g -static -no-pie "$here/guest/vm_counter.c" -o "$fs/vm_counter"
+  $cc -O1 -g -static -no-pie "$here/guest/vm_counter.c" -o "$fs/vm_counter"
   nm "$fs/vm_counter" | awk '$3 == "count_up" { print "0x" $1 }' >"$fs/count_up.addr"
   cp "$here/guest/init-daemon.sh" "$fs/init"
   chmod +x "$fs/init"

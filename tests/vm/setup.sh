@@ -1,10 +1,11 @@
 #!/bin/sh
 # Prepares the emulated machines of the vm tests: installs QEMU, busybox,
 # cpio and the aarch64 cross compiler from Debian 12, and caches Debian's
-# amd64 and arm64 kernel images (unpacked, not installed) under
+# amd64 and arm64 kernel images (unpacked, not installed) and arm64's
+# static busybox under
 # $HWWATCH_VM_CACHE (default /var/cache/hwwatch-vm). Safe to run again: a
 # cached kernel is kept, packages already present are not reinstalled.
-# Prints nothing on success but the two kernel paths.
+# Prints nothing on success but the two kernel paths and the arm64 busybox.
 set -eu
 cache=${HWWATCH_VM_CACHE:-/var/cache/hwwatch-vm}
 export DEBIAN_FRONTEND=noninteractive
@@ -46,5 +47,22 @@ kernel() {
   fi
   echo "$dir/vmlinuz"
 }
+# busybox_for ARCH DEBARCH: prints the cached static busybox for a guest
+# of ARCH (the host's own for x86_64, Debian's arm64 one unpacked).
+busybox_for() {
+  bin="$cache/bin/busybox-$1"
+  if [ ! -x "$bin" ]; then
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download -qq "busybox-static:$2" >/dev/null 2>&1) ||
+      { rm -rf "$tmp"; echo "setup.sh: apt-get download busybox-static:$2 failed" >&2; exit 1; }
+    dpkg-deb -x "$tmp"/*.deb "$tmp/x"
+    mkdir -p "$cache/bin"
+    cp "$tmp/x/bin/busybox" "$bin.part"
+    mv "$bin.part" "$bin"
+    rm -rf "$tmp"
+  fi
+  echo "$bin"
+}
 kernel amd64
 kernel arm64
+busybox_for aarch64 arm64
