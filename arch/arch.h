@@ -57,4 +57,9 @@ constexpr Arch kHostArch = Arch::kAarch64;
 constexpr Arch kHostArch = Arch::kUnknown;
 #endif
 
+// Whether a data hit traps before the access (arm64: the memory still holds
+// the old bytes, and the kernel steps over the access after the trap) or
+// after it (x86).
+constexpr bool kDataTrapBeforeAccess = kHostArch == Arch::kAarch64;
+
 }  // namespace hwwatch::arch

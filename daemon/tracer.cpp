@@ -39,6 +39,8 @@ using arch::Error;
 constexpr long kOptions = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC;
 // How long a thread may take to reach the stop PTRACE_INTERRUPT asks for.
 constexpr std::chrono::milliseconds kStopTimeout{2000};
+// arm64: times a detach lets a pending step over a hit run before it gives up.
+constexpr int kMaxStepTries = 3;
 // Poll period for tracee state changes when SIGCHLD may not reach us (a
 // process that does not block SIGCHLD everywhere, such as a test).
 constexpr int kPollMs = 50;
@@ -63,6 +65,13 @@ struct Tracer::Tracee {
   // traps are swallowed.
   bool leftover = false;
   arch::PtraceDebugRegs regs;
+  // arm64: resumed from a perf stop at this instruction with the kernel's
+  // step over it pending (0: none). Until the thread has left it, every
+  // resume must step, and a detach must let the step run first: a step
+  // cancelled by PTRACE_CONT or PTRACE_DETACH leaves the thread's
+  // watchpoints off for good (the kernel turns them back on only when the
+  // step completes).
+  uint64_t step_ip = 0;
   struct Held {
     TraceUse use;
     std::vector<unsigned> slots;
@@ -304,13 +313,21 @@ bool Tracer::InStop(Tracee& t, const std::function<void()>& fn) {
   }
 }
 
-void Tracer::Resume(Tracee& t, WaitStatus status, int deliver) {
+void Tracer::Resume(Tracee& t, WaitStatus status, int deliver, bool step) {
+  if (t.step_ip != 0 && !step) {
+    if (ReadIp(t.tid) == t.step_ip) {
+      step = true;  // the kernel's step has not run yet
+    } else {
+      t.step_ip = 0;
+    }
+  }
   if (status.group_stop()) {
     // A group stop: stay stopped (job control works) but keep reporting.
     (void)ptrace(PTRACE_LISTEN, t.tid, nullptr, nullptr);
     return;
   }
-  (void)ptrace(PTRACE_CONT, t.tid, nullptr, reinterpret_cast<void*>(static_cast<long>(deliver)));
+  (void)ptrace(step ? PTRACE_SINGLESTEP : PTRACE_CONT, t.tid, nullptr,
+               reinterpret_cast<void*>(static_cast<long>(deliver)));
 }
 
 void Tracer::HandleStop(pid_t tid, WaitStatus status) {
@@ -411,10 +428,27 @@ void Tracer::HandleStop(pid_t tid, WaitStatus status) {
   }
   hit.group = held->use.group;
   if (hit.ip == 0) hit.ip = ReadIp(tid);
+  const uint64_t at = held->use.capture_address;
+  const uint32_t length = held->use.capture_length;
+  if (si.si_code == arch::kTrapPerf && arch::kDataTrapBeforeAccess) {
+    // arm64 stops at a perf hit before the access, with the kernel's step
+    // over it armed (the watchpoints are off until it is done). PTRACE_CONT
+    // would cancel that step, and the watch would never fire again:
+    // resume with a single step, which the kernel completes itself (it
+    // turns the watchpoints back on and reports nothing). The bytes read
+    // here are the old ones, exactly. The new ones are not known: no stop
+    // follows the step, and a read now would race it (measured: it saw the
+    // old bytes every time); the next hit's old bytes are this one's new.
+    hit.old_value = procfs::ReadMemory(tid, at, length);
+    t->step_ip = hit.ip;
+    Resume(*t, status, deliver, true);
+    if (sink_.hit) sink_.hit(hit);
+    return;
+  }
   // Read while the thread is held at its trap: its own access, exactly
-  // (x86 reports after the access; arm64 perf steps over it before the
-  // signal).
-  hit.value = procfs::ReadMemory(tid, held->use.capture_address, held->use.capture_length);
+  // (x86 reports after the access; a ptrace hit on arm64 was stepped over
+  // above).
+  hit.value = procfs::ReadMemory(tid, at, length);
   hit.value_at_trap = hit.value.has_value();
   // Running again before the hit is passed on: the shorter a stop, the
   // smaller the window in which a killed daemon leaves it a SIGTRAP.
@@ -611,6 +645,7 @@ void Tracer::Release(Tracee& t) {
   };
   if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0) {
     const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
+    int steps = 0;
     for (;;) {
       WaitStatus status;
       const pid_t r = WaitFor(tid, &status, deadline);
@@ -620,13 +655,27 @@ void Tracer::Release(Tracee& t) {
       }
       const int sig = status.stop_signal();
       if (status.signal_stop() && sig == SIGTRAP) {
-        // A trap of ours (a hit not yet taken) must not reach the target.
+        // A trap of ours (a hit not yet taken, or a step we asked for)
+        // must not reach the target.
         siginfo_t si{};
         (void)ptrace(PTRACE_GETSIGINFO, tid, nullptr, &si);
-        if (si.si_code == arch::kTrapPerf || si.si_code == TRAP_HWBKPT) {
+        if (si.si_code == arch::kTrapPerf || si.si_code == TRAP_HWBKPT ||
+            (si.si_code == TRAP_TRACE && t.step_ip != 0)) {
           (void)ptrace(PTRACE_CONT, tid, nullptr, nullptr);  // on to the interrupt's stop
           continue;
         }
+      }
+      if (t.step_ip != 0 && ReadIp(tid) == t.step_ip && steps++ < kMaxStepTries) {
+        // arm64: the kernel's step over a perf hit has not run. Let it run
+        // (silently: it turns the watchpoints back on) and stop again.
+        (void)ptrace(PTRACE_SINGLESTEP, tid, nullptr, nullptr);
+        (void)ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
+        continue;
+      }
+      if (t.step_ip != 0 && ReadIp(tid) == t.step_ip) {
+        spdlog::warn(
+            "thread {}: the kernel's step over a hit did not run; its watchpoints may stay off",
+            tid);
       }
       detach(status.signal_stop() ? sig : 0);
       break;

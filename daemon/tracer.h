@@ -130,7 +130,8 @@ class Tracer {
   void SweepAll();
   // waitpid(tid) until it reports a change or `deadline` passes (0).
   pid_t WaitFor(pid_t tid, WaitStatus* status, std::chrono::steady_clock::time_point deadline);
-  void Resume(Tracee& t, WaitStatus status, int deliver);
+  // With `step`: PTRACE_SINGLESTEP (an arm64 perf stop), else PTRACE_CONT.
+  void Resume(Tracee& t, WaitStatus status, int deliver, bool step = false);
   arch::Result<std::vector<unsigned>> ArmUse(Tracee& t, const TraceUse& use);
   arch::Result<std::vector<arch::PerfBreakpoint>> OpenPerfStop(pid_t tid, const TraceUse& use);
   void DisarmUse(Tracee& t, const TraceUse& use);

@@ -62,9 +62,15 @@ int main(int argc, char** argv) {
   int stops = 0, with_id = 0;
   std::string seen;
   int deliver = 0;
+  bool step = false;
   for (int i = 0; i < 20; ++i) {
-    if (ptrace(PTRACE_CONT, child, nullptr, deliver) != 0) break;
+    // arm64 stops at a perf hit before the access, with the kernel's step
+    // over it armed: a debugger resumes that stop with a single step (the
+    // kernel completes it silently); PTRACE_CONT would cancel the step and
+    // leave the watchpoint off for good.
+    if (ptrace(step ? PTRACE_SINGLESTEP : PTRACE_CONT, child, nullptr, deliver) != 0) break;
     deliver = 0;
+    step = false;
     if (waitpid(child, &status, 0) != child || !WIFSTOPPED(status)) break;
     if (WSTOPSIG(status) != SIGTRAP) {
       deliver = WSTOPSIG(status);
@@ -73,6 +79,7 @@ int main(int argc, char** argv) {
     siginfo_t si{};
     ptrace(PTRACE_GETSIGINFO, child, nullptr, &si);
     ++stops;
+    step = hwwatch::arch::kDataTrapBeforeAccess && si.si_code == hwwatch::arch::kTrapPerf;
     const uint64_t data = hwwatch::arch::PerfSigData(si);
     if (si.si_code == hwwatch::arch::kTrapPerf && data == r->id() &&
         reinterpret_cast<uint64_t>(si.si_addr) == reinterpret_cast<uint64_t>(&g_watched)) {
