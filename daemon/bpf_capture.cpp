@@ -181,6 +181,7 @@ std::optional<arch::Error> BpfCapture::AddWatch(uint64_t group, const WatchSpec&
     return arch::ErrnoError("cannot add the watch to the capture program", err);
   }
   g.tgid = tgid;
+  g.address = w.address;
   CountProcess(tgid, 1);
   if (inherit && tgid > 0) {
     g.inherited = RegisterAddresses(watch);
@@ -202,6 +203,7 @@ void BpfCapture::UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) 
   }
   (void)bpf_map_update_elem(watches_fd_, &group, &w, BPF_ANY);
   auto it = groups_.find(group);
+  if (it != groups_.end()) it->second.address = w.address;
   if (it == groups_.end() || !it->second.inherits) return;
   // The kernel moved the inherited copies with their parents.
   GroupState& g = it->second;
@@ -291,8 +293,17 @@ int BpfCapture::OnRecord(void* self, void* data, size_t size) {
   const size_t len = std::min<size_t>(r.length, n);
   if (r.read_ok != 0) {
     if ((r.flags & HW_PRE_ACCESS) != 0) {
-      // arm64 traps before the access: the bytes read are the old ones.
+      // arm64 traps before the access: the bytes read are the old ones,
+      // exact. The new ones are read here, after the task stepped over the
+      // access (at delivery: a later write may show).
       h.old_value.emplace(now, len);
+      uint64_t at = 0;
+      {
+        MutexLock lock(c->mu_);
+        auto it = c->groups_.find(r.group);
+        if (it != c->groups_.end()) at = it->second.address;
+      }
+      if (at != 0) h.value = procfs::ReadMemory(static_cast<pid_t>(r.pid), at, len);
     } else {
       h.value.emplace(now, len);
       h.old_value.emplace(old, len);

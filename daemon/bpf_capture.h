@@ -109,6 +109,7 @@ class BpfCapture {
   struct GroupState {
     unsigned refs = 0;
     pid_t tgid = 0;                   // the watched process (0: a CPU)
+    uint64_t address = 0;             // the watched region's first byte
     std::vector<uint64_t> inherited;  // inherits: its registers' addresses
     bool inherits = false;
   };
