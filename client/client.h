@@ -146,10 +146,13 @@ class Reservation {
 class Client {
  public:
   // Connects to the daemon, failing fast (never hanging) with a message
-  // naming the socket when nothing answers there.
+  // naming the socket when nothing listens there. A socket that accepts
+  // but does not answer yet gets `timeout`: under systemd's socket
+  // activation the first client waits while hwwatchd starts, which took
+  // over 3 s in an emulated machine.
   static Result<std::unique_ptr<Client>> Connect(
       const std::string& socket_path,
-      std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
+      std::chrono::milliseconds timeout = std::chrono::milliseconds(20000));
 
   Result<v1::Capabilities> GetCapabilities();
   Result<v1::StatsResponse> Stats();
