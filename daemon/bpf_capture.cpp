@@ -192,6 +192,19 @@ std::optional<arch::Error> BpfCapture::AddWatch(uint64_t group, const WatchSpec&
   return std::nullopt;
 }
 
+void BpfCapture::Prime(uint64_t group, const WatchSpec& watch, pid_t pid) {
+  if (pid <= 0) return;
+  MutexLock lock(mu_);
+  // Only the group's first arm: later ones (more threads of a process) find
+  // the bytes the program keeps up to date.
+  if (auto it = groups_.find(group); it == groups_.end() || it->second.refs != 1) return;
+  hw_watch w;
+  if (bpf_map_lookup_elem(watches_fd_, &group, &w) != 0) return;
+  const hw_watch fresh = WatchValue(watch, pid);
+  std::memcpy(w.last, fresh.last, sizeof w.last);
+  (void)bpf_map_update_elem(watches_fd_, &group, &w, BPF_EXIST);
+}
+
 void BpfCapture::UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) {
   MutexLock lock(mu_);
   hw_watch old;

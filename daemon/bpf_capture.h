@@ -68,6 +68,10 @@ class BpfCapture {
   // A full table fails with E2BIG.
   std::optional<arch::Error> AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid, pid_t tgid,
                                       bool inherit, bool& inherits) EXCLUDES(mu_);
+  // At the group's first arm, the bytes of `pid` now become its "old"
+  // value (its events were opened and attached after AddWatch read them,
+  // and are not enabled yet).
+  void Prime(uint64_t group, const WatchSpec& watch, pid_t pid) EXCLUDES(mu_);
   // A modify: the new region and filters, keeping the counters.
   void UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) EXCLUDES(mu_);
   void RemoveWatch(uint64_t group) EXCLUDES(mu_);

@@ -33,6 +33,10 @@ std::optional<Problem> BpfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec& 
   // The new program's memory is not what was watched (its exec is
   // reported through the exec tracepoint).
   options.remove_on_exec = where.is_task();
+  // Opened disabled and enabled once the program is attached: a trap in
+  // between would be counted by the kernel and seen by nobody.
+  const bool enable = !options.start_disabled;
+  options.start_disabled = true;
   for (unsigned i = 0; i < watch.cover.needed(); ++i) {
     auto bp = Open(watch, i, where, options);
     if (!bp) return failed(bp.error());
@@ -40,6 +44,13 @@ std::optional<Problem> BpfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec& 
     if (!link) return failed(link.error());
     arm.events.push_back(std::move(bp.value()));
     arm.links.push_back(std::move(link.value()));
+  }
+  // The first hit's old value: the bytes just before the events start
+  // (AddWatch read them before the opens, which take a while).
+  if (where.is_task()) capture_.Prime(spec.group, watch, where.tid);
+  for (arch::PerfBreakpoint& bp : arm.events) {
+    if (!enable) break;
+    if (auto st = bp.Enable(); !st.ok()) return failed(st.error());
   }
   // A thread's end is found in /proc (Reap): perf reports POLLHUP at all
   // times on an event without a ring, so poll() cannot tell.
