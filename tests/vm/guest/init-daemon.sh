@@ -315,7 +315,7 @@ fi
 # must clear D's leftover from its journal before it serves.
 uptime_cs() { awk '{ split($1, t, "."); print t[1] * 100 + t[2] }' /proc/uptime; }
 /vm_counter >/tmp/a.out & a=$!
-/vm_counter >/tmp/b.out & b=$!
+/vm_counter 500 >/tmp/b.out & b=$!
 /vm_counter >/tmp/c.out & c=$!
 sleep 1000 & dpid=$!
 sleep 0.5
@@ -334,7 +334,8 @@ armed=$(hwwatch --socket /tmp/h.sock list --all | grep -c 'weight 1')
 # A thread stopped at a hit when its tracer dies gets that SIGTRAP (the
 # kernel delivers a stop's signal on detach): the one window left, some
 # microseconds per hit (milliseconds under emulation). Kill the daemon just
-# after one of B's stops ends: its next write is 50 ms away.
+# after one of B's stops ends: B writes every 500 ms, so its next write is
+# far away however slowly this machine polls.
 i=0
 while [ "$(awk '/^State:/ { print $2 }' /proc/$b/status)" != t ] && [ $i -lt 2000 ]; do i=$((i + 1)); done
 while [ "$(awk '/^State:/ { print $2 }' /proc/$b/status)" = t ] && [ $i -lt 4000 ]; do i=$((i + 1)); done
