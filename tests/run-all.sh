@@ -2,10 +2,9 @@
 # Builds hwwatch and runs every test: the full suite in a release build
 # with Debian's flags (which also makes and checks the Debian package, and
 # boots the emulated machines, the arm64 one with a cross-built daemon),
-# then the engine and service suites again under ASan+UBSan (clang, in the
-# same tree as the libFuzzer targets, which then run for a bounded time
-# each) and TSan (gcc), each with the release concurrency test's 64 clients
-# against the sanitized daemon.
+# then the engine and service suites again under ASan+UBSan and TSan (and
+# the release concurrency test's 64 clients against each sanitized daemon),
+# then the libFuzzer targets (clang) for a bounded time each.
 # Tests run one at a time: the kernel tests share the host's real slots.
 set -eu
 cd "$(dirname "$0")/.."
@@ -32,18 +31,9 @@ ctest --test-dir build --output-on-failure -LE vm
 # bounds), after the tests that use the host's slots.
 ctest --test-dir build --output-on-failure -L vm -j2
 
-# ASan+UBSan with clang, in one tree with the fuzzers (HWWATCH_FUZZ adds
-# the coverage they need) and the whole daemon library, whose lock
-# annotations clang checks (-Wthread-safety -Werror); TSan with gcc.
 for san in address thread; do
-  if [ "$san" = address ]; then
-    cmake -S . -B "build-$san" -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-      -DCMAKE_BUILD_TYPE=Debug -DHWWATCH_SANITIZE="$san" -DHWWATCH_FUZZ=ON -DHWWATCH_WERROR=ON
-    cmake --build "build-$san" --target hwwatch_sanitized_tests hwwatch_fuzzers
-  else
-    cmake -S . -B "build-$san" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DHWWATCH_SANITIZE="$san" -DHWWATCH_WERROR=ON
-    cmake --build "build-$san" --target hwwatch_sanitized_tests
-  fi
+  cmake -S . -B "build-$san" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DHWWATCH_SANITIZE="$san" -DHWWATCH_WERROR=ON
+  cmake --build "build-$san" --target hwwatch_sanitized_tests
   ctest --test-dir "build-$san" --output-on-failure -L 'engine|service'
   # R7 with 64 clients: the release-built clients (64 sanitized client
   # threads, not the daemon, were the bottleneck) against this sanitized
@@ -54,4 +44,10 @@ for san in address thread; do
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     build/tests/concurrency_test
 done
-ctest --test-dir build-address --output-on-failure -L fuzz
+
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHWWATCH_FUZZ=ON -DHWWATCH_WERROR=ON
+# The whole daemon library too: the clang build checks its lock
+# annotations (-Wthread-safety -Werror).
+cmake --build build-fuzz --target hwwatch_fuzzers hwwatch_daemon
+ctest --test-dir build-fuzz --output-on-failure -L fuzz
