@@ -28,39 +28,34 @@ if [ -n "$need" ]; then
   apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
 
+# unpack PKG:ARCH FILE DEST: DEST becomes FILE (a path or a glob) of the
+# Debian package PKG for ARCH, downloaded and unpacked (not installed);
+# written whole or not at all.
+unpack() {
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq "$1" >/dev/null 2>&1) ||
+    { rm -rf "$tmp"; echo "setup.sh: apt-get download $1 failed" >&2; exit 1; }
+  dpkg-deb -x "$tmp"/*.deb "$tmp/x"
+  mkdir -p "$(dirname "$3")"
+  # shellcheck disable=SC2086
+  cp "$tmp"/x/$2 "$3.part"
+  mv "$3.part" "$3"
+  rm -rf "$tmp"
+}
 # kernel ARCH: prints the cached vmlinuz of Debian's current kernel for ARCH.
 kernel() {
   arch=$1
   pkg=$(apt-cache depends "linux-image-$arch:$arch" 2>/dev/null |
         sed -n "s/^ *Depends: \(linux-image-[0-9][^:]*-$arch\)\(:$arch\)\?$/\1/p" | head -n1)
   [ -n "$pkg" ] || { echo "setup.sh: cannot find Debian's linux-image package for $arch" >&2; exit 1; }
-  dir="$cache/$pkg"
-  if [ ! -s "$dir/vmlinuz" ]; then
-    tmp=$(mktemp -d)
-    (cd "$tmp" && apt-get download -qq "$pkg:$arch" >/dev/null 2>&1) ||
-      { rm -rf "$tmp"; echo "setup.sh: apt-get download $pkg:$arch failed" >&2; exit 1; }
-    dpkg-deb -x "$tmp"/*.deb "$tmp/x"
-    mkdir -p "$dir"
-    cp "$tmp"/x/boot/vmlinuz-* "$dir/vmlinuz.part"
-    mv "$dir/vmlinuz.part" "$dir/vmlinuz"
-    rm -rf "$tmp"
-  fi
-  echo "$dir/vmlinuz"
+  [ -s "$cache/$pkg/vmlinuz" ] || unpack "$pkg:$arch" 'boot/vmlinuz-*' "$cache/$pkg/vmlinuz"
+  echo "$cache/$pkg/vmlinuz"
 }
-# busybox_for ARCH DEBARCH: prints the cached static busybox for a guest
-# of ARCH (the host's own for x86_64, Debian's arm64 one unpacked).
+# busybox_for ARCH DEBARCH: prints the cached static busybox for a guest of
+# ARCH, Debian's DEBARCH one unpacked.
 busybox_for() {
   bin="$cache/bin/busybox-$1"
-  if [ ! -x "$bin" ]; then
-    tmp=$(mktemp -d)
-    (cd "$tmp" && apt-get download -qq "busybox-static:$2" >/dev/null 2>&1) ||
-      { rm -rf "$tmp"; echo "setup.sh: apt-get download busybox-static:$2 failed" >&2; exit 1; }
-    dpkg-deb -x "$tmp"/*.deb "$tmp/x"
-    mkdir -p "$cache/bin"
-    cp "$tmp/x/bin/busybox" "$bin.part"
-    mv "$bin.part" "$bin"
-    rm -rf "$tmp"
-  fi
+  [ -x "$bin" ] || unpack "busybox-static:$2" bin/busybox "$bin"
   echo "$bin"
 }
 kernel amd64
