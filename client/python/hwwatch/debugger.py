@@ -306,12 +306,12 @@ def watches_table(watches, kernel_hits):
     """info hw-watches / hw-watches."""
     if not watches:
         return "No hw-watches."
-    lines = ["Num  Type         Access      Address             Len  Hits  Kernel  Threads  What"]
+    lines = ["Num  Type             Access      Address             Len  Hits  Kernel  Threads  What"]
     for w in sorted(watches, key=lambda w: w.number):
         k = sum(kernel_hits.get(rid, 0) for rid in w.reservations.values())
         kind = {"w": "hw watchpoint", "r": "read watchpoint", "rw": "acc watchpoint"}[w.args.access]
-        lines.append("%-4d %-12s %-11s %#-18x %4d  %4d  %6d  %7d  %s" % (
-            w.number, kind[:12], HIT_ACCESS_WORDS[w.args.access], w.address, w.length, w.hits, k,
+        lines.append("%-4d %-16s %-11s %#-18x %4d  %4d  %6d  %7d  %s" % (
+            w.number, kind, HIT_ACCESS_WORDS[w.args.access], w.address, w.length, w.hits, k,
             len(w.reservations), w.what))
         if w.args.changed:
             lines.append("        only when the value changes")
