@@ -9,4 +9,5 @@ apt-get install -y -qq --no-install-recommends \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   libspdlog-dev libboost-dev libcli11-dev libgtest-dev libgmock-dev \
   libdw-dev libelf-dev libsystemd-dev libbpf-dev bpftool \
-  clang clang-format systemd procps python3 dpkg-dev groff-base bash-completion >/dev/null
+  clang clang-format systemd procps python3 dpkg-dev groff-base bash-completion \
+  python3-grpcio python3-protobuf gdb lldb-16 python3-lldb-16 binutils >/dev/null

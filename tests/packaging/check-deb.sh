@@ -30,7 +30,14 @@ for f in ./usr/sbin/hwwatchd ./usr/bin/hwwatch \
          ./usr/share/man/man8/hwwatchd.8.gz ./usr/share/man/man1/hwwatch.1.gz \
          ./usr/share/bash-completion/completions/hwwatch \
          ./usr/share/bash-completion/completions/hwwatchd \
-         ./usr/share/doc/hwwatch/README.md; do
+         ./usr/share/doc/hwwatch/README.md \
+         ./usr/lib/python3/dist-packages/hwwatch/__init__.py \
+         ./usr/lib/python3/dist-packages/hwwatch/client.py \
+         ./usr/lib/python3/dist-packages/hwwatch/debugger.py \
+         ./usr/lib/python3/dist-packages/hwwatch/v1/__init__.py \
+         ./usr/lib/python3/dist-packages/hwwatch/v1/hwwatch_pb2.py \
+         ./usr/lib/python3/dist-packages/hwwatch/v1/hwwatch_pb2_grpc.py \
+         ./usr/share/hwwatch/hwwatch-gdb.py ./usr/share/hwwatch/hwwatch_lldb.py; do
   echo "$files" | grep -qx "$f" || fail "the package lacks $f"
 done
 
@@ -57,6 +64,15 @@ done
 # The packaged programs run against this host's libraries.
 "$tmp/root/usr/sbin/hwwatchd" --help >/dev/null || fail "packaged hwwatchd --help failed"
 "$tmp/root/usr/bin/hwwatch" --help >/dev/null || fail "packaged hwwatch --help failed"
+
+# The packaged Python client imports with Debian's python3 alone, and the
+# packaged GDB script finds it from /usr/share/hwwatch.
+PYTHONPATH="$tmp/root/usr/lib/python3/dist-packages" /usr/bin/python3 -c 'import hwwatch; hwwatch.pb.Refusal' ||
+  fail "the packaged Python client does not import"
+if command -v gdb >/dev/null; then
+  out=$(cd / && gdb -nx -batch -ex "source $tmp/root/usr/share/hwwatch/hwwatch-gdb.py" -ex 'help hw-watch' 2>&1)
+  echo "$out" | grep -q 'hw-watch \[-l\] EXPR' || fail "the packaged hwwatch-gdb.py does not load: $out"
+fi
 
 # Completion, as bash-completion loads it.
 [ -r /usr/share/bash-completion/bash_completion ] || fail "bash-completion is not installed"
