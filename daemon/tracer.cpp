@@ -41,6 +41,11 @@ constexpr long kOptions = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC;
 constexpr std::chrono::milliseconds kStopTimeout{2000};
 // arm64: times a detach lets a pending step over a hit run before it gives up.
 constexpr int kMaxStepTries = 3;
+// How long such a step is given before the thread is stopped again (times
+// the try: 5, 10, 15 ms).
+constexpr std::chrono::milliseconds kStepWait{5};
+// Times a detach lets a queued trap of ours come to be swallowed.
+constexpr int kMaxQueuedTraps = 4;
 // Poll period for tracee state changes when SIGCHLD may not reach us (a
 // process that does not block SIGCHLD everywhere, such as a test).
 constexpr int kPollMs = 50;
@@ -49,6 +54,19 @@ constexpr int kPollMs = 50;
 uint64_t ReadIp(pid_t tid) {
   auto ip = arch::ReadInstructionPointer(tid);
   return ip.ok() ? *ip : 0;
+}
+
+// The SIGTRAPs queued for the stopped thread (its own queue, where the
+// kernel puts a trap's signal), without taking them.
+std::vector<siginfo_t> QueuedTraps(pid_t tid) {
+  __ptrace_peeksiginfo_args args{0, 0, 8};
+  siginfo_t queued[8];
+  const long n = ptrace(PTRACE_PEEKSIGINFO, tid, &args, queued);
+  std::vector<siginfo_t> out;
+  for (long i = 0; i < n; ++i) {
+    if (queued[i].si_signo == SIGTRAP) out.push_back(queued[i]);
+  }
+  return out;
 }
 
 }  // namespace
@@ -72,6 +90,9 @@ struct Tracer::Tracee {
   // watchpoints off for good (the kernel turns them back on only when the
   // step completes).
   uint64_t step_ip = 0;
+  // Reservations taken off this thread while it stays traced (most recent
+  // last, a few): a trap of theirs already queued is still ours to swallow.
+  std::vector<uint64_t> retired;
   struct Held {
     TraceUse use;
     std::vector<unsigned> slots;
@@ -79,6 +100,24 @@ struct Tracer::Tracee {
     std::vector<arch::PerfBreakpoint> events;
   };
   std::vector<Held> uses;
+
+  // A SIGTRAP our registers or events raised, for a watch held now or
+  // taken off since: a TRAP_HWBKPT always (only its tracer, us, writes a
+  // thread's debug registers), a perf trap by its reservation's group (the
+  // target's own perf events may raise theirs). Never the target's to see.
+  bool OwnsTrap(const siginfo_t& si) const {
+    if (si.si_signo != SIGTRAP) return false;
+    if (si.si_code == TRAP_HWBKPT) return true;
+    if (si.si_code != arch::kTrapPerf) return false;
+    const uint64_t group = arch::PerfSigData(si);
+    return std::any_of(uses.begin(), uses.end(),
+                       [&](const Held& h) { return h.use.perf_stop && h.use.group == group; }) ||
+           std::find(retired.begin(), retired.end(), group) != retired.end();
+  }
+  void Retire(uint64_t group) {
+    if (retired.size() >= 16) retired.erase(retired.begin());
+    retired.push_back(group);
+  }
 };
 
 Tracer::Tracer(std::string journal_dir, Sink sink, std::vector<int> keep_fds)
@@ -422,8 +461,15 @@ void Tracer::HandleStop(pid_t tid, WaitStatus status) {
     }
   }
   if (held == nullptr) {
-    const bool stray = t->leftover && si.si_code == TRAP_HWBKPT;
-    Resume(*t, status, stray ? 0 : sig);  // not ours: the target's own SIGTRAP
+    if (!t->OwnsTrap(si)) {
+      Resume(*t, status, sig);  // not ours: the target's own SIGTRAP
+      return;
+    }
+    // Ours, of a watch taken off (or a leftover's) since the trap was
+    // queued: swallowed. arm64's kernel step over a perf hit must still run.
+    const bool step = si.si_code == arch::kTrapPerf && arch::kDataTrapBeforeAccess;
+    if (step) t->step_ip = ReadIp(tid);
+    Resume(*t, status, 0, step);
     return;
   }
   hit.group = held->use.group;
@@ -611,6 +657,7 @@ void Tracer::Remove(pid_t tid, uint64_t group) {
       it = std::find_if(t->uses.begin(), t->uses.end(),
                         [&](const Tracee::Held& h) { return h.use.group == group; });
     }
+    t->Retire(group);
     t->uses.erase(it);
     Journal(*t);
   });
@@ -646,30 +693,57 @@ void Tracer::Release(Tracee& t) {
   if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0) {
     const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
     int steps = 0;
+    int traps = 0;
+    // After a step of ours: when to interrupt the thread if it has not
+    // stopped by itself.
+    std::optional<std::chrono::steady_clock::time_point> interrupt_at;
     for (;;) {
       WaitStatus status;
-      const pid_t r = WaitFor(tid, &status, deadline);
+      const pid_t r =
+          WaitFor(tid, &status, interrupt_at ? std::min(*interrupt_at, deadline) : deadline);
+      if (r == 0 && interrupt_at && std::chrono::steady_clock::now() < deadline) {
+        interrupt_at.reset();
+        (void)ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
+        continue;
+      }
+      interrupt_at.reset();
       if (r != tid || !status.stopped()) {
         if (r == 0) spdlog::error("thread {} did not stop to be detached", tid);
         break;
       }
       const int sig = status.stop_signal();
+      // This stop's signal is a trap of ours (a hit not yet taken, or a
+      // step we asked for): it must not reach the target.
+      bool swallow = false;
       if (status.signal_stop() && sig == SIGTRAP) {
-        // A trap of ours (a hit not yet taken, or a step we asked for)
-        // must not reach the target.
         siginfo_t si{};
         (void)ptrace(PTRACE_GETSIGINFO, tid, nullptr, &si);
-        if (si.si_code == arch::kTrapPerf || si.si_code == TRAP_HWBKPT ||
-            (si.si_code == TRAP_TRACE && t.step_ip != 0)) {
-          (void)ptrace(PTRACE_CONT, tid, nullptr, nullptr);  // on to the interrupt's stop
+        if (t.OwnsTrap(si) || (si.si_code == TRAP_TRACE && t.step_ip != 0)) {
+          swallow = true;
+          // arm64: the kernel's step over this perf hit is armed.
+          if (si.si_code == arch::kTrapPerf && arch::kDataTrapBeforeAccess) t.step_ip = ReadIp(tid);
+        }
+      } else if (!status.signal_stop() && traps++ < kMaxQueuedTraps) {
+        // The interrupt's stop comes before a trap whose signal the kernel
+        // has queued already (a pending interrupt is reported first):
+        // detached now, the thread would take that SIGTRAP and die (seen:
+        // a writer killed within 40 count-1 ptrace watches). Let the
+        // signal's own stop come first, and swallow it there.
+        const std::vector<siginfo_t> queued = QueuedTraps(tid);
+        if (std::any_of(queued.begin(), queued.end(),
+                        [&](const siginfo_t& q) { return t.OwnsTrap(q); })) {
+          (void)ptrace(PTRACE_CONT, tid, nullptr, nullptr);
           continue;
         }
       }
       if (t.step_ip != 0 && ReadIp(tid) == t.step_ip && steps++ < kMaxStepTries) {
         // arm64: the kernel's step over a perf hit has not run. Let it run
-        // (silently: it turns the watchpoints back on) and stop again.
+        // (silently: it turns the watchpoints back on, and clears the step
+        // flag; a swallowed signal goes with it), then stop the thread
+        // again. Not at once: an interrupt asked for now stops it before
+        // it runs the step, every time.
         (void)ptrace(PTRACE_SINGLESTEP, tid, nullptr, nullptr);
-        (void)ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
+        interrupt_at = std::chrono::steady_clock::now() + kStepWait * steps;
         continue;
       }
       if (t.step_ip != 0 && ReadIp(tid) == t.step_ip) {
@@ -677,7 +751,7 @@ void Tracer::Release(Tracee& t) {
             "thread {}: the kernel's step over a hit did not run; its watchpoints may stay off",
             tid);
       }
-      detach(status.signal_stop() ? sig : 0);
+      detach(status.signal_stop() && !swallow ? sig : 0);
       break;
     }
   }

@@ -83,7 +83,8 @@ Execer::Execer() {
 }
 
 Execer::~Execer() {
-  close(go_);
+  if (go_ >= 0) close(go_);
+  if (pid_ <= 0) return;  // never kill(-1): every process
   kill(pid_, SIGKILL);
   waitpid(pid_, nullptr, 0);
 }
