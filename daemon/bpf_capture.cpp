@@ -5,11 +5,15 @@
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 
+#include "arch/arch.h"
 #include "daemon/bpf/capture_skel.h"
 #include "daemon/procfs.h"
 
@@ -27,6 +31,19 @@ int LogLibbpf(enum libbpf_print_level level, const char* fmt, va_list args) {
   while (!line.empty() && line.back() == '\n') line.pop_back();
   spdlog::debug("libbpf: {}", line);
   return 0;
+}
+
+// arm64: a group's last record is completed by reading the bytes once its
+// trap is this old and no later one came (the thread stepped over its
+// access long before).
+constexpr std::chrono::milliseconds kTailAge{10};
+constexpr std::chrono::milliseconds kTailMaxAge{200};
+
+// The program's copy of a watch: on arm64 it filters nothing (the daemon
+// filters each pair of records).
+hw_watch ForProgram(hw_watch w) {
+  if (arch::kDataTrapBeforeAccess) w.flags &= ~(HW_CHANGED | HW_CONDITION);
+  return w;
 }
 
 uint32_t CondOp(Condition::Op op) {
@@ -88,6 +105,7 @@ std::unique_ptr<BpfCapture> BpfCapture::Load(HitSink& sink, const CaptureOptions
   bpf_map__set_max_entries(skel->maps.watches, watches);
   bpf_map__set_max_entries(skel->maps.inherited, watches);
   bpf_map__set_max_entries(skel->maps.watched_tgids, watches);
+  bpf_map__set_max_entries(skel->maps.guards, watches);
   if (int err = hwwatch_capture::load(skel); err != 0) {
     why = std::string("the kernel refused the capture program (bpf: ") + std::strerror(-err) +
           "): no BPF support, no CAP_BPF, or a seccomp filter";
@@ -119,6 +137,7 @@ BpfCapture::BpfCapture(HitSink& sink, hwwatch_capture* skel, uint64_t ring_bytes
   watches_fd_ = bpf_map__fd(skel_->maps.watches);
   tgids_fd_ = bpf_map__fd(skel_->maps.watched_tgids);
   inherited_fd_ = bpf_map__fd(skel_->maps.inherited);
+  guards_fd_ = bpf_map__fd(skel_->maps.guards);
   ring_ = ring_buffer__new(bpf_map__fd(skel_->maps.hits), &BpfCapture::OnRecord, this, nullptr);
   if (ring_ == nullptr) return;
   epoll_event ev{};
@@ -170,7 +189,8 @@ std::optional<arch::Error> BpfCapture::AddWatch(uint64_t group, const WatchSpec&
     return std::nullopt;
   }
   const hw_watch w = WatchValue(watch, pid);
-  if (bpf_map_update_elem(watches_fd_, &group, &w, BPF_ANY) != 0) {
+  const hw_watch program = ForProgram(w);
+  if (bpf_map_update_elem(watches_fd_, &group, &program, BPF_ANY) != 0) {
     const int err = errno;
     groups_.erase(group);
     if (err == E2BIG) {
@@ -182,6 +202,7 @@ std::optional<arch::Error> BpfCapture::AddWatch(uint64_t group, const WatchSpec&
   }
   g.tgid = tgid;
   g.address = w.address;
+  g.filter = w;
   CountProcess(tgid, 1);
   if (inherit && tgid > 0) {
     g.inherited = RegisterAddresses(watch);
@@ -206,20 +227,34 @@ void BpfCapture::Prime(uint64_t group, const WatchSpec& watch, pid_t pid) {
 }
 
 void BpfCapture::UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) {
-  MutexLock lock(mu_);
+  // arm64: the old watch's last hit, delivered before the new watch's first.
+  std::optional<RawHit> tail;
+  {
+    MutexLock lock(mu_);
+    tail = Rewatch(group, watch, pid);
+  }
+  if (tail) sink_.Hit(*tail);
+}
+
+std::optional<RawHit> BpfCapture::Rewatch(uint64_t group, const WatchSpec& watch, pid_t pid) {
   hw_watch old;
   hw_watch w = WatchValue(watch, pid);
   if (bpf_map_lookup_elem(watches_fd_, &group, &old) == 0) {
     w.emitted = old.emitted;
     w.filtered = old.filtered;
     w.dropped = old.dropped;
+    w.traps = old.traps;
   }
-  (void)bpf_map_update_elem(watches_fd_, &group, &w, BPF_ANY);
+  const hw_watch program = ForProgram(w);
+  (void)bpf_map_update_elem(watches_fd_, &group, &program, BPF_ANY);
   auto it = groups_.find(group);
-  if (it != groups_.end()) it->second.address = w.address;
-  if (it == groups_.end() || !it->second.inherits) return;
-  // The kernel moved the inherited copies with their parents.
+  if (it == groups_.end()) return std::nullopt;
   GroupState& g = it->second;
+  std::optional<RawHit> tail = TakeTail(g);
+  g.address = w.address;
+  g.filter = w;
+  if (!g.inherits) return tail;
+  // The kernel moved the inherited copies with their parents.
   UnmapInherited(g.tgid, g.inherited);
   g.inherited = RegisterAddresses(watch);
   if (!MapInherited(g.tgid, g.inherited, group)) {
@@ -229,16 +264,22 @@ void BpfCapture::UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) 
         group, g.tgid);
     g.inherited.clear();
   }
+  return tail;
 }
 
 void BpfCapture::RemoveWatch(uint64_t group) {
-  MutexLock lock(mu_);
-  auto it = groups_.find(group);
-  if (it == groups_.end() || --it->second.refs > 0) return;
-  if (it->second.inherits) UnmapInherited(it->second.tgid, it->second.inherited);
-  CountProcess(it->second.tgid, -1);
-  groups_.erase(it);
-  (void)bpf_map_delete_elem(watches_fd_, &group);
+  std::optional<RawHit> tail;  // arm64: the group's last hit
+  {
+    MutexLock lock(mu_);
+    auto it = groups_.find(group);
+    if (it == groups_.end() || --it->second.refs > 0) return;
+    tail = TakeTail(it->second);
+    if (it->second.inherits) UnmapInherited(it->second.tgid, it->second.inherited);
+    CountProcess(it->second.tgid, -1);
+    groups_.erase(it);
+    (void)bpf_map_delete_elem(watches_fd_, &group);
+  }
+  if (tail) sink_.Hit(*tail);
 }
 
 bool BpfCapture::MapInherited(pid_t tgid, const std::vector<uint64_t>& addresses, uint64_t group) {
@@ -271,10 +312,124 @@ arch::Result<arch::ScopedFd> BpfCapture::Attach(int perf_fd, uint64_t group) {
   return arch::ScopedFd(link);
 }
 
-BpfCapture::Counts BpfCapture::Read(uint64_t group) const {
+arch::Result<arch::ScopedFd> BpfCapture::Guard(int perf_fd, uint64_t group, pid_t tracer_tgid) {
+  {
+    MutexLock lock(mu_);
+    if (guarded_[group]++ == 0) {
+      hw_guard g{};
+      g.tracer_tgid = static_cast<uint32_t>(tracer_tgid);
+      if (bpf_map_update_elem(guards_fd_, &group, &g, BPF_ANY) != 0) {
+        const int err = errno;
+        guarded_.erase(group);
+        return arch::ErrnoError("cannot add the debugger's watch to the guard program", err);
+      }
+    }
+  }
+  LIBBPF_OPTS(bpf_link_create_opts, opts, .perf_event = {.bpf_cookie = group});
+  const int link =
+      bpf_link_create(bpf_program__fd(skel_->progs.guard), perf_fd, BPF_PERF_EVENT, &opts);
+  if (link < 0) {
+    const int err = errno;
+    Unguard(group);
+    return arch::ErrnoError("bpf_link_create(guard program, perf event)", err);
+  }
+  return arch::ScopedFd(link);
+}
+
+void BpfCapture::Unguard(uint64_t group) {
+  MutexLock lock(mu_);
+  auto it = guarded_.find(group);
+  if (it == guarded_.end() || --it->second > 0) return;
+  guarded_.erase(it);
+  (void)bpf_map_delete_elem(guards_fd_, &group);
+}
+
+bool BpfCapture::GuardSuppresses() {
+  // perf_event's BPF program decides about every side effect of a sample,
+  // SIGTRAP included, since Linux 6.10.
+  utsname u{};
+  unsigned major = 0, minor = 0;
+  if (uname(&u) != 0 || std::sscanf(u.release, "%u.%u", &major, &minor) != 2) return false;
+  return major > 6 || (major == 6 && minor >= 10);
+}
+
+BpfCapture::Counts BpfCapture::Read(uint64_t group) {
   hw_watch w;
   if (bpf_map_lookup_elem(watches_fd_, &group, &w) != 0) return {};
-  return {w.emitted, w.filtered, w.dropped};
+  if (!arch::kDataTrapBeforeAccess) return {w.emitted, w.filtered, w.dropped};
+  // arm64: the program records every trap; the daemon filtered some of
+  // the pairs, and the last record waits for its pair (counted once it is
+  // completed, a few milliseconds later).
+  MutexLock lock(mu_);
+  auto it = groups_.find(group);
+  if (it == groups_.end()) return {w.emitted, 0, w.dropped};
+  const GroupState& g = it->second;
+  const uint64_t waiting = g.pending ? 1 : 0;
+  const uint64_t taken = std::min(w.emitted, g.filtered + waiting);
+  return {w.emitted - taken, g.filtered, w.dropped};
+}
+
+std::optional<RawHit> BpfCapture::Complete(GroupState& g, std::optional<std::string> after,
+                                           bool at_trap) {
+  RawHit h = std::move(*g.pending);
+  g.pending.reset();
+  if (after && h.old_value && after->size() == h.old_value->size()) {
+    const auto* bytes = reinterpret_cast<const hw_u8*>(after->data());
+    const auto len = static_cast<hw_u32>(after->size());
+    if (((g.filter.flags & HW_CHANGED) != 0 && *after == *h.old_value) ||
+        ((g.filter.flags & HW_CONDITION) != 0 && !hw_holds(&g.filter, bytes, len))) {
+      ++g.filtered;
+      return std::nullopt;
+    }
+  }
+  // Bytes unknown (the next record was lost, or unreadable): the hit goes
+  // out unfiltered, with what is known.
+  h.value = std::move(after);
+  h.value_at_trap = at_trap && h.value.has_value();
+  return h;
+}
+
+std::optional<RawHit> BpfCapture::TakeTail(GroupState& g) {
+  if (!g.pending) return std::nullopt;
+  const size_t len = g.pending->old_value ? g.pending->old_value->size() : g.filter.length;
+  return Complete(g, procfs::ReadMemory(g.pending_pid, g.address, len), false);
+}
+
+std::vector<RawHit> BpfCapture::TakeTails(bool all) {
+  std::vector<RawHit> out;
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns()'s clock
+  const uint64_t now_ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  const uint64_t age_ns = std::chrono::nanoseconds(kTailAge).count();
+  const uint64_t max_age_ns = std::chrono::nanoseconds(kTailMaxAge).count();
+  const auto traps = [&](uint64_t group) {
+    hw_watch w;
+    return bpf_map_lookup_elem(watches_fd_, &group, &w) == 0 ? w.traps : 0;
+  };
+  for (auto& [id, g] : groups_) {
+    if (!g.pending) continue;
+    if (all) {
+      if (auto h = TakeTail(g)) out.push_back(std::move(*h));
+      continue;
+    }
+    // Old enough, and no later trap (its record, in the ring, pairs it
+    // exactly): the bytes now are the ones its access left, unless a
+    // trap comes while they are read, which leaves it for that record.
+    const uint64_t age = now_ns - std::min(now_ns, g.pending_trap_ns);
+    if (age < age_ns || traps(id) != g.pending_seq) continue;
+    // Past its access: blocked elsewhere, or ended (a loaded machine can
+    // keep a thread from its step long after the trap). One that runs on
+    // without another trap is read after kTailMaxAge.
+    const procfs::ThreadWhere where = procfs::WhereIs(g.pending->tid);
+    const bool past = where.kind == procfs::ThreadWhere::kGone ||
+                      (where.kind == procfs::ThreadWhere::kBlocked && where.pc != g.pending->ip);
+    if (!past && age < max_age_ns) continue;
+    const size_t len = g.pending->old_value ? g.pending->old_value->size() : g.filter.length;
+    auto after = procfs::ReadMemory(g.pending_pid, g.address, len);
+    if (traps(id) != g.pending_seq) continue;
+    if (auto h = Complete(g, std::move(after), false)) out.push_back(std::move(*h));
+  }
+  return out;
 }
 
 int BpfCapture::OnRecord(void* self, void* data, size_t size) {
@@ -286,6 +441,10 @@ int BpfCapture::OnRecord(void* self, void* data, size_t size) {
   std::memcpy(&r, data, sizeof r);
   const char* old = static_cast<const char*>(data) + sizeof r;
   const char* now = old + n;
+  if ((r.flags & HW_TRACER_GONE) != 0) {
+    c->sink_.DebuggerGone(r.group, static_cast<pid_t>(r.tid));
+    return 0;
+  }
   if ((r.flags & HW_EXEC) != 0) {
     std::vector<uint64_t> groups;
     {
@@ -304,27 +463,48 @@ int BpfCapture::OnRecord(void* self, void* data, size_t size) {
   h.address = r.address;
   h.cpu = r.cpu;
   const size_t len = std::min<size_t>(r.length, n);
-  if (r.read_ok != 0) {
-    if ((r.flags & HW_PRE_ACCESS) != 0) {
-      // arm64 traps before the access: the bytes read are the old ones,
-      // exact. The new ones are read here, after the task stepped over the
-      // access (at delivery: a later write may show).
-      h.old_value.emplace(now, len);
-      uint64_t at = 0;
-      {
-        MutexLock lock(c->mu_);
-        auto it = c->groups_.find(r.group);
-        if (it != c->groups_.end()) at = it->second.address;
+  if ((r.flags & HW_PRE_ACCESS) != 0) {
+    // arm64 traps before the access: this record's bytes are its old ones
+    // and the previous record's new ones (see capture_abi.h).
+    std::optional<std::string> before;
+    if (r.read_ok != 0) before.emplace(now, len);
+    std::optional<RawHit> done;
+    {
+      MutexLock lock(c->mu_);
+      auto it = c->groups_.find(r.group);
+      if (it == c->groups_.end()) return 0;  // released
+      GroupState& g = it->second;
+      if (g.pending) {
+        // Its pair only if no record came between (the ring dropped none).
+        const bool next = r.seq == g.pending_seq + 1;
+        done = Complete(g, next ? before : std::nullopt, true);
       }
-      if (at != 0) h.value = procfs::ReadMemory(static_cast<pid_t>(r.pid), at, len);
-    } else {
-      h.value.emplace(now, len);
-      h.old_value.emplace(old, len);
-      h.value_at_trap = true;
+      h.old_value = std::move(before);
+      g.pending = std::move(h);
+      g.pending_seq = r.seq;
+      g.pending_pid = static_cast<pid_t>(r.pid);
+      g.pending_trap_ns = r.time_ns;
     }
+    if (done) c->sink_.Hit(*done);
+    return 0;
+  }
+  if (r.read_ok != 0) {
+    h.value.emplace(now, len);
+    h.old_value.emplace(old, len);
+    h.value_at_trap = true;
   }
   c->sink_.Hit(h);
   return 0;
+}
+
+void BpfCapture::DeliverTails(bool all) {
+  if (!arch::kDataTrapBeforeAccess) return;
+  std::vector<RawHit> tails;
+  {
+    MutexLock lock(mu_);
+    tails = TakeTails(all);
+  }
+  for (const RawHit& h : tails) sink_.Hit(h);
 }
 
 void BpfCapture::Loop() {
@@ -338,6 +518,7 @@ void BpfCapture::Loop() {
       return;
     }
     if (n == 0) (void)ring_buffer__consume(ring_);
+    DeliverTails(false);
     bool stop = false;
     for (int i = 0; i < n; ++i) {
       const int fd = ready[i].data.fd;
@@ -350,6 +531,7 @@ void BpfCapture::Loop() {
     }
     if (stop) {
       (void)ring_buffer__consume(ring_);
+      DeliverTails(true);
       return;
     }
   }

@@ -81,17 +81,30 @@ class BpfCapture {
   // slot.
   arch::Result<arch::ScopedFd> Attach(int perf_fd, uint64_t group);
 
+  // A debugger's stop events: attaches the guard program to `perf_fd`
+  // (cookie: the group), which lets its traps through only while the
+  // thread is traced by `tracer_tgid` (counted per group, like AddWatch).
+  arch::Result<arch::ScopedFd> Guard(int perf_fd, uint64_t group, pid_t tracer_tgid) EXCLUDES(mu_);
+  void Unguard(uint64_t group) EXCLUDES(mu_);
+  // Whether the kernel suppresses a trap's SIGTRAP when the guard says no
+  // (Linux 6.10 and later); older ones send it anyway.
+  static bool GuardSuppresses();
+
   struct Counts {
     uint64_t emitted = 0;   // records written to the ring
     uint64_t filtered = 0;  // dropped by changed / condition
     uint64_t dropped = 0;   // did not fit in the ring
   };
-  Counts Read(uint64_t group) const;
+  Counts Read(uint64_t group) EXCLUDES(mu_);
 
  private:
   BpfCapture(HitSink& sink, hwwatch_capture* skel, uint64_t ring_bytes, uint32_t max_watches);
   void Loop() EXCLUDES(mu_);
   static int OnRecord(void* self, void* data, size_t size);
+  // arm64: delivers the waiting records old enough (or all).
+  void DeliverTails(bool all) EXCLUDES(mu_);
+  // UpdateWatch's work, returning the old watch's last hit (arm64).
+  std::optional<RawHit> Rewatch(uint64_t group, const WatchSpec& watch, pid_t pid) REQUIRES(mu_);
   // The inherited map: events at `addresses` in new threads of `tgid` are
   // `group`'s. False (and nothing added) when another group holds a key.
   bool MapInherited(pid_t tgid, const std::vector<uint64_t>& addresses, uint64_t group);
@@ -116,8 +129,29 @@ class BpfCapture {
     uint64_t address = 0;             // the watched region's first byte
     std::vector<uint64_t> inherited;  // inherits: its registers' addresses
     bool inherits = false;
+    // arm64 (HW_PRE_ACCESS, see capture_abi.h): the filters the daemon
+    // applies to each pair, the group's last record waiting for the next
+    // one, and the pairs filtered out.
+    hw_watch filter{};
+    std::optional<RawHit> pending;
+    uint64_t pending_seq = 0;
+    pid_t pending_pid = 0;
+    uint64_t pending_trap_ns = 0;  // its trap's time (CLOCK_MONOTONIC)
+    uint64_t filtered = 0;
   };
+  // arm64: completes `g`'s waiting record with the bytes after its access
+  // (`after`: read at the next trap, or later when `at_trap` is false) and
+  // applies the filters: the hit to deliver, if any.
+  static std::optional<RawHit> Complete(GroupState& g, std::optional<std::string> after,
+                                        bool at_trap);
+  // arm64: the waiting records (those a few milliseconds old with no
+  // later trap, or all), completed with the bytes read now, to deliver.
+  std::vector<RawHit> TakeTails(bool all) REQUIRES(mu_);
+  // arm64: the group's waiting record, completed with the bytes now.
+  static std::optional<RawHit> TakeTail(GroupState& g);
   std::unordered_map<uint64_t, GroupState> groups_ GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, unsigned> guarded_ GUARDED_BY(mu_);  // group: links
+  int guards_fd_ = -1;
   bpf_link* exec_link_ = nullptr;  // the exec tracepoint's program
   int tgids_fd_ = -1;
   std::thread thread_;

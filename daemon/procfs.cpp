@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -153,6 +154,20 @@ bool ThreadAlive(pid_t tid) {
   const size_t paren = line.rfind(')');
   return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z' &&
          line[paren + 2] != 'X';
+}
+
+ThreadWhere WhereIs(pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(tid) + "/syscall");
+  if (!in) return {ThreadWhere::kGone, 0};
+  std::string line;
+  if (!std::getline(in, line) || line.rfind("running", 0) == 0) return {};
+  // "NR ARGS... SP PC", or "-1 SP PC" outside a system call: PC last.
+  const size_t last = line.find_last_of(' ');
+  if (last == std::string::npos) return {};
+  errno = 0;
+  const uint64_t pc = std::strtoull(line.c_str() + last + 1, nullptr, 16);
+  if (errno != 0) return {};
+  return {ThreadWhere::kBlocked, pc};
 }
 
 std::optional<std::string> ReadMemory(pid_t pid, uint64_t address, uint32_t length) {

@@ -57,6 +57,15 @@ std::vector<pid_t> ListThreads(pid_t pid);
 // The thread exists and has not ended (a zombie leader has).
 bool ThreadAlive(pid_t tid);
 
+// Where a thread waits (/proc/TID/syscall): kGone when it has ended,
+// kRunning while it runs (or cannot be read), else kBlocked at user
+// address `pc` (in a system call or elsewhere in the kernel).
+struct ThreadWhere {
+  enum Kind { kGone, kRunning, kBlocked } kind = kRunning;
+  uint64_t pc = 0;
+};
+ThreadWhere WhereIs(pid_t tid);
+
 // `length` bytes of `pid`'s memory at `address` (process_vm_readv, the
 // fast path to what /proc/PID/mem holds); nullopt when length is 0 or the
 // bytes cannot be read whole.

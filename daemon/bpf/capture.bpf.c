@@ -11,6 +11,7 @@
 #include <linux/bpf.h>
 #include <linux/bpf_perf_event.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 // clang-format on
 
 #include "capture_abi.h"
@@ -44,57 +45,26 @@ struct {
   __type(value, hw_u32);  // groups
 } watched_tgids SEC(".maps");
 
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, HW_MAX_WATCHES);
+  __type(key, hw_u64);  // group id
+  __type(value, struct hw_guard);
+} guards SEC(".maps");
+
+// The fields of the kernel's task_struct the guard reads, located in the
+// running kernel's BTF when the program loads (CO-RE).
+struct task_struct {
+  unsigned int ptrace;
+  struct task_struct* parent;  // the tracer, while traced
+  int tgid;
+} __attribute__((preserve_access_index));
+
 // Traps of events whose group the maps do not know (being torn down).
 hw_u64 unknown_traps = 0;
 
-// The first `len` bytes as an unsigned little-endian integer.
-static __always_inline hw_u64 value_of(const hw_u8* b, hw_u32 len) {
-  hw_u64 v = 0;
-  for (int i = 7; i >= 0; --i) {
-    if (i < (int)len) v = (v << 8) | b[i];
-  }
-  return v;
-}
-
-static __always_inline int holds(const struct hw_watch* w, const hw_u8* now, hw_u32 len) {
-  hw_u64 v = value_of(now, len) & w->cond_mask;
-  hw_u64 n = w->cond_operand;  // sign-extended by the daemon when signed
-  if (w->cond_signed) {
-    if (len < 8) {
-      hw_u64 sign = 1ull << (len * 8 - 1);
-      v = (v ^ sign) - sign;
-    }
-    long long a = (long long)v, b = (long long)n;
-    switch (w->cond_op) {
-      case HW_LT:
-        return a < b;
-      case HW_LE:
-        return a <= b;
-      case HW_GT:
-        return a > b;
-      case HW_GE:
-        return a >= b;
-    }
-  }
-  switch (w->cond_op) {
-    case HW_EQ:
-      return v == n;
-    case HW_NE:
-      return v != n;
-    case HW_LT:
-      return v < n;
-    case HW_LE:
-      return v <= n;
-    case HW_GT:
-      return v > n;
-    case HW_GE:
-      return v >= n;
-  }
-  return 0;
-}
-
 static __always_inline void fill_head(struct hw_record* h, struct bpf_perf_event_data* ctx,
-                                      hw_u64 group, hw_u32 len, int read_ok) {
+                                      hw_u64 group, hw_u32 len, int read_ok, hw_u64 seq) {
   hw_u64 pid_tgid = bpf_get_current_pid_tgid();
   h->group = group;
   h->time_ns = bpf_ktime_get_ns();
@@ -111,6 +81,7 @@ static __always_inline void fill_head(struct hw_record* h, struct bpf_perf_event
   h->cpu = bpf_get_smp_processor_id();
   h->length = len;
   h->read_ok = read_ok;
+  h->seq = seq;
 }
 
 // Waking the reader costs the trapping CPU an interrupt (irq_work): wake
@@ -130,7 +101,7 @@ static __always_inline void submit(void* r, hw_u64 size) {
   ({                                                         \
     TYPE* r_ = bpf_ringbuf_reserve(&hits, sizeof(TYPE), 0);  \
     if (r_) {                                                \
-      fill_head(&r_->head, ctx, group, len, read_ok);        \
+      fill_head(&r_->head, ctx, group, len, read_ok, seq);   \
       __builtin_memcpy(r_->old, w->last, N);                 \
       __builtin_memcpy(r_->now, now, N);                     \
       submit(r_, sizeof(TYPE));                              \
@@ -164,6 +135,12 @@ int capture(struct bpf_perf_event_data* ctx) {
   if (len > HW_CAPTURE_MAX) len = HW_CAPTURE_MAX;
   if (len == 0) len = 1;
   int read_ok = bpf_probe_read_user(now, len, (const void*)w->address) == 0;
+  hw_u64 seq = 0;
+#if defined(__TARGET_ARCH_arm64)
+  // Before the access: numbered for the daemon, which pairs and filters
+  // (it never sets HW_CHANGED or HW_CONDITION here).
+  seq = __sync_fetch_and_add(&w->traps, 1) + 1;
+#endif
 
   if (read_ok && (w->flags & HW_CHANGED)) {
     int same = 1;
@@ -176,7 +153,7 @@ int capture(struct bpf_perf_event_data* ctx) {
       return 0;
     }
   }
-  if (read_ok && (w->flags & HW_CONDITION) && !holds(w, now, len)) {
+  if (read_ok && (w->flags & HW_CONDITION) && !hw_holds(w, now, len)) {
     // The value still changed: --changed compares with it next time.
     __builtin_memcpy(w->last, now, HW_CAPTURE_MAX);
     __sync_fetch_and_add(&w->filtered, 1);
@@ -191,6 +168,36 @@ int capture(struct bpf_perf_event_data* ctx) {
     return 0;
   }
   __sync_fetch_and_add(&w->emitted, 1);
+  return 0;
+}
+
+// Attached to a debugger's stop events (cookie: the group): returns 1,
+// and the trap raises its SIGTRAP for the debugger, while the thread is
+// traced by the debugger it was armed for; else 0, which kernels >= 6.10
+// take as "no SIGTRAP" (older ones send it anyway), and the first such
+// trap tells the daemon, which disarms the watch.
+SEC("perf_event")
+int guard(struct bpf_perf_event_data* ctx) {
+  hw_u64 group = bpf_get_attach_cookie(ctx);
+  struct hw_guard* g = bpf_map_lookup_elem(&guards, &group);
+  if (!g) return 1;
+  struct task_struct* task = (struct task_struct*)bpf_get_current_task();
+  unsigned int traced = BPF_CORE_READ(task, ptrace);
+  hw_u32 tracer = traced ? (hw_u32)BPF_CORE_READ(task, parent, tgid) : 0;
+  if (traced && tracer == g->tracer_tgid) return 1;
+  if (__sync_val_compare_and_swap(&g->gone, 0, 1) == 0) {
+    struct hw_record_small* r = bpf_ringbuf_reserve(&hits, sizeof *r, 0);
+    if (r) {
+      __builtin_memset(r, 0, sizeof *r);
+      hw_u64 pid_tgid = bpf_get_current_pid_tgid();
+      r->head.flags = HW_TRACER_GONE;
+      r->head.group = group;
+      r->head.tid = (hw_u32)pid_tgid;
+      r->head.pid = (hw_u32)(pid_tgid >> 32);
+      r->head.time_ns = bpf_ktime_get_ns();
+      bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
+    }
+  }
   return 0;
 }
 

@@ -32,8 +32,10 @@ typedef uint64_t hw_u64;
 // hw_watch.flags
 #define HW_CHANGED 1u     // report only accesses after which the bytes differ
 #define HW_CONDITION 2u   // report only when `cond` holds on the value
-#define HW_PRE_ACCESS 4u  // the trap comes before the access (arm64)
+#define HW_PRE_ACCESS 4u  // the trap comes before the access (arm64): see below
 #define HW_EXEC 8u        // hw_record: process `pid` exec'd (no hit)
+#define HW_TRACER_GONE 16u  // hw_record: thread `tid` of a debugger's stop
+                            // watch `group` trapped with that debugger gone
 
 // hw_watch.cond_op
 enum hw_cond_op { HW_EQ = 0, HW_NE, HW_LT, HW_LE, HW_GT, HW_GE };
@@ -55,8 +57,20 @@ struct hw_watch {
   hw_u64 emitted;   // records written to the ring
   hw_u64 filtered;  // traps the condition or --changed dropped
   hw_u64 dropped;   // traps whose record did not fit in the ring
+  hw_u64 traps;     // arm64: traps seen, which number the records
   // The bytes at the previous trap (at arming, before the first).
   hw_u8 last[HW_CAPTURE_MAX];
+};
+
+// A debugger's stop watch (its events raise SIGTRAP for the debugger), by
+// group id: the guard program lets a trap through only while the thread's
+// tracer is still that debugger (on kernels >= 6.10 its "no" suppresses
+// the SIGTRAP, which would kill an untraced thread), and reports the first
+// trap without it.
+struct hw_guard {
+  hw_u32 tracer_tgid;  // the debugger's process, at arming
+  hw_u32 pad;
+  hw_u64 gone;  // set by the program at the first trap without it
 };
 
 // A watched process's inherited events carry no cookie (the kernel does
@@ -73,6 +87,14 @@ struct hw_inherited_key {
 // watch is at most that long, HW_CAPTURE_MAX otherwise (a record three
 // times smaller for the common watch of one word: less for the trapping
 // CPU to write). The reader tells the two apart by the record's size.
+//
+// HW_PRE_ACCESS (arm64, whose data traps come before the access): `now`
+// holds the bytes before this access, which are the bytes after the one
+// before. The program records every trap, numbered (`seq`), and filters
+// nothing: the daemon pairs each record with the next one of its group
+// (its new bytes, exact when the numbers follow on), applies --changed
+// and --if to that pair, and completes a group's last record by reading
+// the bytes once the trap is a few milliseconds old.
 struct hw_record {
   hw_u64 group;
   hw_u64 time_ns;  // bpf_ktime_get_ns
@@ -84,6 +106,7 @@ struct hw_record {
   hw_u32 length;   // bytes valid in old and now
   hw_u32 flags;    // HW_PRE_ACCESS: `now` was read before the access
   hw_u32 read_ok;  // 0: the bytes could not be read at the trap
+  hw_u64 seq;      // HW_PRE_ACCESS: this trap's number in its group (from 1)
 };
 
 #define HW_SMALL 8
@@ -99,3 +122,54 @@ struct hw_record_full {
   hw_u8 old[HW_CAPTURE_MAX];
   hw_u8 now[HW_CAPTURE_MAX];
 };
+
+// The filters, as the program applies them at the trap (and the daemon to
+// arm64's pairs).
+#define HW_INLINE static inline __attribute__((always_inline))
+
+// The first `len` bytes (at most 8) as an unsigned little-endian integer.
+HW_INLINE hw_u64 hw_value_of(const hw_u8* b, hw_u32 len) {
+  hw_u64 v = 0;
+  for (int i = 7; i >= 0; --i) {
+    if (i < (int)len) v = (v << 8) | b[i];
+  }
+  return v;
+}
+
+// --if: whether the watch's condition holds on the bytes `now`.
+HW_INLINE int hw_holds(const struct hw_watch* w, const hw_u8* now, hw_u32 len) {
+  hw_u64 v = hw_value_of(now, len) & w->cond_mask;
+  hw_u64 n = w->cond_operand;  // sign-extended by the daemon when signed
+  if (w->cond_signed) {
+    if (len < 8) {
+      hw_u64 sign = 1ull << (len * 8 - 1);
+      v = (v ^ sign) - sign;
+    }
+    long long a = (long long)v, b = (long long)n;
+    switch (w->cond_op) {
+      case HW_LT:
+        return a < b;
+      case HW_LE:
+        return a <= b;
+      case HW_GT:
+        return a > b;
+      case HW_GE:
+        return a >= b;
+    }
+  }
+  switch (w->cond_op) {
+    case HW_EQ:
+      return v == n;
+    case HW_NE:
+      return v != n;
+    case HW_LT:
+      return v < n;
+    case HW_LE:
+      return v <= n;
+    case HW_GT:
+      return v > n;
+    case HW_GE:
+      return v >= n;
+  }
+  return 0;
+}

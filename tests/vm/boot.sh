@@ -23,7 +23,7 @@ debugger=${4:-}
 programs="$*"
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-timeout_s=${HWWATCH_VM_TIMEOUT:-540}
+timeout_s=${HWWATCH_VM_TIMEOUT:-840}
 
 kernels=$(sh "$here/setup.sh")
 case "$arch" in
