@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace hwwatch::arch {
 namespace {
@@ -130,6 +131,30 @@ Status PerfBreakpoint::Modify(const BreakpointSpec& spec) {
   attr_ = attr;
   spec_ = spec;
   return OkStatus();
+}
+
+Result<unsigned> KernelFreeSlots(PerfTarget target, SlotType type, unsigned most) {
+  // Any address will do: the events are never enabled. x86's one pool
+  // serves both types (a write watch takes the same slot); arm64's
+  // breakpoints take 4-byte instructions.
+  static const uint64_t probe_word = 0;
+  const uint64_t at = reinterpret_cast<uint64_t>(&probe_word);
+  const bool inst = type == SlotType::kInst && kHostArch != Arch::kX86_64;
+  const BreakpointSpec spec =
+      inst ? BreakpointSpec{at, 4, Access::kExecute} : BreakpointSpec{at, 8, Access::kWrite};
+  PerfOptions options;
+  options.start_disabled = true;
+  options.exclude_kernel = true;
+  std::vector<PerfBreakpoint> held;
+  while (held.size() < most) {
+    auto bp = PerfBreakpoint::Open(spec, target, options);
+    if (!bp) {
+      if (bp.error().Is(ENOSPC)) break;
+      return bp.error();
+    }
+    held.push_back(std::move(bp.value()));
+  }
+  return static_cast<unsigned>(held.size());
 }
 
 }  // namespace hwwatch::arch

@@ -130,4 +130,10 @@ class PerfBreakpoint {
   perf_event_attr attr_;
 };
 
+// How many more `type` slots the kernel grants `target` now, up to `most`:
+// breakpoint events opened disabled (they never fire) until one is
+// refused, then closed. A dry run: it holds the slots for microseconds.
+// An error other than ENOSPC (a thread gone, no permission) is returned.
+Result<unsigned> KernelFreeSlots(PerfTarget target, SlotType type, unsigned most);
+
 }  // namespace hwwatch::arch

@@ -53,6 +53,10 @@ struct ThreadArm {
   // and the group whose watch the program has for this arm.
   std::vector<arch::ScopedFd> links;
   uint64_t capture_group = 0;
+  // A debugger's stops: the debugger's process when armed, and the group
+  // whose guard the links carry.
+  pid_t tracer_tgid = 0;
+  uint64_t guard_group = 0;
   // Inherited events: the kernel copies them into every thread this one
   // starts. Such an arm outlives its thread (closing its event would close
   // the copies), so `exited` marks it instead.

@@ -253,6 +253,7 @@ v1::Refusal ToProto(const Refusal& r) {
   out.set_weight(r.weight);
   out.set_quota(r.quota);
   out.set_held(r.held);
+  if (r.held_outside) out.set_held_outside(*r.held_outside);
   out.set_explanation(r.explanation);
   return out;
 }
@@ -275,6 +276,7 @@ v1::SlotsResponse ToProto(const SlotsView& s) {
     v->set_slot_type(ToProto(t.slot_type));
     v->set_all_cpus(t.all_cpus);
     for (const auto& [cpu, n] : t.per_cpu) (*v->mutable_per_cpu())[cpu] = n;
+    if (t.held_outside) v->set_held_outside(*t.held_outside);
   }
   if (s.probe) {
     v1::Admission* a = out.mutable_probe();
@@ -282,6 +284,7 @@ v1::SlotsResponse ToProto(const SlotsView& s) {
     a->set_weight(s.probe->weight);
     SetRegisters(s.probe->registers, a->mutable_registers());
     if (s.probe->refusal) *a->mutable_refusal() = ToProto(*s.probe->refusal);
+    if (s.probe->held_outside) a->set_held_outside(*s.probe->held_outside);
   }
   return out;
 }

@@ -53,6 +53,7 @@ struct Refusal {
   uint32_t weight = 0;
   uint32_t quota = 0;
   uint32_t held = 0;
+  std::optional<uint32_t> held_outside;  // kHeldOutside: measured in the kernel
   std::string explanation;
 };
 

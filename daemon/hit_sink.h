@@ -22,6 +22,9 @@ class HitSink {
   virtual void ThreadGone(uint64_t group, pid_t tid) = 0;
   // The process exec'd: the group's watches there are gone.
   virtual void Execed(uint64_t group, pid_t tgid) = 0;
+  // A debugger's stop watch trapped on `tid` after that debugger let go of
+  // it (the capture program's guard): the watch must go.
+  virtual void DebuggerGone(uint64_t group, pid_t tid) { (void)group, (void)tid; }
 };
 
 }  // namespace hwwatch::daemon

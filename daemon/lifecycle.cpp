@@ -94,10 +94,12 @@ void ReservationManager::SessionEnded(uint64_t session_id) {
 void ReservationManager::Reap() {
   std::vector<std::pair<uint64_t, pid_t>> gone;    // (group id, thread)
   std::vector<std::pair<uint64_t, pid_t>> execed;  // (group id, process)
+  std::vector<uint64_t> guarded;                   // groups whose guard held back a stop
   {
     MutexLock lock(gone_mu_);
     gone.swap(gone_);
     execed.swap(execed_);
+    guarded.swap(debugger_gone_);
   }
   MutexLock lock(mu_);
   for (auto [gid, tgid] : execed) {
@@ -171,8 +173,13 @@ void ReservationManager::Reap() {
       FollowThreads(e);
       followed.push_back(&g);
     }
+    std::string left;
     if (!g.alive()) {
       Disarm(e, "target exited");
+      it = entries_.erase(it);
+    } else if (!(left = DebuggerLeft(e, guarded)).empty()) {
+      spdlog::warn("reservation {}: {}", it->first, left);
+      Disarm(e, left.c_str());
       it = entries_.erase(it);
     } else if (e.orphaned_until && *e.orphaned_until <= now) {
       Disarm(e, "lease expired");

@@ -6,6 +6,7 @@
 
 #include "daemon/accounting.h"
 #include "daemon/bpf_samples_backend.h"
+#include "daemon/debugger_stops_backend.h"
 #include "daemon/events.h"
 #include "daemon/perf_events_backend.h"
 #include "daemon/perf_samples_backend.h"
@@ -47,6 +48,16 @@ ReservationManager::ReservationManager(
                  capture_detail_);
     backends_.samples = std::make_unique<PerfSamplesBackend>(caps_, engine_, reader_);
   }
+  backends_.debugger_stops = std::make_unique<DebuggerStopsBackend>(caps_, engine_, capture_.get());
+  if (!capture_) {
+    spdlog::warn(
+        "a debugger's stop watches are checked for a debugger that let go only every sweep (no "
+        "BPF guard): a stop in between kills the untraced thread");
+  } else if (!BpfCapture::GuardSuppresses()) {
+    spdlog::warn(
+        "this kernel (before Linux 6.10) sends a debugger's stop even when the guard says no: a "
+        "thread its debugger let go dies of its next hit until the watch is disarmed");
+  }
   backends_.tracer_stops = std::make_unique<TracerStopsBackend>(caps_, engine_, tracer_);
   backends_.ptrace = std::make_unique<PtraceBackend>(caps_, ptrace_slots_, tracer_);
   if (customize) customize(backends_, engine_);
@@ -65,6 +76,7 @@ ReservationManager::~ReservationManager() {
 Backend& ReservationManager::BackendFor(const ArmHow& how) {
   if (how.ptrace) return *backends_.ptrace;
   if (how.daemon_stops) return *backends_.tracer_stops;
+  if (how.delivery == Delivery::kStop) return *backends_.debugger_stops;
   if (how.delivery == Delivery::kSamples) return *backends_.samples;
   return *backends_.events;
 }
@@ -231,9 +243,44 @@ Result<ThreadArm> ReservationManager::ArmOne(Backend& backend, const TargetSpec&
   these.options.sig_data = these.group;
   if (auto no = backend.Arm(*arm, where, these)) {
     backend.Disarm(*arm);  // closes what was armed, gives the slots back
+    if (no->refusal && no->refusal->reason == Refusal::Reason::kHeldOutside && where.is_task()) {
+      // Say how many, as `slots --explain` does.
+      return HeldOutsideProblem(where.tid, spec.type, spec.watch->weight(),
+                                HeldOutside(where.tid, spec.type));
+    }
     return std::move(*no);
   }
   return arm;
+}
+
+std::optional<unsigned> ReservationManager::HeldOutside(pid_t tid, arch::SlotType type) {
+  const arch::SlotPool* pool = caps_.PoolFor(type);
+  if (pool == nullptr || tid <= 0) return std::nullopt;
+  unsigned engine_free = 0;
+  for (unsigned w = pool->slots; w > 0 && engine_free == 0; --w) {
+    if (!engine_.Probe({engine::Target::Task(tid), type, w})) engine_free = w;
+  }
+  auto kernel = arch::KernelFreeSlots(arch::PerfTarget::Thread(tid), type, engine_free);
+  if (!kernel) return std::nullopt;
+  return engine_free - std::min(engine_free, *kernel);
+}
+
+Problem ReservationManager::HeldOutsideProblem(pid_t tid, arch::SlotType type, unsigned weight,
+                                               std::optional<unsigned> outside) const {
+  Refusal r;
+  r.reason = Refusal::Reason::kHeldOutside;
+  r.slot_type = type;
+  r.tid = tid;
+  r.weight = weight;
+  const arch::SlotPool* pool = caps_.PoolFor(type);
+  r.slots = pool != nullptr ? pool->slots : 0;
+  r.held_outside = outside;
+  const std::string what = outside ? std::to_string(*outside) + " slot(s)" : "slots";
+  return MakeProblem(Code::kResourceExhausted,
+                     "does not fit: " + what + " held outside hwwatchd on thread " +
+                         std::to_string(tid) + " (a debugger, perf or another tracer); " +
+                         std::to_string(weight) + " needed",
+                     std::move(r));
 }
 
 void ReservationManager::DescribeRegisters(Entry& e) const {
@@ -331,6 +378,31 @@ void ReservationManager::Execed(uint64_t group, pid_t tgid) {
   execed_.emplace_back(group, tgid);
 }
 
+void ReservationManager::DebuggerGone(uint64_t group, pid_t) {
+  MutexLock lock(gone_mu_);
+  debugger_gone_.push_back(group);
+}
+
+std::string ReservationManager::DebuggerLeft(const Entry& e,
+                                             const std::vector<uint64_t>& guarded) const {
+  if (e.group->backend != backends_.debugger_stops.get()) return "";
+  const bool told = std::find(guarded.begin(), guarded.end(), e.group->id) != guarded.end();
+  for (const ThreadArm& arm : e.group->arms) {
+    if (arm.tracer_tgid == 0) continue;
+    pid_t now = 0;
+    if (auto creds = ReadProcCreds(arm.tid); creds && creds->tracer_pid != 0) {
+      auto tracer = ReadProcCreds(creds->tracer_pid);
+      now = tracer ? tracer->tgid : creds->tracer_pid;
+    }
+    if (told || now != arm.tracer_tgid) {
+      return "its debugger (pid " + std::to_string(arm.tracer_tgid) + ") let go of thread " +
+             std::to_string(arm.tid) + ", where a stop would kill it: the watch was disarmed" +
+             (told ? " (its guard held back a stop)" : "");
+    }
+  }
+  return "";
+}
+
 Problem ReservationManager::NoSuchReservation(uint64_t id) {
   return MakeProblem(Code::kNotFound, "you hold no reservation " + std::to_string(id));
 }
@@ -379,8 +451,9 @@ SlotsView ReservationManager::Slots(const SlotsArgs& req) {
   for (const auto& t : s.tasks) {
     const auto& types = engine_.config().pools[t.pool].types;
     SlotsView::Task v{
-        t.tid, types.size() > 1 ? arch::SlotType::kData : types.at(0), t.all_cpus, {}};
+        t.tid, types.size() > 1 ? arch::SlotType::kData : types.at(0), t.all_cpus, {}, {}};
     for (const auto& [cpu, n] : t.per_cpu) v.per_cpu[cpu] = n;
+    v.held_outside = HeldOutside(t.tid, types.at(0));
     out.tasks.push_back(std::move(v));
   }
   if (!req.probe) return out;
@@ -404,6 +477,21 @@ SlotsView ReservationManager::Slots(const SlotsArgs& req) {
       engine_.Probe({ToEngine(*target), arch::SlotTypeOf(watch->region.access), watch->weight()});
   probe.fits = !no.has_value();
   if (no) probe.refusal = RefusalFromEngine(*no);
+  if (target->is_task()) {
+    // What the kernel says, too: registers taken outside hwwatchd (perf,
+    // a debugger's own watch) are not in the engine.
+    const arch::SlotType type = arch::SlotTypeOf(watch->region.access);
+    probe.held_outside = HeldOutside(target->tid, type);
+    if (probe.fits && probe.held_outside.value_or(0) > 0) {
+      const bool engine_room =
+          !engine_.Probe({ToEngine(*target), type, watch->weight() + *probe.held_outside});
+      if (!engine_room) {
+        probe.fits = false;
+        probe.refusal =
+            HeldOutsideProblem(target->tid, type, watch->weight(), probe.held_outside).refusal;
+      }
+    }
+  }
   return out;
 }
 

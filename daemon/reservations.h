@@ -51,10 +51,11 @@ struct ReservationLimits {
 // The backends a manager arms through (see backend.h). Tests may replace
 // one with a test double before the manager uses it.
 struct Backends {
-  std::unique_ptr<Backend> events;        // counting, a debugger's own stops
-  std::unique_ptr<Backend> samples;       // perf samples
-  std::unique_ptr<Backend> tracer_stops;  // stops hwwatchd takes
-  std::unique_ptr<Backend> ptrace;        // registers written by the tracer
+  std::unique_ptr<Backend> events;          // counting
+  std::unique_ptr<Backend> debugger_stops;  // a debugger's own stops, guarded
+  std::unique_ptr<Backend> samples;         // perf samples
+  std::unique_ptr<Backend> tracer_stops;    // stops hwwatchd takes
+  std::unique_ptr<Backend> ptrace;          // registers written by the tracer
 };
 
 class ReservationManager final : private HitSink {
@@ -139,6 +140,11 @@ class ReservationManager final : private HitSink {
   void Lost(uint64_t group, uint64_t count) override EXCLUDES(delivered_mu_);
   void ThreadGone(uint64_t group, pid_t tid) override EXCLUDES(gone_mu_);
   void Execed(uint64_t group, pid_t tgid) override EXCLUDES(gone_mu_);
+  void DebuggerGone(uint64_t group, pid_t tid) override EXCLUDES(gone_mu_);
+  // A debugger's stop watch whose debugger let go of a thread (the guard
+  // said so, or TracerPid names another now): why it must go, or "".
+  std::string DebuggerLeft(const Entry& e, const std::vector<uint64_t>& guarded) const
+      REQUIRES(mu_);
 
   Backend& BackendFor(const ArmHow& how);
   // Filters run in the capture program: samples with BPF only.
@@ -149,6 +155,14 @@ class ReservationManager final : private HitSink {
   // Admits and arms `e`'s watch on one thread or CPU (rolled back on
   // failure). spec.group 0: the admission's engine id becomes the group's.
   Result<ThreadArm> ArmOne(Backend& backend, const TargetSpec& where, ArmSpec& spec);
+  // Slots of `type` on task `tid` held outside hwwatchd, measured: what
+  // the engine would still grant the task, less what the kernel grants it
+  // (a dry run: events opened disabled, then closed). nullopt: not measured.
+  std::optional<unsigned> HeldOutside(pid_t tid, arch::SlotType type);
+  // The refusal for a watch of `weight` that the kernel, not the engine,
+  // has no room for on `tid`.
+  Problem HeldOutsideProblem(pid_t tid, arch::SlotType type, unsigned weight,
+                             std::optional<unsigned> outside) const;
   // Joins the group of an equal watch, or arms a new one on every thread
   // of the target; sets e.info.id.
   std::optional<Problem> Place(const Peer& caller, Entry& e) EXCLUDES(mu_);
@@ -214,6 +228,7 @@ class ReservationManager final : private HitSink {
   Mutex gone_mu_;
   std::vector<std::pair<uint64_t, pid_t>> gone_ GUARDED_BY(gone_mu_);    // (group, thread)
   std::vector<std::pair<uint64_t, pid_t>> execed_ GUARDED_BY(gone_mu_);  // (group, process)
+  std::vector<uint64_t> debugger_gone_ GUARDED_BY(gone_mu_);             // groups (the guard)
 
   // Runs the tracer's hits (and nothing else) off the tracer thread.
   Executor executor_;

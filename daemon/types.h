@@ -140,12 +140,14 @@ struct Task {
   arch::SlotType slot_type = arch::SlotType::kData;
   unsigned all_cpus = 0;
   std::map<unsigned, unsigned> per_cpu;
+  std::optional<unsigned> held_outside;  // measured in the kernel
 };
 struct Probe {
   bool fits = false;
   unsigned weight = 0;
   std::vector<RegisterInfo> registers;
   std::optional<Refusal> refusal;
+  std::optional<unsigned> held_outside;  // task targets: measured in the kernel
 };
 }  // namespace slots
 

@@ -425,13 +425,22 @@ void AddReservationCommands(CLI::App& app, const GlobalOptions& g, Action* run) 
           std::ifstream comm("/proc/" + std::to_string(t.tid()) + "/comm");
           std::string name;
           std::getline(comm, name);
-          std::printf("task %d (%s): %u on every CPU%s\n", t.tid(),
-                      name.empty() ? "?" : name.c_str(), t.all_cpus(), per.c_str());
+          const std::string outside =
+              t.has_held_outside() && t.held_outside() > 0
+                  ? "; " + std::to_string(t.held_outside()) + " more held outside hwwatchd"
+                  : "";
+          std::printf("task %d (%s): %u on every CPU%s%s\n", t.tid(),
+                      name.empty() ? "?" : name.c_str(), t.all_cpus(), per.c_str(),
+                      outside.c_str());
         }
         if (r->has_probe()) {
           const auto& p = r->probe();
           if (p.fits()) {
-            std::printf("fits: needs %u register(s)\n", p.weight());
+            std::printf("fits: needs %u register(s)", p.weight());
+            if (p.held_outside() > 0) {
+              std::printf(" (%u slot(s) on the task are held outside hwwatchd)", p.held_outside());
+            }
+            std::printf("\n");
           } else {
             std::printf("does not fit: %s\n", p.refusal().explanation().c_str());
             return static_cast<int>(kRefused);
