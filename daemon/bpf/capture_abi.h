@@ -34,8 +34,9 @@ typedef uint64_t hw_u64;
 #define HW_CONDITION 2u   // report only when `cond` holds on the value
 #define HW_PRE_ACCESS 4u  // the trap comes before the access (arm64): see below
 #define HW_EXEC 8u        // hw_record: process `pid` exec'd (no hit)
-#define HW_TRACER_GONE 16u  // hw_record: thread `tid` of a debugger's stop
-                            // watch `group` trapped with that debugger gone
+// hw_record: thread `tid` of a debugger's stop watch `group` trapped with
+// that debugger gone
+#define HW_TRACER_GONE 16u
 
 // hw_watch.cond_op
 enum hw_cond_op { HW_EQ = 0, HW_NE, HW_LT, HW_LE, HW_GT, HW_GE };
