@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <random>
@@ -42,6 +43,22 @@ pid_t Spawn(const std::vector<std::string>& argv) {
   return p;
 }
 
+// The median wall time of three `hwwatch caps` (start, connect, one call).
+std::chrono::milliseconds SoloClientTime(const std::string& cli, const std::string& socket) {
+  std::vector<std::chrono::milliseconds> t;
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const pid_t p = Spawn({cli, "--socket", socket, "caps"});
+    int status = 0;
+    waitpid(p, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "hwwatch caps failed";
+    t.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - t0));
+  }
+  std::sort(t.begin(), t.end());
+  return t[1];
+}
+
 TEST(Churn, KilledClientsLeakNothing) {
   const char* env = std::getenv("HWWATCH_CHURN_CLIENTS");
   const int clients = env ? std::atoi(env) : 1000;
@@ -55,6 +72,17 @@ TEST(Churn, KilledClientsLeakNothing) {
   std::mt19937 rng(1125);
   const std::string cli = testing::BinDir() + "/hwwatch";
   constexpr int kWave = 24;
+  // A wave of 24 clients starting at once on this machine's few cores takes
+  // a while to get going (one CLI's start costs tens of ms of CPU): the
+  // kill window is stretched by what one client takes alone to connect and
+  // answer, times a quarter of the wave's share of each core, so that the kills keep
+  // landing before, during and after the Reserve on a loaded machine too
+  // (a fixed 400 ms let only 24 of 1000 clients reserve on a loaded CI).
+  const auto solo = SoloClientTime(cli, d.socket());
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const auto window = std::chrono::milliseconds(400) + solo * kWave / (4 * cores);
+  std::printf("churn: one client alone takes %lld ms; kills within %lld ms of each wave\n",
+              static_cast<long long>(solo.count()), static_cast<long long>(window.count()));
   int spawned = 0;
   while (spawned < clients) {
     std::vector<std::pair<pid_t, std::chrono::steady_clock::time_point>> wave;
@@ -67,9 +95,9 @@ TEST(Churn, KilledClientsLeakNothing) {
           Spawn({cli, "--socket", d.socket(), "reserve", "--tid", std::to_string(target), addr,
                  "--len", std::to_string(len), "--hold", "30"});
       ASSERT_GT(p, 0);
-      // Killed 0-400 ms from now: some before they connect, some while
+      // Killed within the window: some before they connect, some while
       // reserving, most while holding.
-      wave.emplace_back(p, now + std::chrono::milliseconds(rng() % 400));
+      wave.emplace_back(p, now + std::chrono::milliseconds(rng() % window.count()));
     }
     for (auto& [p, when] : wave) {
       std::this_thread::sleep_until(when);
