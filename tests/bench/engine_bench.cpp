@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "daemon/engine/constraints.h"
+#include "tests/bench/json.h"
 
 namespace hwwatch::bench {
 
@@ -174,15 +175,27 @@ int RunSuite(const Params& base) {
                              [&] { return RunOps(p4b, LockMode::kSharded); }});
   const double P1 = r1[0] / r1[1], P2 = r2[1] / r2[0], P3 = r3[0] / r3[1], P4 = r4[0] / r4[1];
   if (base.json) {
-    std::printf(
-        "{\"bench\":\"engine-suite\",\"repeat\":%u,"
-        "\"p1_threads_us_per_op\":{\"sharded\":%.3f,\"none\":%.3f,\"global\":%.3f},"
-        "\"p1_sharded_over_none\":%.4f,"
-        "\"p2_ops_us_per_op\":{\"sharded\":%.4f,\"global\":%.4f},"
-        "\"p2_sharded_throughput_over_global\":%.4f,"
-        "\"p3_us_per_op\":{\"cpus256\":%.4f,\"cpus1\":%.4f},\"p3_cpus256_over_cpus1\":%.4f,"
-        "\"p4_us_per_op\":{\"tasks100k\":%.4f,\"tasks10\":%.4f},\"p4_100k_over_10\":%.4f}\n",
-        base.repeat, r1[0], r1[1], r1[2], P1, r2[0], r2[1], P2, r3[0], r3[1], P3, r4[0], r4[1], P4);
+    Json j;
+    Put(j, "bench", "engine-suite");
+    Put(j, "repeat", base.repeat);
+    Json& t1 = Child(j, "p1_threads_us_per_op");
+    Put(t1, "sharded", r1[0]);
+    Put(t1, "none", r1[1]);
+    Put(t1, "global", r1[2]);
+    Put(j, "p1_sharded_over_none", P1);
+    Json& t2 = Child(j, "p2_ops_us_per_op");
+    Put(t2, "sharded", r2[0]);
+    Put(t2, "global", r2[1]);
+    Put(j, "p2_sharded_throughput_over_global", P2);
+    Json& t3 = Child(j, "p3_us_per_op");
+    Put(t3, "cpus256", r3[0]);
+    Put(t3, "cpus1", r3[1]);
+    Put(j, "p3_cpus256_over_cpus1", P3);
+    Json& t4 = Child(j, "p4_us_per_op");
+    Put(t4, "tasks100k", r4[0]);
+    Put(t4, "tasks10", r4[1]);
+    Put(j, "p4_100k_over_10", P4);
+    std::fputs(ToJson(j).c_str(), stdout);
   } else {
     std::printf("goal                                         measured   target\n");
     std::printf("P1 threads sharded/none (256 cpus,64x64,b4)  %8.3f   <= 1.05\n", P1);
@@ -207,12 +220,22 @@ int Run(const Params& p) {
   const double us = Median(runs);
   const double per_cpu = p.mode == "ops" ? us : us * p.tasks;
   if (p.json) {
-    std::printf(
-        "{\"bench\":\"engine\",\"mode\":\"%s\",\"lock\":\"%s\",\"cpus\":%u,\"tasks\":%u,"
-        "\"threads\":%u,\"bps\":%u,\"rounds\":%u,\"iterations\":%u,\"preload_tasks\":%u,"
-        "\"repeat\":%u,\"us_per_op\":%.4f,\"us_per_op_per_cpu\":%.4f,\"ops_per_s\":%.1f}\n",
-        p.mode.c_str(), p.lock.c_str(), p.cpus, p.tasks, p.threads, p.bps, p.rounds, p.iterations,
-        p.preload, p.repeat, us, per_cpu, 1e6 / us);
+    Json j;
+    Put(j, "bench", "engine");
+    Put(j, "mode", p.mode);
+    Put(j, "lock", p.lock);
+    Put(j, "cpus", p.cpus);
+    Put(j, "tasks", p.tasks);
+    Put(j, "threads", p.threads);
+    Put(j, "bps", p.bps);
+    Put(j, "rounds", p.rounds);
+    Put(j, "iterations", p.iterations);
+    Put(j, "preload_tasks", p.preload);
+    Put(j, "repeat", p.repeat);
+    Put(j, "us_per_op", us);
+    Put(j, "us_per_op_per_cpu", per_cpu);
+    Put(j, "ops_per_s", 1e6 / us);
+    std::fputs(ToJson(j).c_str(), stdout);
   } else {
     std::printf("%.4f usecs/op\n%.4f usecs/op/cpu\n", us, per_cpu);
   }

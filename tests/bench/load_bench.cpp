@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "client/client.h"
+#include "tests/bench/json.h"
 #include "tests/bench/spawned_daemon.h"
 
 namespace hwwatch::bench {
@@ -143,13 +144,18 @@ int Run(const LoadParams& p) {
   const double max = all.empty() ? 0 : *std::max_element(all.begin(), all.end());
   const double rate = static_cast<double>(all.size()) / p.seconds;
   if (p.json) {
-    std::printf(
-        "{\"clients\":%u,\"seconds\":%.1f,\"reserves\":%zu,\"admitted\":%llu,"
-        "\"resource_exhausted\":%llu,\"errors\":%llu,\"reserve_p50_us\":%.1f,"
-        "\"reserve_p99_us\":%.1f,\"reserve_max_us\":%.1f,\"reserves_per_s\":%.1f}\n",
-        p.clients, p.seconds, all.size(), static_cast<unsigned long long>(ok.load()),
-        static_cast<unsigned long long>(exhausted.load()),
-        static_cast<unsigned long long>(errors.load()), p50, p99, max, rate);
+    Json j;
+    Put(j, "clients", p.clients);
+    Put(j, "seconds", p.seconds);
+    Put(j, "reserves", static_cast<double>(all.size()));
+    Put(j, "admitted", static_cast<double>(ok.load()));
+    Put(j, "resource_exhausted", static_cast<double>(exhausted.load()));
+    Put(j, "errors", static_cast<double>(errors.load()));
+    Put(j, "reserve_p50_us", p50);
+    Put(j, "reserve_p99_us", p99);
+    Put(j, "reserve_max_us", max);
+    Put(j, "reserves_per_s", rate);
+    std::fputs(ToJson(j).c_str(), stdout);
   } else {
     std::printf("%u clients for %.0f s on %u threads: %zu Reserve calls (%.0f/s)\n", p.clients,
                 p.seconds, p.targets, all.size(), rate);

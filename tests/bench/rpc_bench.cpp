@@ -24,6 +24,7 @@
 
 #include "arch/perf_event.h"
 #include "client/client.h"
+#include "tests/bench/json.h"
 #include "tests/bench/process_bench.h"
 #include "tests/bench/spawned_daemon.h"
 
@@ -445,55 +446,27 @@ std::vector<Throughput> MeasureThroughputs(const Params& p, const std::string& s
   return out;
 }
 
-// A JSON string literal.
-std::string JsonString(const std::string& in) {
-  std::string out = "\"";
-  for (unsigned char c : in) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
-// A positive figure, or null when it was not measured.
-std::string JsonNumber(double v, const char* format) {
-  if (!(v > 0)) return "null";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
-}
-
 double Ratio(double a, double b) { return a > 0 && b > 0 ? a / b : 0; }
 
 // The "p9" object: numbers are null when not measured, and the reason is
 // given ("refused", "ptrace_not_measured", "error").
-std::string P9Json(const ProcessTargetFigures& x) {
-  std::string j =
-      "{\"threads\":" + std::to_string(x.threads) + ",\"tasks\":" + std::to_string(x.tasks) +
-      ",\"daemon_count_us\":" + JsonNumber(x.daemon_count_us, "%.1f") +
-      ",\"daemon_samples_us\":" + JsonNumber(x.daemon_samples_us, "%.1f") +
-      ",\"direct_us\":" + JsonNumber(x.direct_us, "%.1f") +
-      ",\"ratio_count\":" + JsonNumber(Ratio(x.daemon_count_us, x.direct_us), "%.4f") +
-      ",\"ratio_samples\":" + JsonNumber(Ratio(x.daemon_samples_us, x.direct_us), "%.4f") +
-      ",\"daemon_ptrace_us\":" + JsonNumber(x.daemon_ptrace_us, "%.1f") +
-      ",\"daemon_ptrace_ratio\":" + JsonNumber(Ratio(x.daemon_ptrace_us, x.direct_us), "%.4f") +
-      ",\"ptrace_us\":" + JsonNumber(x.ptrace_us, "%.1f") +
-      ",\"ptrace_ratio\":" + JsonNumber(Ratio(x.ptrace_us, x.direct_us), "%.4f") +
-      ",\"refusals\":" + std::to_string(x.refusals);
-  if (!x.refused.empty()) j += ",\"refused\":" + JsonString(x.refused);
-  if (!x.ptrace_not_measured.empty()) {
-    j += ",\"ptrace_not_measured\":" + JsonString(x.ptrace_not_measured);
-  }
-  if (!x.error.empty()) j += ",\"error\":" + JsonString(x.error);
-  return j + "}";
+void P9Json(Json& j, const ProcessTargetFigures& x) {
+  Put(j, "threads", x.threads);
+  Put(j, "tasks", x.tasks);
+  PutMeasured(j, "daemon_count_us", x.daemon_count_us);
+  PutMeasured(j, "daemon_samples_us", x.daemon_samples_us);
+  PutMeasured(j, "direct_us", x.direct_us);
+  PutMeasured(j, "ratio_count", Ratio(x.daemon_count_us, x.direct_us));
+  PutMeasured(j, "ratio_samples", Ratio(x.daemon_samples_us, x.direct_us));
+  PutMeasured(j, "daemon_ptrace_us", x.daemon_ptrace_us);
+  PutMeasured(j, "daemon_ptrace_ratio", Ratio(x.daemon_ptrace_us, x.direct_us));
+  PutMeasured(j, "ptrace_us", x.ptrace_us);
+  PutMeasured(j, "ptrace_ratio", Ratio(x.ptrace_us, x.direct_us));
+  PutMeasured(j, "daemon_ptrace_over_ptrace", Ratio(x.daemon_ptrace_us, x.ptrace_us));
+  Put(j, "refusals", static_cast<double>(x.refusals));
+  if (!x.refused.empty()) Put(j, "refused", x.refused);
+  if (!x.ptrace_not_measured.empty()) Put(j, "ptrace_not_measured", x.ptrace_not_measured);
+  if (!x.error.empty()) Put(j, "error", x.error);
 }
 
 void Print(const Params& p, const std::string& daemon, const Latency& l, const Footprint& f,
@@ -506,29 +479,39 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
   const double p5_per_rpc = p5 / 2;
   const double p6_two = l.reserve_release_us / (l.direct_us + l.empty_us);
   if (p.json) {
-    std::string tp;
+    Json j;
+    Put(j, "bench", "rpc");
+    Put(j, "empty_rpc", l.empty_rpc);
+    Put(j, "iterations", p.iterations);
+    Put(j, "repeat", p.repeat);
+    Json& j5 = Child(j, "p5");
+    Put(j5, "reserve_release_us", l.reserve_release_us);
+    Put(j5, "empty_us", l.empty_us);
+    Put(j5, "ratio", p5);
+    Put(j5, "ratio_per_rpc", p5_per_rpc);
+    Put(j5, "refused", static_cast<double>(l.reserve_refused));
+    Json& j6 = Child(j, "p6");
+    Put(j6, "reserve_release_us", l.reserve_release_us);
+    Put(j6, "direct_open_close_empty_us", l.direct_us);
+    Put(j6, "ratio", p6);
+    Put(j6, "ratio_vs_two_rpcs", p6_two);
+    Put(j6, "direct_refused", static_cast<double>(l.direct_refused));
+    Json& j7 = Child(j, "p7");
+    Put(j7, "threads", f.threads);
+    Put(j7, "reservations", f.reservations);
+    Put(j7, "refused", f.refused);
+    Put(j7, "errors", f.errors);
+    Put(j7, "rss_mib", f.rss_mib);
+    Put(j7, "baseline_rss_mib", f.baseline_rss_mib);
     for (const auto& x : t) {
-      char buf[160];
-      std::snprintf(buf, sizeof buf,
-                    "%s{\"clients\":%u,\"ops\":%u,\"ops_per_s\":%.1f,\"failed\":%llu}",
-                    tp.empty() ? "" : ",", x.clients, p.ops, x.ops_per_s,
-                    static_cast<unsigned long long>(x.failed));
-      tp += buf;
+      Json& jt = Append(j, "throughput");
+      Put(jt, "clients", x.clients);
+      Put(jt, "ops", p.ops);
+      Put(jt, "ops_per_s", x.ops_per_s);
+      Put(jt, "failed", static_cast<double>(x.failed));
     }
-    std::printf(
-        "{\"bench\":\"rpc\",\"empty_rpc\":\"%s\",\"iterations\":%u,\"repeat\":%u,"
-        "\"p5\":{\"reserve_release_us\":%.3f,\"empty_us\":%.3f,\"ratio\":%.4f,"
-        "\"ratio_per_rpc\":%.4f,\"refused\":%llu},"
-        "\"p6\":{\"reserve_release_us\":%.3f,\"direct_open_close_empty_us\":%.3f,"
-        "\"ratio\":%.4f,\"ratio_vs_two_rpcs\":%.4f,\"direct_refused\":%llu},"
-        "\"p7\":{\"threads\":%u,\"reservations\":%u,\"refused\":%u,\"errors\":%u,"
-        "\"rss_mib\":%.2f,\"baseline_rss_mib\":%.2f},"
-        "\"throughput\":[%s],\"p9\":%s}\n",
-        l.empty_rpc.c_str(), p.iterations, p.repeat, l.reserve_release_us, l.empty_us, p5,
-        p5_per_rpc, static_cast<unsigned long long>(l.reserve_refused), l.reserve_release_us,
-        l.direct_us, p6, p6_two, static_cast<unsigned long long>(l.direct_refused), f.threads,
-        f.reservations, f.refused, f.errors, f.rss_mib, f.baseline_rss_mib, tp.c_str(),
-        P9Json(x).c_str());
+    P9Json(Child(j, "p9"), x);
+    std::fputs(ToJson(j).c_str(), stdout);
     return;
   }
   std::printf("hwwatchd %s; empty RPC %s; median of %u runs of %u iterations\n", daemon.c_str(),
