@@ -168,27 +168,30 @@ static std::vector<uint64_t> RegisterAddresses(const WatchSpec& watch) {
 
 void BpfCapture::CountProcess(pid_t tgid, int delta) {
   if (tgid <= 0) return;
-  const uint32_t key = static_cast<uint32_t>(tgid);
-  uint32_t n = 0;
-  (void)bpf_map_lookup_elem(tgids_fd_, &key, &n);
+  // The program only asks whether a process is watched: the map changes
+  // when the first group of a process comes and when its last one goes.
+  uint32_t& n = process_groups_[tgid];
   n = static_cast<uint32_t>(static_cast<int>(n) + delta);
+  const uint32_t key = static_cast<uint32_t>(tgid);
   if (n == 0) {
+    process_groups_.erase(tgid);
     (void)bpf_map_delete_elem(tgids_fd_, &key);
-  } else if (bpf_map_update_elem(tgids_fd_, &key, &n, BPF_ANY) != 0) {
+  } else if (n == 1 && delta > 0 && bpf_map_update_elem(tgids_fd_, &key, &n, BPF_ANY) != 0) {
     spdlog::warn("process {}: its exec will not be seen at once (watched_tgids: {})", tgid,
                  std::strerror(errno));
   }
 }
 
-std::optional<arch::Error> BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid,
-                                                pid_t tgid, bool inherit, bool& inherits) {
+std::optional<arch::Error> BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t tgid,
+                                                bool inherit, bool& inherits) {
   MutexLock lock(mu_);
   GroupState& g = groups_[group];
   if (g.refs++ > 0) {
     inherits = g.inherits;
     return std::nullopt;
   }
-  const hw_watch w = WatchValue(watch, pid);
+  // A thread's bytes are read by Prime(), just before its events start.
+  const hw_watch w = WatchValue(watch, 0);
   const hw_watch program = ForProgram(w);
   if (bpf_map_update_elem(watches_fd_, &group, &program, BPF_ANY) != 0) {
     const int err = errno;
@@ -218,12 +221,14 @@ void BpfCapture::Prime(uint64_t group, const WatchSpec& watch, pid_t pid) {
   MutexLock lock(mu_);
   // Only the group's first arm: later ones (more threads of a process) find
   // the bytes the program keeps up to date.
-  if (auto it = groups_.find(group); it == groups_.end() || it->second.refs != 1) return;
-  hw_watch w;
-  if (bpf_map_lookup_elem(watches_fd_, &group, &w) != 0) return;
+  // Its events are not enabled yet, so the program has not counted
+  // anything: the entry is the group's watch with these bytes.
+  auto it = groups_.find(group);
+  if (it == groups_.end() || it->second.refs != 1) return;
   const hw_watch fresh = WatchValue(watch, pid);
-  std::memcpy(w.last, fresh.last, sizeof w.last);
-  (void)bpf_map_update_elem(watches_fd_, &group, &w, BPF_EXIST);
+  std::memcpy(it->second.filter.last, fresh.last, sizeof fresh.last);
+  const hw_watch program = ForProgram(it->second.filter);
+  (void)bpf_map_update_elem(watches_fd_, &group, &program, BPF_EXIST);
 }
 
 void BpfCapture::UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) {

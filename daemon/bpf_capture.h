@@ -58,19 +58,19 @@ class BpfCapture {
   uint64_t ring_bytes() const { return ring_bytes_; }
 
   // The group's watch for the program (counted: one AddWatch per arm;
-  // the first one writes it, with the bytes of `pid` now as the "old"
-  // value of the first hit). With `inherit_tgid`, the first one also maps
+  // the first one writes it; a thread's first "old" value comes from
+  // Prime()). With `inherit_tgid`, the first one also maps
   // the process's inherited events to the group, unless another group
   // holds one of its (process, address) keys: then the group's events
   // must not inherit. Sets `inherits` to the group's answer.
   // `tgid` is the watched task's process (0: a CPU target): its exec is
   // reported as Execed(group, tgid).
   // A full table fails with E2BIG.
-  std::optional<arch::Error> AddWatch(uint64_t group, const WatchSpec& watch, pid_t pid, pid_t tgid,
+  std::optional<arch::Error> AddWatch(uint64_t group, const WatchSpec& watch, pid_t tgid,
                                       bool inherit, bool& inherits) EXCLUDES(mu_);
   // At the group's first arm, the bytes of `pid` now become its "old"
-  // value (its events were opened and attached after AddWatch read them,
-  // and are not enabled yet).
+  // value (its events are opened and attached, not enabled yet). A
+  // thread's watch has no old value before this.
   void Prime(uint64_t group, const WatchSpec& watch, pid_t pid) EXCLUDES(mu_);
   // A modify: the new region and filters, keeping the counters.
   void UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) EXCLUDES(mu_);
@@ -120,8 +120,9 @@ class BpfCapture {
   arch::ScopedFd epoll_;
   arch::ScopedFd wake_;
   Mutex mu_;
-  // The watched_tgids map counts groups per process.
+  // Groups per process; the watched_tgids map holds the processes with any.
   void CountProcess(pid_t tgid, int delta) REQUIRES(mu_);
+  std::unordered_map<pid_t, uint32_t> process_groups_ GUARDED_BY(mu_);
 
   struct GroupState {
     unsigned refs = 0;

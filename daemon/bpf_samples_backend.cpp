@@ -17,11 +17,9 @@ std::optional<Problem> BpfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec& 
   bool inherits = false;
   pid_t tgid = spec.inherit ? spec.tgid : 0;
   if (where.is_task() && tgid == 0) {
-    auto creds = procfs::ReadProcCreds(where.tid);
-    tgid = creds ? creds->tgid : where.tid;
+    tgid = procfs::ReadTgid(where.tid).value_or(where.tid);
   }
-  auto refused = capture_.AddWatch(spec.group, watch, where.is_task() ? where.tid : -1, tgid,
-                                   spec.inherit, inherits);
+  auto refused = capture_.AddWatch(spec.group, watch, tgid, spec.inherit, inherits);
   if (refused) {
     if (refused->Is(E2BIG)) return MakeProblem(Code::kResourceExhausted, refused->message);
     return failed(*refused);
@@ -45,8 +43,7 @@ std::optional<Problem> BpfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec& 
     arm.events.push_back(std::move(bp.value()));
     arm.links.push_back(std::move(link.value()));
   }
-  // The first hit's old value: the bytes just before the events start
-  // (AddWatch read them before the opens, which take a while).
+  // The first hit's old value: the bytes just before the events start.
   if (where.is_task()) capture_.Prime(spec.group, watch, where.tid);
   for (arch::PerfBreakpoint& bp : arm.events) {
     if (!enable) break;

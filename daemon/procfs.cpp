@@ -1,7 +1,9 @@
 #include "daemon/procfs.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -17,11 +19,16 @@ namespace hwwatch::daemon::procfs {
 
 namespace {
 
+// A small /proc file in one or two reads (no stream: these are read on
+// every Reserve and for every thread of a process). Empty when absent.
 std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::string out;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
 }
 
 bool ParseIds(const std::string& line, unsigned* a, unsigned* b, unsigned* c) {
@@ -118,10 +125,19 @@ bool IsDescendant(pid_t pid, pid_t ancestor) {
   return false;
 }
 
+std::optional<pid_t> ReadTgid(pid_t tid) {
+  const std::string status = Slurp("/proc/" + std::to_string(tid) + "/status");
+  const size_t at = status.find("\nTgid:");
+  if (at == std::string::npos) return std::nullopt;
+  const long tgid = std::strtol(status.c_str() + at + 6, nullptr, 10);
+  if (tgid <= 0) return std::nullopt;
+  return static_cast<pid_t>(tgid);
+}
+
 std::optional<uint64_t> StartTime(pid_t tid, pid_t tgid) {
-  std::ifstream in("/proc/" + std::to_string(tgid) + "/task/" + std::to_string(tid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return std::nullopt;
+  const std::string line =
+      Slurp("/proc/" + std::to_string(tgid) + "/task/" + std::to_string(tid) + "/stat");
+  if (line.empty()) return std::nullopt;
   const size_t paren = line.rfind(')');
   if (paren == std::string::npos) return std::nullopt;
   std::istringstream rest(line.substr(paren + 2));
@@ -148,9 +164,7 @@ std::vector<pid_t> ListThreads(pid_t pid) {
 }
 
 bool ThreadAlive(pid_t tid) {
-  std::ifstream in("/proc/" + std::to_string(tid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return false;
+  const std::string line = Slurp("/proc/" + std::to_string(tid) + "/stat");
   const size_t paren = line.rfind(')');
   return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z' &&
          line[paren + 2] != 'X';

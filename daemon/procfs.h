@@ -40,6 +40,9 @@ std::optional<ProcCreds> ParseProcStatus(const std::string& status);
 // Reads /proc/PID/status and the owner of /proc/PID. nullopt: no such task.
 std::optional<ProcCreds> ReadProcCreds(pid_t pid);
 
+// The process of thread `tid` (Tgid in /proc/TID/status); nullopt: gone.
+std::optional<pid_t> ReadTgid(pid_t tid);
+
 // /proc/sys/kernel/yama/ptrace_scope, or 0 when Yama is not built in.
 int ReadYamaScope();
 
