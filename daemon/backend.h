@@ -100,6 +100,29 @@ class Backend {
   // Closes what Arm opened and gives back what Admit took. Idempotent.
   virtual void Disarm(ThreadArm& arm) = 0;
 
+  // Arm and Disarm for many threads of one process (each arm's tid is its
+  // thread). A backend that does better than one thread at a time
+  // overrides them (the tracer stops all the threads together). ArmAll
+  // gives one result per arm, in order, and may leave the arms after a
+  // failure unarmed; the caller disarms every failed one.
+  virtual std::vector<std::optional<Problem>> ArmAll(std::vector<ThreadArm>& arms,
+                                                     const ArmSpec& spec) {
+    std::vector<std::optional<Problem>> out;
+    bool stop = false;
+    for (ThreadArm& arm : arms) {
+      if (stop) {
+        out.push_back(MakeProblem(Code::kInternal, "not armed: an earlier thread failed"));
+        continue;
+      }
+      out.push_back(Arm(arm, {TargetSpec::Kind::kThread, arm.tid, 0}, spec));
+      stop = out.back() && out.back()->code != Code::kNotFound;
+    }
+    return out;
+  }
+  virtual void DisarmAll(std::vector<ThreadArm>& arms) {
+    for (ThreadArm& arm : arms) Disarm(arm);
+  }
+
   // Moves every arm to `to` in the kernel, or none: on failure each arm is
   // back on `from`, still armed. `where(arm)` is the arm's thread or CPU.
   // Unless AccountsItself(), the engine was changed by the caller first.

@@ -47,7 +47,7 @@ void ReservationManager::Orphan(Entry& e, std::chrono::steady_clock::time_point 
 void ReservationManager::DisarmGroup(Group& g) {
   if (g.followed_tgid != 0) g.backend->Unfollow(g.followed_tgid, g.id);
   g.followed_tgid = 0;
-  for (ThreadArm& arm : g.arms) g.backend->Disarm(arm);
+  g.backend->DisarmAll(g.arms);
   g.arms.clear();
   // Its counts go with it (the Released event has its totals).
   MutexLock lock(delivered_mu_);

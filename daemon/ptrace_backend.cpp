@@ -18,23 +18,47 @@ Result<ThreadArm> PtraceBackend::Admit(const TargetSpec& where, arch::SlotType t
 
 std::optional<Problem> PtraceBackend::Arm(ThreadArm& arm, const TargetSpec& where,
                                           const ArmSpec& spec) {
-  TraceUse use = UseFor(spec);
-  use.slots = std::move(arm.slots);
-  arm.slots.clear();
-  auto armed = tracer_.Add(where.tid, use);
-  bank_.Put(where.tid, spec.type, use.slots);
-  if (!armed.ok()) {
-    return ProblemFromErrno(armed.error(), KernelStep::kArm, where.tid, spec.watch->weight());
+  std::vector<ThreadArm> one;
+  one.push_back(std::move(arm));
+  one.front().tid = where.tid;
+  auto out = ArmAll(one, spec);
+  arm = std::move(one.front());
+  return std::move(out.front());
+}
+
+std::vector<std::optional<Problem>> PtraceBackend::ArmAll(std::vector<ThreadArm>& arms,
+                                                          const ArmSpec& spec) {
+  // One pass of the tracer for every thread; the bank's slots go with
+  // each thread's use and are taken back as the tracer armed them.
+  std::vector<std::pair<pid_t, TraceUse>> adds;
+  const TraceUse use = UseFor(spec);
+  for (ThreadArm& arm : arms) {
+    adds.emplace_back(arm.tid, use);
+    adds.back().second.slots = std::move(arm.slots);
+    arm.slots.clear();
   }
-  // The tracer may have armed it already (a followed process's new
-  // thread): account what it used.
-  if (auto held = bank_.TakeExactly(where.tid, spec.type, *armed); !held) {
-    tracer_.Remove(where.tid, spec.group);
-    return std::move(held).error();
+  auto armed = tracer_.AddAll(adds);
+  std::vector<std::optional<Problem>> out;
+  for (size_t i = 0; i < arms.size(); ++i) {
+    ThreadArm& arm = arms[i];
+    bank_.Put(arm.tid, spec.type, adds[i].second.slots);
+    if (!armed[i].ok()) {
+      out.push_back(
+          ProblemFromErrno(armed[i].error(), KernelStep::kArm, arm.tid, spec.watch->weight()));
+      continue;
+    }
+    // The tracer may have armed it already (a followed process's new
+    // thread): account what it used.
+    if (auto held = bank_.TakeExactly(arm.tid, spec.type, *armed[i]); !held) {
+      tracer_.Remove(arm.tid, spec.group);
+      out.push_back(std::move(held).error());
+      continue;
+    }
+    arm.traced_group = spec.group;
+    arm.slots = *armed[i];
+    out.push_back(std::nullopt);
   }
-  arm.traced_group = spec.group;
-  arm.slots = *armed;
-  return std::nullopt;
+  return out;
 }
 
 void PtraceBackend::Disarm(ThreadArm& arm) {
@@ -42,6 +66,26 @@ void PtraceBackend::Disarm(ThreadArm& arm) {
   arm.traced_group = 0;
   if (!arm.slots.empty()) bank_.Put(arm.tid, arm.slot_type, arm.slots);
   arm.slots.clear();
+}
+
+void PtraceBackend::DisarmAll(std::vector<ThreadArm>& arms) {
+  // The arms of one group: one pass of the tracer takes them all off.
+  std::vector<pid_t> traced;
+  uint64_t group = 0;
+  for (ThreadArm& arm : arms) {
+    if (arm.traced_group == 0) continue;
+    if (group != 0 && arm.traced_group != group) {
+      Disarm(arm);  // not expected: another group's arm, alone
+      continue;
+    }
+    group = arm.traced_group;
+    traced.push_back(arm.tid);
+  }
+  if (!traced.empty()) tracer_.RemoveAll(traced, group);
+  for (ThreadArm& arm : arms) {
+    if (arm.traced_group == group) arm.traced_group = 0;
+    Disarm(arm);  // the slots back to the bank
+  }
 }
 
 void PtraceBackend::Restore(pid_t tid, arch::SlotType type, const std::vector<unsigned>& slots,

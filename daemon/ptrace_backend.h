@@ -19,6 +19,9 @@ class PtraceBackend final : public TracedBackend {
                           const ArmHow& how) override;
   std::optional<Problem> Arm(ThreadArm& arm, const TargetSpec& where, const ArmSpec& spec) override;
   void Disarm(ThreadArm& arm) override;
+  std::vector<std::optional<Problem>> ArmAll(std::vector<ThreadArm>& arms,
+                                             const ArmSpec& spec) override;
+  void DisarmAll(std::vector<ThreadArm>& arms) override;
   std::optional<Problem> Move(std::vector<ThreadArm>& arms, const TargetSpec& target,
                               const WatchSpec& from, const ArmSpec& to) override;
   bool AccountsItself() const override { return true; }

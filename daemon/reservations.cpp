@@ -203,21 +203,34 @@ std::optional<Problem> ReservationManager::ArmNewGroup(const Peer& caller, Entry
     e.spec.inherit = true;
     e.spec.tgid = target.tid;
   }
-  for (const TargetSpec& t : threads) {
-    auto arm = ArmOne(*g.backend, t, e.spec);
+  // The first thread alone (its engine id names the group where none was
+  // given), the others of a process together.
+  size_t next = 0;
+  std::optional<Problem> failed;
+  for (; next < threads.size() && g.arms.empty() && !failed; ++next) {
+    auto arm = ArmOne(*g.backend, threads[next], e.spec);
     if (!arm) {
-      if (target.kind == TargetSpec::Kind::kProcess && arm.error().code == Code::kNotFound) {
-        continue;  // a thread that ended meanwhile
+      if (target.kind != TargetSpec::Kind::kProcess || arm.error().code != Code::kNotFound) {
+        failed = std::move(arm).error();
       }
-      for (ThreadArm& done : g.arms) g.backend->Disarm(done);
-      if (e.spec.group != 0) membership_.Leave(e.spec.group);
-      return std::move(arm).error();
+      continue;  // else a thread that ended meanwhile
     }
     g.arms.push_back(std::move(arm.value()));
     if (e.spec.group == 0) {
       e.spec.group = g.arms.front().engine_id;
       membership_.Join(e.spec.group, e.spec.group, caller.session_id);
     }
+  }
+  if (!failed && next < threads.size()) {
+    failed =
+        ArmThreads(*g.backend, {threads.begin() + static_cast<std::ptrdiff_t>(next), threads.end()},
+                   e.spec, g.arms);
+  }
+  if (failed) {
+    g.backend->DisarmAll(g.arms);
+    g.arms.clear();
+    if (e.spec.group != 0) membership_.Leave(e.spec.group);
+    return failed;
   }
   if (g.arms.empty()) {
     if (e.spec.group != 0) membership_.Leave(e.spec.group);
@@ -243,14 +256,52 @@ Result<ThreadArm> ReservationManager::ArmOne(Backend& backend, const TargetSpec&
   these.options.sig_data = these.group;
   if (auto no = backend.Arm(*arm, where, these)) {
     backend.Disarm(*arm);  // closes what was armed, gives the slots back
-    if (no->refusal && no->refusal->reason == Refusal::Reason::kHeldOutside && where.is_task()) {
-      // Say how many, as `slots --explain` does.
-      return HeldOutsideProblem(where.tid, spec.type, spec.watch->weight(),
-                                HeldOutside(where.tid, spec.type));
-    }
-    return std::move(*no);
+    return ArmFailure(where, spec, std::move(*no));
   }
   return arm;
+}
+
+std::optional<Problem> ReservationManager::ArmThreads(Backend& backend,
+                                                      const std::vector<TargetSpec>& threads,
+                                                      const ArmSpec& spec,
+                                                      std::vector<ThreadArm>& armed) {
+  std::vector<ThreadArm> arms;
+  std::optional<Problem> failed;
+  for (const TargetSpec& t : threads) {
+    auto arm = backend.Admit(t, spec.type, spec.watch->weight(), spec.how);
+    if (arm) {
+      arms.push_back(std::move(arm.value()));
+    } else if (arm.error().code != Code::kNotFound) {
+      failed = std::move(arm).error();
+      break;
+    }
+  }
+  if (failed) {
+    backend.DisarmAll(arms);
+    return failed;
+  }
+  ArmSpec these = spec;
+  these.options.sig_data = these.group;
+  std::vector<std::optional<Problem>> results = backend.ArmAll(arms, these);
+  for (size_t i = 0; i < arms.size(); ++i) {
+    if (!results[i]) {
+      armed.push_back(std::move(arms[i]));
+      continue;
+    }
+    backend.Disarm(arms[i]);
+    if (results[i]->code == Code::kNotFound || failed) continue;  // ended meanwhile
+    failed = ArmFailure({TargetSpec::Kind::kThread, arms[i].tid, 0}, spec, std::move(*results[i]));
+  }
+  return failed;
+}
+
+Problem ReservationManager::ArmFailure(const TargetSpec& where, const ArmSpec& spec, Problem no) {
+  if (no.refusal && no.refusal->reason == Refusal::Reason::kHeldOutside && where.is_task()) {
+    // Say how many, as `slots --explain` does.
+    return HeldOutsideProblem(where.tid, spec.type, spec.watch->weight(),
+                              HeldOutside(where.tid, spec.type));
+  }
+  return no;
 }
 
 std::optional<unsigned> ReservationManager::HeldOutside(pid_t tid, arch::SlotType type) {

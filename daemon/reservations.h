@@ -155,6 +155,14 @@ class ReservationManager final : private HitSink {
   // Admits and arms `e`'s watch on one thread or CPU (rolled back on
   // failure). spec.group 0: the admission's engine id becomes the group's.
   Result<ThreadArm> ArmOne(Backend& backend, const TargetSpec& where, ArmSpec& spec);
+  // Admits and arms spec.group's watch on more threads of a process, all
+  // in one Backend::ArmAll; threads that ended meanwhile are skipped. On
+  // failure the new arms are rolled back, those in `armed` are kept.
+  std::optional<Problem> ArmThreads(Backend& backend, const std::vector<TargetSpec>& threads,
+                                    const ArmSpec& spec, std::vector<ThreadArm>& armed);
+  // Why arming on `where` failed, with the count of slots held outside
+  // hwwatchd where the kernel refused them.
+  Problem ArmFailure(const TargetSpec& where, const ArmSpec& spec, Problem no);
   // Slots of `type` on task `tid` held outside hwwatchd, measured: what
   // the engine would still grant the task, less what the kernel grants it
   // (a dry run: events opened disabled, then closed). nullopt: not measured.

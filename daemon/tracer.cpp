@@ -328,28 +328,46 @@ bool Tracer::InStop(Tracee& t, const std::function<void()>& fn) {
     ThreadGone(tid, WaitStatus());
     return false;
   }
-  const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
-  for (;;) {
-    WaitStatus status;
-    const pid_t r = WaitFor(tid, &status, deadline);
-    if (r == 0) {
-      spdlog::warn("thread {} did not stop within {} ms", tid, kStopTimeout.count());
-      return false;  // the interrupt stays pending; Loop() resumes it later
-    }
-    if (r < 0 || !status.stopped()) {
-      ThreadGone(tid, r < 0 ? WaitStatus() : status);
-      return false;
-    }
-    fn();
-    if (status.event_stop()) {
-      Resume(t, status, 0);
-    } else {
-      // Some other stop came first (a signal, a clone): handled as usual;
-      // the interrupt's own stop follows and is resumed by Loop().
-      HandleStop(tid, status);
-    }
-    return true;
+  return FinishStop(tid, fn);
+}
+
+std::vector<bool> Tracer::InStops(const std::vector<pid_t>& tids,
+                                  const std::function<void(size_t)>& fn) {
+  // Every interrupt first: the threads stop together, and the waits below
+  // mostly find their stop there already.
+  std::vector<bool> asked(tids.size(), false), stopped(tids.size(), false);
+  for (size_t i = 0; i < tids.size(); ++i) {
+    asked[i] = ptrace(PTRACE_INTERRUPT, tids[i], nullptr, nullptr) == 0;
+    if (!asked[i]) ThreadGone(tids[i], WaitStatus());
   }
+  for (size_t i = 0; i < tids.size(); ++i) {
+    if (asked[i]) stopped[i] = FinishStop(tids[i], [&] { fn(i); });
+  }
+  return stopped;
+}
+
+bool Tracer::FinishStop(pid_t tid, const std::function<void()>& fn) {
+  const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
+  WaitStatus status;
+  const pid_t r = WaitFor(tid, &status, deadline);
+  if (r == 0) {
+    spdlog::warn("thread {} did not stop within {} ms", tid, kStopTimeout.count());
+    return false;  // the interrupt stays pending; Loop() resumes it later
+  }
+  Tracee* t = Find(tid);
+  if (r < 0 || !status.stopped() || t == nullptr) {
+    ThreadGone(tid, r < 0 ? WaitStatus() : status);
+    return false;
+  }
+  fn();
+  if (status.event_stop()) {
+    Resume(*t, status, 0);
+  } else {
+    // Some other stop came first (a signal, a clone): handled as usual;
+    // the interrupt's own stop follows and is resumed by Loop().
+    HandleStop(tid, status);
+  }
+  return true;
 }
 
 void Tracer::Resume(Tracee& t, WaitStatus status, int deliver, bool step) {
@@ -550,46 +568,76 @@ void Tracer::DisarmUse(Tracee& t, const TraceUse& use) {
 }
 
 arch::Result<std::vector<unsigned>> Tracer::Add(pid_t tid, const TraceUse& use) {
-  arch::Result<std::vector<unsigned>> out = Error{ESRCH, "no thread " + std::to_string(tid)};
+  return std::move(AddAll({{tid, use}}).front());
+}
+
+std::vector<arch::Result<std::vector<unsigned>>> Tracer::AddAll(
+    const std::vector<std::pair<pid_t, TraceUse>>& adds) {
+  std::vector<arch::Result<std::vector<unsigned>>> out;
+  for (const auto& [tid, use] : adds)
+    out.push_back(Error{ESRCH, "no thread " + std::to_string(tid)});
   Run([&] {
-    Tracee* t = Find(tid);
-    if (t != nullptr) {
-      for (const auto& h : t->uses) {
-        if (h.use.group == use.group) {
-          out = h.slots;
-          return;
+    JournalBatch batch(*this);
+    // Seized (or found traced), and the perf stops opened; the ptrace
+    // backend's threads are programmed in one pass of stops below.
+    std::vector<size_t> programmed;
+    for (size_t i = 0; i < adds.size(); ++i) {
+      const auto& [tid, use] = adds[i];
+      Tracee* t = Find(tid);
+      if (t != nullptr) {
+        auto it = std::find_if(t->uses.begin(), t->uses.end(),
+                               [&](const Tracee::Held& h) { return h.use.group == use.group; });
+        if (it != t->uses.end()) {
+          out[i] = it->slots;
+          continue;
         }
+      } else if ((t = Attach(tid, true)) == nullptr) {
+        const int err = errno;
+        out[i] = ErrnoError("PTRACE_SEIZE thread " + std::to_string(tid), err);
+        continue;
       }
-    } else if ((t = Attach(tid, true)) == nullptr) {
-      const int err = errno;
-      out = ErrnoError("PTRACE_SEIZE thread " + std::to_string(tid), err);
-      return;
-    }
-    if (use.perf_stop) {
-      // Traced first (above), then the events: the daemon takes every trap.
-      auto events = OpenPerfStop(tid, use);
-      if (!events.ok()) {
-        out = events.error();
-        if (t->uses.empty()) Release(*t);
-        return;
+      if (use.perf_stop) {
+        // Traced first (above), then the events: the daemon takes every trap.
+        auto events = OpenPerfStop(tid, use);
+        if (!events.ok()) {
+          out[i] = events.error();
+          if (t->uses.empty()) Release(*t);
+          continue;
+        }
+        t->uses.push_back({use, {}, std::move(events.value())});
+        out[i] = std::vector<unsigned>{};
+        continue;
       }
-      t->uses.push_back({use, {}, std::move(events.value())});
-      out = std::vector<unsigned>{};
-      return;
+      out[i] = Error{ESRCH, "thread " + std::to_string(tid) + " ended"};
+      programmed.push_back(i);
     }
-    arch::Result<std::vector<unsigned>> slots =
-        Error{ESRCH, "thread " + std::to_string(tid) + " ended"};
-    const bool stopped = InStop(*t, [&] { slots = ArmUse(*t, use); });
-    t = Find(tid);  // gone if it ended while stopping
-    if (stopped && t != nullptr && slots.ok()) {
-      t->uses.push_back({use, *slots, {}});
-      Journal(*t);
-    } else if (stopped && t != nullptr && t->uses.empty()) {
-      Release(*t);
+    // Journaled before they are armed, in one write: a daemon killed in
+    // this pass leaves nothing armed that the next one does not clear.
+    std::vector<pid_t> tids;
+    for (size_t i : programmed) {
+      tids.push_back(adds[i].first);
+      Journal(*Find(adds[i].first), &adds[i].second);
     }
-    if (!stopped && slots.ok())
-      slots = Error{EAGAIN, "thread " + std::to_string(tid) + " did not stop to be programmed"};
-    out = std::move(slots);
+    FlushJournal();
+    const std::vector<bool> stopped = InStops(tids, [&](size_t k) {
+      const size_t i = programmed[k];
+      if (Tracee* t = Find(adds[i].first)) out[i] = ArmUse(*t, adds[i].second);
+    });
+    for (size_t k = 0; k < programmed.size(); ++k) {
+      const size_t i = programmed[k];
+      const auto& [tid, use] = adds[i];
+      Tracee* t = Find(tid);  // gone if it ended while stopping
+      if (stopped[k] && t != nullptr && out[i].ok()) {
+        t->uses.push_back({use, *out[i], {}});  // journaled above
+      } else if (stopped[k] && t != nullptr && t->uses.empty()) {
+        Release(*t);
+      } else if (t != nullptr) {
+        Journal(*t);  // what is armed after all
+      }
+      if (!stopped[k] && out[i].ok()) {
+        out[i] = Error{EAGAIN, "thread " + std::to_string(tid) + " did not stop to be programmed"};
+      }
+    }
   });
   return out;
 }
@@ -639,27 +687,48 @@ arch::Status Tracer::Replace(pid_t tid, const TraceUse& use) {
   return out;
 }
 
-void Tracer::Remove(pid_t tid, uint64_t group) {
+void Tracer::Remove(pid_t tid, uint64_t group) { RemoveAll({tid}, group); }
+
+void Tracer::RemoveAll(const std::vector<pid_t>& tids, uint64_t group) {
   Run([&] {
-    Tracee* t = Find(tid);
-    if (t == nullptr) return;
-    auto it = std::find_if(t->uses.begin(), t->uses.end(),
-                           [&](const Tracee::Held& h) { return h.use.group == group; });
-    if (it == t->uses.end()) return;
-    if (t->uses.size() == 1) {
-      Release(*t);  // clears everything, detaches
-      return;
+    JournalBatch batch(*this);
+    const auto held = [&](Tracee& t) {
+      return std::find_if(t.uses.begin(), t.uses.end(),
+                          [&](const Tracee::Held& h) { return h.use.group == group; });
+    };
+    // Threads with nothing else are let go; the others lose this group's
+    // registers in a stop. Both kinds in one pass of stops each.
+    std::vector<pid_t> release, disarm;
+    for (pid_t tid : tids) {
+      Tracee* t = Find(tid);
+      if (t == nullptr) continue;
+      auto it = held(*t);
+      if (it == t->uses.end()) continue;
+      if (t->uses.size() == 1) {
+        release.push_back(tid);
+      } else if (!it->slots.empty()) {
+        disarm.push_back(tid);
+      } else {
+        t->Retire(group);
+        t->uses.erase(it);
+        Journal(*t);
+      }
     }
-    if (!it->slots.empty()) {
-      const TraceUse use = it->use;
-      if (!InStop(*t, [&] { DisarmUse(*t, use); })) return;
-      if ((t = Find(tid)) == nullptr) return;
-      it = std::find_if(t->uses.begin(), t->uses.end(),
-                        [&](const Tracee::Held& h) { return h.use.group == group; });
+    ReleaseAll(release);
+    std::vector<TraceUse> uses;
+    for (pid_t tid : disarm) uses.push_back(held(*Find(tid))->use);
+    const std::vector<bool> stopped = InStops(disarm, [&](size_t k) {
+      if (Tracee* t = Find(disarm[k])) DisarmUse(*t, uses[k]);
+    });
+    for (size_t k = 0; k < disarm.size(); ++k) {
+      Tracee* t = Find(disarm[k]);
+      if (!stopped[k] || t == nullptr) continue;
+      auto it = held(*t);
+      if (it == t->uses.end()) continue;
+      t->Retire(group);
+      t->uses.erase(it);
+      Journal(*t);
     }
-    t->Retire(group);
-    t->uses.erase(it);
-    Journal(*t);
   });
 }
 
@@ -682,7 +751,22 @@ bool Tracer::Traces(pid_t tid) {
   return out;
 }
 
-void Tracer::Release(Tracee& t) {
+void Tracer::ReleaseAll(const std::vector<pid_t>& tids) {
+  // Every thread's events closed and its interrupt asked first: they stop
+  // together, and each detach below mostly finds its stop there already.
+  std::vector<std::pair<pid_t, bool>> asked;
+  for (pid_t tid : tids) {
+    Tracee* t = Find(tid);
+    if (t == nullptr) continue;
+    for (auto& h : t->uses) h.events.clear();
+    asked.emplace_back(tid, ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0);
+  }
+  for (const auto& [tid, interrupted] : asked) {
+    if (Tracee* t = Find(tid)) Release(*t, interrupted);
+  }
+}
+
+void Tracer::Release(Tracee& t, bool interrupted) {
   const pid_t tid = t.tid;
   // No SIGTRAP may be raised once the thread is let go.
   for (auto& h : t.uses) h.events.clear();
@@ -690,7 +774,7 @@ void Tracer::Release(Tracee& t) {
     (void)t.regs.DisarmAll();
     (void)ptrace(PTRACE_DETACH, tid, nullptr, reinterpret_cast<void*>(static_cast<long>(deliver)));
   };
-  if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0) {
+  if (interrupted || ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0) {
     const auto deadline = std::chrono::steady_clock::now() + kStopTimeout;
     int steps = 0;
     int traps = 0;
@@ -800,14 +884,20 @@ void Tracer::Exec(pid_t tid) {
 // The journal: one line per change, "tid tgid start slot:type..." (the
 // thread's whole armed set; none: nothing armed), appended with one write
 // so that a crash leaves whole lines. The last line of a thread wins.
-void Tracer::Journal(const Tracee& t) {
+void Tracer::Journal(const Tracee& t, const TraceUse* adding) {
   std::string line =
       std::to_string(t.tid) + ' ' + std::to_string(t.tgid) + ' ' + std::to_string(t.start_time);
   for (arch::SlotType type : {arch::SlotType::kData, arch::SlotType::kInst}) {
     // x86 has one bank, serving both types.
-    if (arch::kHostArch == arch::Arch::kX86_64 && type == arch::SlotType::kInst) break;
+    const bool one_bank = arch::kHostArch == arch::Arch::kX86_64;
+    if (one_bank && type == arch::SlotType::kInst) break;
     for (unsigned s = 0; s < 16; ++s) {
-      if (t.regs.armed(s, type)) {
+      bool armed = t.regs.armed(s, type).has_value();
+      for (size_t i = 0; adding != nullptr && i < adding->slots.size(); ++i) {
+        armed = armed || (adding->slots[i] == s && i < adding->specs.size() &&
+                          (one_bank || SlotTypeOf(adding->specs[i].access) == type));
+      }
+      if (armed) {
         line += ' ' + std::to_string(s) + (type == arch::SlotType::kData ? ":data" : ":inst");
       }
     }
@@ -818,22 +908,34 @@ void Tracer::Journal(const Tracee& t) {
 void Tracer::JournalNone(pid_t tid) { JournalLine(std::to_string(tid) + " 0 0"); }
 
 void Tracer::JournalLine(const std::string& line) {
+  if (!files_->journal) return;
+  journal_pending_ += line;
+  journal_pending_ += '\n';
+  ++journal_lines_;
+  if (journal_batches_ == 0) FlushJournal();
+}
+
+void Tracer::FlushJournal() {
   arch::ScopedFd& journal = files_->journal;
-  if (!journal) return;
-  const std::string text = line + '\n';
+  if (journal_pending_.empty() || !journal) return;
+  const std::string text = std::exchange(journal_pending_, std::string());
   if (write(journal.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
     spdlog::error("cannot append to the ptrace journal {}: {}", JournalPath(),
                   std::strerror(errno));
   }
   // Rewritten with only what is armed when mostly history.
-  if (++journal_lines_ > 4096 && journal_lines_ > 4 * tracees_.size()) {
+  if (journal_lines_ > 4096 && journal_lines_ > 4 * tracees_.size()) {
     const std::string tmp = JournalPath() + ".new";
     arch::ScopedFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd) return;
     arch::ScopedFd old = std::exchange(journal, std::move(fd));
     journal_lines_ = 0;
+    ++journal_batches_;  // one write of every armed thread
     for (const auto& [tid, t] : tracees_) Journal(*t);
-    if (rename(tmp.c_str(), JournalPath().c_str()) != 0) {
+    --journal_batches_;
+    const std::string all = std::exchange(journal_pending_, std::string());
+    if (write(journal.get(), all.data(), all.size()) != static_cast<ssize_t>(all.size()) ||
+        rename(tmp.c_str(), JournalPath().c_str()) != 0) {
       spdlog::error("cannot compact the ptrace journal: {}", std::strerror(errno));
     }
     old.reset();

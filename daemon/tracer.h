@@ -98,12 +98,20 @@ class Tracer {
   // Errors: EPERM when another tracer has it, ESRCH when it is gone,
   // EBUSY when a slot is armed already, ENOSPC/EINVAL from the kernel.
   arch::Result<std::vector<unsigned>> Add(pid_t tid, const TraceUse& use);
+  // Add for many threads in one pass of the tracer thread (a process-wide
+  // watch): every thread is seized and interrupted before the first one is
+  // waited for, so they stop together instead of one after another, and
+  // their journal lines go in one write. One result per (tid, use).
+  std::vector<arch::Result<std::vector<unsigned>>> AddAll(
+      const std::vector<std::pair<pid_t, TraceUse>>& adds);
   // Replaces the group's use of `tid` in one stop: the old registers are
   // cleared and the new ones armed, or (on failure) the old ones rearmed.
   arch::Status Replace(pid_t tid, const TraceUse& use);
   // Removes the group's use of `tid` (clearing its registers); detaches
   // when nothing is left.
   void Remove(pid_t tid, uint64_t group);
+  // Remove for many threads in one pass, stopping them together.
+  void RemoveAll(const std::vector<pid_t>& tids, uint64_t group);
   // New threads of `tgid` get `use` (armed before they first run).
   void Follow(pid_t tgid, const TraceUse& use);
   void Unfollow(pid_t tgid, uint64_t group);
@@ -122,6 +130,11 @@ class Tracer {
   // Stops `t` (PTRACE_INTERRUPT), runs fn in that stop, resumes it;
   // false when the thread is gone.
   bool InStop(Tracee& t, const std::function<void()>& fn);
+  // InStop for several threads: every interrupt is asked before the first
+  // wait. fn(i) runs in the stop of tids[i]; returns which stopped.
+  std::vector<bool> InStops(const std::vector<pid_t>& tids, const std::function<void(size_t)>& fn);
+  // The rest of InStop once the interrupt is asked.
+  bool FinishStop(pid_t tid, const std::function<void()>& fn);
   void HandleStop(pid_t tid, WaitStatus status);
   // Takes the pending state changes of tracees; false when a child that is
   // not ours is in the way (a test forks in this process): then
@@ -137,11 +150,33 @@ class Tracer {
   void DisarmUse(Tracee& t, const TraceUse& use);
   void ThreadGone(pid_t tid, WaitStatus status);
   void Exec(pid_t tid);
-  // Clears everything and detaches `t` (in a stop of our own).
-  void Release(Tracee& t);
-  void Journal(const Tracee& t);
+  // Clears everything and detaches `t` (in a stop of our own; `interrupted`:
+  // its PTRACE_INTERRUPT is asked already).
+  void Release(Tracee& t, bool interrupted = false);
+  // Release for several threads, their interrupts asked together first.
+  void ReleaseAll(const std::vector<pid_t>& tids);
+  // A journal line of `t`'s armed registers, and those `adding` is about to
+  // arm.
+  void Journal(const Tracee& t, const TraceUse* adding = nullptr);
   void JournalNone(pid_t tid);
   void JournalLine(const std::string& line);
+  // Writes the lines waiting (one write), and compacts the journal when it
+  // is mostly history.
+  void FlushJournal();
+  // While one lives, journal lines wait and are written together when the
+  // last one ends (a pass over many threads).
+  class JournalBatch {
+   public:
+    explicit JournalBatch(Tracer& t) : t_(t) { ++t_.journal_batches_; }
+    ~JournalBatch() {
+      if (--t_.journal_batches_ == 0) t_.FlushJournal();
+    }
+    JournalBatch(const JournalBatch&) = delete;
+    JournalBatch& operator=(const JournalBatch&) = delete;
+
+   private:
+    Tracer& t_;
+  };
   std::string JournalPath() const;
   void ClearLeftovers();
   Tracee* Find(pid_t tid);
@@ -178,6 +213,8 @@ class Tracer {
   ThreadFiles* files_ = nullptr;                           // tracer thread only, while it runs
   pid_t self_ = 0;                                         // the tracer thread's tid
   size_t journal_lines_ = 0;                               // tracer thread
+  unsigned journal_batches_ = 0;                           // tracer thread
+  std::string journal_pending_;                            // tracer thread
   std::chrono::steady_clock::time_point last_full_sweep_;  // tracer thread
   std::thread thread_;
 };
