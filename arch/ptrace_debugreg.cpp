@@ -153,29 +153,47 @@ Status PtraceDebugRegs::Arm(unsigned slot, const BreakpointSpec& spec) {
   if (spec.access != Access::kExecute && spec.address % spec.length != 0) {
     return Error{EINVAL, "x86 data watches must be naturally aligned"};
   }
-  Result<uint64_t> dr7 = PeekDr(tid_, 7);
+  Result<uint64_t> dr7 = Dr7();
   if (!dr7.ok()) return dr7.error();
   uint64_t cleared = x86::Dr7WithoutSlot(*dr7, slot);
   // Disable the slot before moving it, so the old condition never applies
   // to the new address (nor the new condition to the old address).
   if (cleared != *dr7) {
-    if (Status s = PokeDr(tid_, 7, cleared); !s.ok()) return s;
+    if (Status s = SetDr7(cleared); !s.ok()) return s;
   }
   if (Status s = PokeDr(tid_, slot, spec.address); !s.ok()) return s;
   // The kernel validates alignment and reserves the slot on this write
   // (ENOSPC when the tracee's CPUs are full).
-  if (Status s = PokeDr(tid_, 7, *x86::Dr7WithSlot(cleared, slot, *want)); !s.ok()) return s;
+  if (Status s = SetDr7(*x86::Dr7WithSlot(cleared, slot, *want)); !s.ok()) return s;
   data_[slot] = spec;
   return OkStatus();
 }
 
 Status PtraceDebugRegs::Disarm(unsigned slot, SlotType) {
   if (slot >= x86::kSlots) return Error{EINVAL, Slot(slot) + ": x86 has DR0-DR3"};
-  Result<uint64_t> dr7 = PeekDr(tid_, 7);
+  Result<uint64_t> dr7 = Dr7();
   if (!dr7.ok()) return dr7.error();
-  if (Status s = PokeDr(tid_, 7, x86::Dr7WithoutSlot(*dr7, slot)); !s.ok()) return s;
+  if (Status s = SetDr7(x86::Dr7WithoutSlot(*dr7, slot)); !s.ok()) return s;
   data_[slot].reset();
   return OkStatus();
+}
+
+Result<uint64_t> PtraceDebugRegs::Dr7() {
+  if (dr7_) return *dr7_;
+  Result<uint64_t> dr7 = PeekDr(tid_, 7);
+  if (dr7.ok()) dr7_ = *dr7;
+  return dr7;
+}
+
+Status PtraceDebugRegs::SetDr7(uint64_t value) {
+  Status s = PokeDr(tid_, 7, value);
+  // After a failed write, read it again rather than guess.
+  if (s.ok()) {
+    dr7_ = value;
+  } else {
+    dr7_.reset();
+  }
+  return s;
 }
 
 Result<RawSlot> PtraceDebugRegs::ReadSlot(unsigned slot, SlotType) const {

@@ -99,6 +99,13 @@ class PtraceDebugRegs {
   // x86 has one bank: everything lives in data_.
   std::array<std::optional<BreakpointSpec>, kMaxSlots> data_;
   std::array<std::optional<BreakpointSpec>, kMaxSlots> inst_;
+  // x86: DR7 as last read or written. Only the tracer writes a tracee's
+  // debug registers, so it is read from the thread once (and the kernel
+  // clears them only at exec and for a new thread, which end or start a
+  // PtraceDebugRegs).
+  std::optional<uint64_t> dr7_;
+  Result<uint64_t> Dr7();
+  Status SetDr7(uint64_t value);
 };
 
 // The instruction pointer of a stopped tracee (x86_64: rip from

@@ -101,6 +101,31 @@ void ReservationManager::Reap() {
     execed.swap(execed_);
     guarded.swap(debugger_gone_);
   }
+  // Threads whose end nothing reports (counting events, a debugger's
+  // stops), and threads the tracer let go of, which hold registered slots
+  // until they end: looked up in /proc without mu_ (thousands of threads
+  // take a while, and no Reserve or Release waits for them).
+  std::vector<std::pair<uint64_t, pid_t>> unreported;
+  {
+    MutexLock lock(mu_);
+    for (auto& [id, e] : entries_) {
+      if (e->info.target.kind == TargetSpec::Kind::kCpu ||
+          e->info.target.kind == TargetSpec::Kind::kProcess) {
+        continue;
+      }
+      for (const ThreadArm& arm : e->group->arms) {
+        if (arm.sampled.empty() && arm.traced_group == 0) {
+          unreported.emplace_back(e->group->id, arm.tid);
+        }
+      }
+    }
+  }
+  for (pid_t tid : ptrace_slots_.Idle()) {
+    if (!procfs::ThreadAlive(tid)) ptrace_slots_.Forget(tid);
+  }
+  for (const auto& [gid, tid] : unreported) {
+    if (!procfs::ThreadAlive(tid)) gone.emplace_back(gid, tid);
+  }
   MutexLock lock(mu_);
   for (auto [gid, tgid] : execed) {
     for (auto it = entries_.begin(); it != entries_.end();) {
@@ -115,24 +140,6 @@ void ReservationManager::Reap() {
     ptrace_slots_.Forget(tgid);  // exec flushed its registers
   }
   for (const auto& [gid, tid] : gone) ptrace_slots_.Forget(tid);
-  // Threads the tracer let go of still hold registered slots until they
-  // end: looked up in /proc.
-  for (pid_t tid : ptrace_slots_.Idle()) {
-    if (!procfs::ThreadAlive(tid)) ptrace_slots_.Forget(tid);
-  }
-  // Threads whose end nothing reports (counting events, a debugger's
-  // stops): looked up in /proc.
-  for (auto& [id, e] : entries_) {
-    if (e->info.target.kind == TargetSpec::Kind::kCpu ||
-        e->info.target.kind == TargetSpec::Kind::kProcess) {
-      continue;
-    }
-    for (const ThreadArm& arm : e->group->arms) {
-      if (arm.sampled.empty() && arm.traced_group == 0 && !procfs::ThreadAlive(arm.tid)) {
-        gone.emplace_back(e->group->id, arm.tid);
-      }
-    }
-  }
   for (auto [gid, tid] : gone) {
     for (auto& [id, e] : entries_) {
       if (e->group->id != gid) continue;
@@ -222,10 +229,12 @@ void ReservationManager::FollowThreads(Entry& e) {
   // The kernel armed the process's new threads at clone from inherited
   // events: they are only accounted here, as the kernel accounts them.
   const bool inherited = !g.arms.empty() && g.arms.front().inherits;
+  std::unordered_set<pid_t> known;
+  for (const ThreadArm& a : g.arms) {
+    if (!a.exited) known.insert(a.tid);
+  }
   for (pid_t tid : now) {
-    bool known = false;
-    for (const ThreadArm& a : g.arms) known = known || (a.tid == tid && !a.exited);
-    if (known) continue;
+    if (known.count(tid) != 0) continue;
     if (inherited) {
       const TargetSpec where{TargetSpec::Kind::kThread, tid, 0};
       auto arm = g.backend->Admit(where, spec.type, spec.watch->weight(), spec.how);

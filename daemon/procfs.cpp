@@ -25,8 +25,13 @@ std::string Slurp(const std::string& path) {
   std::string out;
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return out;
+  // A read that does not fill the buffer has the whole file (these are
+  // seq_files, generated whole at the first read).
   char buf[4096];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) {
+    out.append(buf, static_cast<size_t>(n));
+    if (static_cast<size_t>(n) < sizeof buf) break;
+  }
   close(fd);
   return out;
 }
@@ -164,7 +169,10 @@ std::vector<pid_t> ListThreads(pid_t pid) {
 }
 
 bool ThreadAlive(pid_t tid) {
-  const std::string line = Slurp("/proc/" + std::to_string(tid) + "/stat");
+  // The thread's own stat: /proc/TID/stat sums the times of every thread
+  // of its process (O(threads) a read, so O(threads^2) a sweep).
+  const std::string t = std::to_string(tid);
+  const std::string line = Slurp("/proc/" + t + "/task/" + t + "/stat");
   const size_t paren = line.rfind(')');
   return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z' &&
          line[paren + 2] != 'X';
