@@ -18,7 +18,7 @@ set -eu
 deb=$1
 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
-timeout_s=${HWWATCH_VM_TIMEOUT:-600}
+timeout_s=${HWWATCH_VM_TIMEOUT:-900}
 fail() { echo "boot.sh: $*" >&2; exit 1; }
 umask 022
 
@@ -42,6 +42,16 @@ fs=$out/overlay
 mkdir -p "$fs/srv/hwwatch" "$fs/etc/systemd/system/multi-user.target.wants"
 cp "$deb" "$fs/srv/hwwatch/"
 cp "$here/guest-check.sh" "$fs/srv/hwwatch/guest-check.sh"
+# The GDB tests (tests/debuggers) with their target program, built by the
+# tree (the guest is Debian 12 too, so its libc runs it).
+mkdir -p "$fs/srv/hwwatch/debuggers"
+for f in harness.py test_gdb.py dbg_target.c; do
+  cp "$here/../../debuggers/$f" "$fs/srv/hwwatch/debuggers/"
+done
+if [ -n "${build:-}" ]; then
+  cp "$build/tests/dbg_target" "$fs/srv/hwwatch/debuggers/" ||
+    fail "no $build/tests/dbg_target (is the tree built?)"
+fi
 for prog in "$here/../guest/vm_counter.c" "$here/writer.c"; do
   name=$(basename "$prog" .c)
   gcc -O1 -g -static -no-pie "$prog" -o "$fs/srv/hwwatch/$name" || fail "building the static $name failed"

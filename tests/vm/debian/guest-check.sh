@@ -4,7 +4,8 @@
 # vm_counter and writer in DIR; its output is the serial console. Installs
 # the package offline and checks the service as an operator meets it:
 # socket activation, an unprivileged user's watches, capture at the trap,
-# sd_notify, the unit's sandbox, a crash, the journal and a stop. Prints
+# sd_notify, the unit's sandbox, a crash, the journal and a stop, then
+# real GDB with the packaged extension (debuggers/). Prints
 # one "CASE debian_amd64 NAME PASS|FAIL: ..." line per check
 # (tests/vm/debian/CMakeLists.txt names them), then "GUEST DONE"; the unit
 # powers the machine off when this ends.
@@ -238,4 +239,27 @@ fi
 
 show "journalctl -u hwwatchd"
 journalctl -u hwwatchd --no-pager -o short-monotonic | tail -n 40
+
+# 9. Real GDB with the packaged extension (/usr/share/hwwatch) and Python
+# client (dist-packages) against the packaged hwwatchd (a daemon of its own
+# on a temporary socket): tests/debuggers/test_gdb.py, whose registers
+# fire here whatever the host's do.
+show "GDB 13: tests/debuggers/test_gdb.py with the installed package"
+if [ -x debuggers/dbg_target ]; then
+  HWWATCH_BIN_DIR=/usr/sbin HWWATCH_TEST_DIR=$dir/debuggers HWWATCH_PYTHON_DIR=/usr/share/hwwatch \
+    PYTHONPATH=$dir/debuggers PYTHONDONTWRITEBYTECODE=1 \
+    timeout 480 python3 debuggers/test_gdb.py -v >/tmp/gdb.out 2>&1
+  rc=$?
+  grep -E ' \.\.\. |^Ran |^OK|^FAILED|NOT RUN' /tmp/gdb.out
+  ran=$(grep -E '^Ran [0-9]+ test' /tmp/gdb.out)
+  if [ "$rc" = 0 ] && grep -q '^OK' /tmp/gdb.out; then
+    grep -A8 'Hardware watchpoint 1: counter' /tmp/gdb.out | head -n 9
+    result gdb PASS "$ran: real GDB, exact Old/New, --if, a later thread, non-stop, next, GDB's own watch beside and the refusal, detach and quit"
+  else
+    tail -n 60 /tmp/gdb.out
+    result gdb FAIL "test_gdb.py exit $rc ($ran)"
+  fi
+else
+  result gdb FAIL "no debuggers/dbg_target in the guest (boot.sh was given a package, not a build tree)"
+fi
 echo "GUEST DONE"

@@ -32,11 +32,15 @@ fi
 # bus), passwd (useradd), procps, bash-completion (with systemd, the
 # package's Recommends, so apt finds them all installed), usr-is-merged
 # (else init-system-helpers' "usrmerge | usr-is-merged" brings usrmerge
-# and 35 MiB of perl to an image that is merged already), and whatever
-# the package's Depends name, first alternatives, versions left to apt.
+# and 35 MiB of perl to an image that is merged already), gdb with
+# python3-grpcio and python3-protobuf (the package's Suggests: the GDB
+# extension and its Python client are tested in the guest, whose registers
+# fire), and whatever the package's Depends name, first alternatives,
+# versions left to apt.
 depends=$(dpkg-deb -f "$deb" Depends) || fail "dpkg-deb -f $deb Depends failed"
 [ -n "$depends" ] || fail "$deb has no Depends"
 packages=$( (echo "systemd systemd-sysv dbus passwd procps bash-completion usr-is-merged"
+             echo "gdb python3-grpcio python3-protobuf"
              echo "$depends" | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/:any//; s/ //g') |
            tr ' ' '\n' | sed '/^$/d' | sort -u | tr '\n' ' ')
 hash=$( (cat "$self"; echo "$packages") | sha256sum | cut -c1-16)
