@@ -86,12 +86,14 @@ rm -rf "$fs" "$out/overlay.cpio"
 echo "boot.sh: booting $kernel"
 start=$(date +%s)
 # timeout leads its own process group: take QEMU down with this script.
+# No transparent huge pages: under TCG, khugepaged collapsing GDB's memory
+# held a CPU for minutes (soft lockups, the GDB case never ended).
 qemu=""
 trap '[ -z "$qemu" ] || kill -TERM -"$qemu" 2>/dev/null; exit 130' INT TERM HUP
-timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 -M q35 -cpu max -accel tcg -m 2048 -smp 2 \
+timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 -M q35 -cpu max -accel tcg -m 2048 -smp 1 \
   -nographic -no-reboot -nic none \
   -kernel "$kernel" -initrd "$out/initrd.cpio" \
-  -append "console=ttyS0 rdinit=/sbin/init quiet loglevel=3 panic=-1" \
+  -append "console=ttyS0 rdinit=/sbin/init quiet loglevel=3 panic=-1 transparent_hugepage=never" \
   </dev/null >"$out/console.log" 2>&1 &
 qemu=$!
 wait "$qemu" || true

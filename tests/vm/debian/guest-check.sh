@@ -246,15 +246,22 @@ journalctl -u hwwatchd --no-pager -o short-monotonic | tail -n 40
 # fire here whatever the host's do.
 show "GDB 13: tests/debuggers/test_gdb.py with the installed package"
 if [ -x debuggers/dbg_target ]; then
-  HWWATCH_BIN_DIR=/usr/sbin HWWATCH_TEST_DIR=$dir/debuggers HWWATCH_PYTHON_DIR=/usr/share/hwwatch \
+  # Each test's line as it ends (the console shows where it is). Not
+  # test_hit_during_next_is_reported: GDB's `next` over the watched write
+  # froze this emulated machine every time (Debian's 6.1 kernel under QEMU
+  # TCG: soft lockups with 2 CPUs, no progress with 1); it runs where the
+  # host's registers fire.
+  tests=$(python3 -c 'import re; print(" ".join("GdbTest." + t for t in re.findall(r"def (test_\w+)", open("debuggers/test_gdb.py").read()) if t != "test_hit_during_next_is_reported"))')
+  # shellcheck disable=SC2086
+  (HWWATCH_BIN_DIR=/usr/sbin HWWATCH_TEST_DIR=$dir/debuggers HWWATCH_PYTHON_DIR=/usr/share/hwwatch \
     PYTHONPATH=$dir/debuggers PYTHONDONTWRITEBYTECODE=1 \
-    timeout 480 python3 debuggers/test_gdb.py -v >/tmp/gdb.out 2>&1
-  rc=$?
-  grep -E ' \.\.\. |^Ran |^OK|^FAILED|NOT RUN' /tmp/gdb.out
+    timeout -k 10 480 python3 debuggers/test_gdb.py -v $tests 2>&1; echo $? >/tmp/gdb.rc) |
+    tee /tmp/gdb.out | grep --line-buffered -E ' \.\.\. |^Ran |^OK|^FAILED|NOT RUN'
+  rc=$(cat /tmp/gdb.rc)
   ran=$(grep -E '^Ran [0-9]+ test' /tmp/gdb.out)
   if [ "$rc" = 0 ] && grep -q '^OK' /tmp/gdb.out; then
     grep -A8 'Hardware watchpoint 1: counter' /tmp/gdb.out | head -n 9
-    result gdb PASS "$ran: real GDB, exact Old/New, --if, a later thread, non-stop, next, GDB's own watch beside and the refusal, detach and quit"
+    result gdb PASS "$ran: real GDB, exact Old/New, --if, --changed, a later thread, non-stop, GDB's own watch beside and the refusal, detach and quit (not run here: a hit during next)"
   else
     tail -n 60 /tmp/gdb.out
     result gdb FAIL "test_gdb.py exit $rc ($ran)"
