@@ -615,9 +615,10 @@ std::vector<arch::Result<std::vector<unsigned>>> Tracer::AddAll(
     std::vector<pid_t> tids;
     for (size_t i : programmed) {
       tids.push_back(adds[i].first);
-      Journal(*Find(adds[i].first), &adds[i].second);
+      if (const Tracee* t = Find(adds[i].first)) Journal(*t, &adds[i].second);
     }
-    FlushJournal();
+    // Not compacted now: that would write what is armed, without these.
+    FlushJournal(/*compact=*/false);
     const std::vector<bool> stopped = InStops(tids, [&](size_t k) {
       const size_t i = programmed[k];
       if (Tracee* t = Find(adds[i].first)) out[i] = ArmUse(*t, adds[i].second);
@@ -698,6 +699,7 @@ void Tracer::RemoveAll(const std::vector<pid_t>& tids, uint64_t group) {
     // Threads with nothing else are let go; the others lose this group's
     // registers in a stop. Both kinds in one pass of stops each.
     std::vector<pid_t> release, disarm;
+    std::vector<TraceUse> uses;  // disarm's
     for (pid_t tid : tids) {
       Tracee* t = Find(tid);
       if (t == nullptr) continue;
@@ -707,6 +709,7 @@ void Tracer::RemoveAll(const std::vector<pid_t>& tids, uint64_t group) {
         release.push_back(tid);
       } else if (!it->slots.empty()) {
         disarm.push_back(tid);
+        uses.push_back(it->use);
       } else {
         t->Retire(group);
         t->uses.erase(it);
@@ -714,8 +717,6 @@ void Tracer::RemoveAll(const std::vector<pid_t>& tids, uint64_t group) {
       }
     }
     ReleaseAll(release);
-    std::vector<TraceUse> uses;
-    for (pid_t tid : disarm) uses.push_back(held(*Find(tid))->use);
     const std::vector<bool> stopped = InStops(disarm, [&](size_t k) {
       if (Tracee* t = Find(disarm[k])) DisarmUse(*t, uses[k]);
     });
@@ -914,7 +915,7 @@ void Tracer::JournalLine(const std::string& line) {
   if (journal_batches_ == 0) FlushJournal();
 }
 
-void Tracer::FlushJournal() {
+void Tracer::FlushJournal(bool compact) {
   arch::ScopedFd& journal = files_->journal;
   if (journal_pending_.empty() || !journal) return;
   const std::string text = std::exchange(journal_pending_, std::string());
@@ -923,7 +924,7 @@ void Tracer::FlushJournal() {
                   std::strerror(errno));
   }
   // Rewritten with only what is armed when mostly history.
-  if (journal_lines_ > 4096 && journal_lines_ > 4 * tracees_.size()) {
+  if (compact && journal_lines_ > 4096 && journal_lines_ > 4 * tracees_.size()) {
     const std::string tmp = JournalPath() + ".new";
     arch::ScopedFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd) return;

@@ -160,9 +160,9 @@ class Tracer {
   void Journal(const Tracee& t, const TraceUse* adding = nullptr);
   void JournalNone(pid_t tid);
   void JournalLine(const std::string& line);
-  // Writes the lines waiting (one write), and compacts the journal when it
-  // is mostly history.
-  void FlushJournal();
+  // Writes the lines waiting (one write), and (`compact`) rewrites the
+  // journal with what is armed when it is mostly history.
+  void FlushJournal(bool compact = true);
   // While one lives, journal lines wait and are written together when the
   // last one ends (a pass over many threads).
   class JournalBatch {
