@@ -5,7 +5,7 @@ set -eu
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  ca-certificates cmake ninja-build g++ make pkg-config \
+  ca-certificates cmake ninja-build g++ make pkg-config nlohmann-json3-dev \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   libspdlog-dev libboost-dev libcli11-dev libgtest-dev libgmock-dev \
   libdw-dev libelf-dev libsystemd-dev libbpf-dev bpftool \

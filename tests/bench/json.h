@@ -1,43 +1,45 @@
-// The benches' --json output: one object built on protobuf's Struct and
-// printed by protobuf's JSON mapping, so no bench writes JSON by hand.
+// The benches' --json output: one object built with nlohmann::json (Debian's
+// nlohmann-json3-dev, header-only) and printed by it, so no bench writes
+// JSON by hand. (Not protobuf's Struct here: the bench also runs in the
+// ThreadSanitizer tree, where protobuf's Map, inlined from its headers
+// into instrumented code beside the uninstrumented library, crashed.)
 #pragma once
 
-#include <google/protobuf/struct.pb.h>
-
+#include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 
 namespace hwwatch::bench {
 
-using Json = google::protobuf::Struct;
+using Json = nlohmann::json;
 
-inline void Put(Json& o, const std::string& key, double v) {
-  (*o.mutable_fields())[key].set_number_value(v);
-}
-inline void Put(Json& o, const std::string& key, const std::string& v) {
-  (*o.mutable_fields())[key].set_string_value(v);
-}
-inline void Put(Json& o, const std::string& key, const char* v) { Put(o, key, std::string(v)); }
+template <class T>
+requires std::is_arithmetic_v<T>
+inline void Put(Json& o, const std::string& key, T v) { o[key] = v; }
+inline void Put(Json& o, const std::string& key, const std::string& v) { o[key] = v; }
+inline void Put(Json& o, const std::string& key, const char* v) { o[key] = std::string(v); }
 
 // A figure that is a positive number, or null when it was not measured.
 inline void PutMeasured(Json& o, const std::string& key, double v) {
-  if (v > 0) {
-    Put(o, key, v);
-  } else {
-    (*o.mutable_fields())[key].set_null_value(google::protobuf::NULL_VALUE);
-  }
+  o[key] = v > 0 ? Json(v) : Json(nullptr);
 }
 
 // The object under `key` (made empty if it was not there).
 inline Json& Child(Json& o, const std::string& key) {
-  return *(*o.mutable_fields())[key].mutable_struct_value();
+  Json& c = o[key];
+  if (!c.is_object()) c = Json::object();
+  return c;
 }
 
 // A new object appended to the list under `key`.
 inline Json& Append(Json& o, const std::string& key) {
-  return *(*o.mutable_fields())[key].mutable_list_value()->add_values()->mutable_struct_value();
+  Json& list = o[key];
+  if (!list.is_array()) list = Json::array();
+  list.push_back(Json::object());
+  return list.back();
 }
 
 // One line of compact JSON.
-std::string ToJson(const Json& o);
+inline std::string ToJson(const Json& o) { return o.dump() + "\n"; }
 
 }  // namespace hwwatch::bench

@@ -147,10 +147,10 @@ int Run(const LoadParams& p) {
     Json j;
     Put(j, "clients", p.clients);
     Put(j, "seconds", p.seconds);
-    Put(j, "reserves", static_cast<double>(all.size()));
-    Put(j, "admitted", static_cast<double>(ok.load()));
-    Put(j, "resource_exhausted", static_cast<double>(exhausted.load()));
-    Put(j, "errors", static_cast<double>(errors.load()));
+    Put(j, "reserves", all.size());
+    Put(j, "admitted", ok.load());
+    Put(j, "resource_exhausted", exhausted.load());
+    Put(j, "errors", errors.load());
     Put(j, "reserve_p50_us", p50);
     Put(j, "reserve_p99_us", p99);
     Put(j, "reserve_max_us", max);

@@ -463,7 +463,7 @@ void P9Json(Json& j, const ProcessTargetFigures& x) {
   PutMeasured(j, "ptrace_us", x.ptrace_us);
   PutMeasured(j, "ptrace_ratio", Ratio(x.ptrace_us, x.direct_us));
   PutMeasured(j, "daemon_ptrace_over_ptrace", Ratio(x.daemon_ptrace_us, x.ptrace_us));
-  Put(j, "refusals", static_cast<double>(x.refusals));
+  Put(j, "refusals", x.refusals);
   if (!x.refused.empty()) Put(j, "refused", x.refused);
   if (!x.ptrace_not_measured.empty()) Put(j, "ptrace_not_measured", x.ptrace_not_measured);
   if (!x.error.empty()) Put(j, "error", x.error);
@@ -489,13 +489,13 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
     Put(j5, "empty_us", l.empty_us);
     Put(j5, "ratio", p5);
     Put(j5, "ratio_per_rpc", p5_per_rpc);
-    Put(j5, "refused", static_cast<double>(l.reserve_refused));
+    Put(j5, "refused", l.reserve_refused);
     Json& j6 = Child(j, "p6");
     Put(j6, "reserve_release_us", l.reserve_release_us);
     Put(j6, "direct_open_close_empty_us", l.direct_us);
     Put(j6, "ratio", p6);
     Put(j6, "ratio_vs_two_rpcs", p6_two);
-    Put(j6, "direct_refused", static_cast<double>(l.direct_refused));
+    Put(j6, "direct_refused", l.direct_refused);
     Json& j7 = Child(j, "p7");
     Put(j7, "threads", f.threads);
     Put(j7, "reservations", f.reservations);
@@ -508,7 +508,7 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
       Put(jt, "clients", x.clients);
       Put(jt, "ops", p.ops);
       Put(jt, "ops_per_s", x.ops_per_s);
-      Put(jt, "failed", static_cast<double>(x.failed));
+      Put(jt, "failed", x.failed);
     }
     P9Json(Child(j, "p9"), x);
     std::fputs(ToJson(j).c_str(), stdout);
