@@ -581,7 +581,9 @@ std::vector<arch::Result<std::vector<unsigned>>> Tracer::AddAll(
     // backend's threads are programmed in one pass of stops below.
     std::vector<size_t> programmed;
     for (size_t i = 0; i < adds.size(); ++i) {
-      const auto& [tid, use] = adds[i];
+      // Not a structured binding: clang 14 cannot capture one in a lambda.
+      const pid_t tid = adds[i].first;
+      const TraceUse& use = adds[i].second;
       Tracee* t = Find(tid);
       if (t != nullptr) {
         auto it = std::find_if(t->uses.begin(), t->uses.end(),
