@@ -36,6 +36,17 @@ std::string Slurp(const std::string& path) {
   return out;
 }
 
+// /proc/TGID/task/TID/stat after the command name, from field 3 (the
+// state) on; empty when the thread is gone. (TGID may be the tid itself:
+// /proc/TID/task lists the threads of TID's process.)
+std::string TaskStatFields(pid_t tgid, pid_t tid) {
+  const std::string line =
+      Slurp("/proc/" + std::to_string(tgid) + "/task/" + std::to_string(tid) + "/stat");
+  const size_t paren = line.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= line.size()) return "";
+  return line.substr(paren + 2);
+}
+
 bool ParseIds(const std::string& line, unsigned* a, unsigned* b, unsigned* c) {
   std::istringstream in(line);
   return static_cast<bool>(in >> *a >> *b >> *c);
@@ -140,12 +151,7 @@ std::optional<pid_t> ReadTgid(pid_t tid) {
 }
 
 std::optional<uint64_t> StartTime(pid_t tid, pid_t tgid) {
-  const std::string line =
-      Slurp("/proc/" + std::to_string(tgid) + "/task/" + std::to_string(tid) + "/stat");
-  if (line.empty()) return std::nullopt;
-  const size_t paren = line.rfind(')');
-  if (paren == std::string::npos) return std::nullopt;
-  std::istringstream rest(line.substr(paren + 2));
+  std::istringstream rest(TaskStatFields(tgid, tid));
   std::string field;
   // Fields 3.. follow the comm; the start time is field 22.
   for (int i = 3; i <= 22; ++i) {
@@ -170,12 +176,10 @@ std::vector<pid_t> ListThreads(pid_t pid) {
 
 bool ThreadAlive(pid_t tid) {
   // The thread's own stat: /proc/TID/stat sums the times of every thread
-  // of its process (O(threads) a read, so O(threads^2) a sweep).
-  const std::string t = std::to_string(tid);
-  const std::string line = Slurp("/proc/" + t + "/task/" + t + "/stat");
-  const size_t paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z' &&
-         line[paren + 2] != 'X';
+  // of its process (O(threads) a read, so O(threads^2) a sweep). Field 3
+  // is the state.
+  const std::string fields = TaskStatFields(tid, tid);
+  return !fields.empty() && fields[0] != 'Z' && fields[0] != 'X';
 }
 
 ThreadWhere WhereIs(pid_t tid) {
