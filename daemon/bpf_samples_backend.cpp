@@ -17,7 +17,7 @@ std::optional<Problem> BpfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec& 
   bool inherits = false;
   pid_t tgid = spec.inherit ? spec.tgid : 0;
   if (where.is_task() && tgid == 0) {
-    tgid = procfs::ReadTgid(where.tid).value_or(where.tid);
+    tgid = procfs::TgidOf(where.tid).value_or(where.tid);
   }
   auto refused = capture_.AddWatch(spec.group, watch, tgid, spec.inherit, inherits);
   if (refused) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -12,8 +13,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <system_error>
+#include <unordered_map>
 
 namespace hwwatch::daemon::procfs {
 
@@ -141,6 +144,16 @@ bool IsDescendant(pid_t pid, pid_t ancestor) {
   return false;
 }
 
+namespace {
+
+// tgkill(tgid, tid, 0): the kernel finds thread `tid` and compares its
+// process with `tgid` before it checks permission; signal 0 sends nothing.
+// One system call where /proc/TID/status costs three and formats a page.
+bool InProcess(pid_t tid, pid_t tgid) {
+  if (syscall(SYS_tgkill, tgid, tid, 0) == 0) return true;
+  return errno == EPERM || errno == EACCES;  // found, not ours to signal
+}
+
 std::optional<pid_t> ReadTgid(pid_t tid) {
   const std::string status = Slurp("/proc/" + std::to_string(tid) + "/status");
   const size_t at = status.find("\nTgid:");
@@ -148,6 +161,30 @@ std::optional<pid_t> ReadTgid(pid_t tid) {
   const long tgid = std::strtol(status.c_str() + at + 6, nullptr, 10);
   if (tgid <= 0) return std::nullopt;
   return static_cast<pid_t>(tgid);
+}
+
+}  // namespace
+
+std::optional<pid_t> TgidOf(pid_t tid) {
+  if (tid <= 0) return std::nullopt;
+  if (InProcess(tid, tid)) return tid;  // a process's first thread
+  // Other threads: the process found last time, if the kernel still says
+  // so (a tid reused in another process fails the check).
+  static std::mutex mu;
+  static std::unordered_map<pid_t, pid_t> known;
+  {
+    std::lock_guard lock(mu);
+    if (auto it = known.find(tid); it != known.end()) {
+      if (InProcess(tid, it->second)) return it->second;
+      known.erase(it);
+    }
+  }
+  auto tgid = ReadTgid(tid);
+  if (!tgid) return std::nullopt;
+  std::lock_guard lock(mu);
+  if (known.size() >= 4096) known.clear();  // bounded; refilled as asked
+  known[tid] = *tgid;
+  return tgid;
 }
 
 std::optional<uint64_t> StartTime(pid_t tid, pid_t tgid) {

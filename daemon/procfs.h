@@ -40,8 +40,10 @@ std::optional<ProcCreds> ParseProcStatus(const std::string& status);
 // Reads /proc/PID/status and the owner of /proc/PID. nullopt: no such task.
 std::optional<ProcCreds> ReadProcCreds(pid_t pid);
 
-// The process of thread `tid` (Tgid in /proc/TID/status); nullopt: gone.
-std::optional<pid_t> ReadTgid(pid_t tid);
+// The process of thread `tid`; nullopt: gone. Checked with the kernel in
+// one system call (tgkill with signal 0) for a process's first thread and
+// for a thread seen before; else read from /proc/TID/status.
+std::optional<pid_t> TgidOf(pid_t tid);
 
 // /proc/sys/kernel/yama/ptrace_scope, or 0 when Yama is not built in.
 int ReadYamaScope();

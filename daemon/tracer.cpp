@@ -288,7 +288,7 @@ Tracer::Tracee* Tracer::Find(pid_t tid) {
 
 Tracer::Tracee* Tracer::Attach(pid_t tid, bool seize) {
   auto t = std::make_unique<Tracee>(tid);
-  t->tgid = procfs::ReadTgid(tid).value_or(tid);
+  t->tgid = procfs::TgidOf(tid).value_or(tid);
   t->start_time = procfs::StartTime(tid, t->tgid).value_or(0);
   if (seize && ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(kOptions)) != 0) {
     return nullptr;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <thread>
 
 namespace hwwatch::daemon::procfs {
@@ -59,6 +60,49 @@ TEST(Procfs, StartTimeNamesAThread) {
   EXPECT_GE(*later, *mine);
   EXPECT_FALSE(StartTime(kNoSuchPid, getpid()).has_value());
   EXPECT_FALSE(StartTime(Gettid(), kNoSuchPid).has_value());
+}
+
+TEST(Procfs, TgidOfAnyThreadIsItsProcessUntilItEnds) {
+  EXPECT_EQ(TgidOf(getpid()), getpid());
+  std::optional<pid_t> other_first, other_again;
+  std::thread t([&] {
+    other_first = TgidOf(Gettid());  // read from /proc
+    other_again = TgidOf(Gettid());  // the one found before, checked
+  });
+  t.join();
+  EXPECT_EQ(other_first, getpid());
+  EXPECT_EQ(other_again, getpid());
+  EXPECT_FALSE(TgidOf(kNoSuchPid).has_value());
+  EXPECT_FALSE(TgidOf(0).has_value());
+
+  // A second thread of another process: its process, then nothing once
+  // that process is gone (the remembered answer is checked, not trusted).
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(fds[0]);
+    std::thread worker([&] {
+      const pid_t tid = Gettid();
+      (void)!write(fds[1], &tid, sizeof tid);
+      pause();
+    });
+    worker.join();
+    _exit(0);
+  }
+  close(fds[1]);
+  pid_t worker = 0;
+  ASSERT_EQ(read(fds[0], &worker, sizeof worker), static_cast<ssize_t>(sizeof worker));
+  close(fds[0]);
+  EXPECT_NE(worker, child);
+  EXPECT_EQ(TgidOf(worker), child);
+  EXPECT_EQ(TgidOf(worker), child);
+  EXPECT_EQ(TgidOf(child), child);
+  kill(child, SIGKILL);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  EXPECT_FALSE(TgidOf(worker).has_value());
+  EXPECT_FALSE(TgidOf(child).has_value());
 }
 
 TEST(Procfs, CredentialsAndAncestry) {
