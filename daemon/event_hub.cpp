@@ -77,14 +77,24 @@ void EventHub::Unsubscribe(const std::shared_ptr<EventStream>& s) {
   s->notify_ = nullptr;
 }
 
+bool EventStream::Follows(uint64_t reservation, std::optional<uint64_t> owner,
+                          bool lifecycle) const {
+  if (lifecycle && !lifecycle_) return false;
+  return ids_.empty() ? owner && *owner == session_ : ids_.contains(reservation);
+}
+
+bool EventHub::Wanted(uint64_t reservation, bool lifecycle) const {
+  const std::optional<uint64_t> owner = membership_.SessionOf(reservation);
+  MutexLock lock(mu_);
+  return std::any_of(streams_.begin(), streams_.end(),
+                     [&](const auto& s) { return s->Follows(reservation, owner, lifecycle); });
+}
+
 void EventHub::Publish(uint64_t reservation, const Event& e, bool lifecycle) {
   const std::optional<uint64_t> owner = membership_.SessionOf(reservation);
   MutexLock lock(mu_);
   for (const auto& s : streams_) {
-    if (lifecycle && !s->lifecycle_) continue;
-    const bool follows =
-        s->ids_.empty() ? owner && *owner == s->session_ : s->ids_.contains(reservation);
-    if (!follows) continue;
+    if (!s->Follows(reservation, owner, lifecycle)) continue;
     bool was_empty = false;
     if (s->Push(e, &was_empty)) {
       ++sent_;

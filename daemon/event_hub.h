@@ -54,6 +54,9 @@ class EventStream {
         lifecycle_(lifecycle),
         capacity_(capacity),
         notify_(std::move(notify)) {}
+  // Whether an event of `reservation` (owned by session `owner`) is for
+  // this stream.
+  bool Follows(uint64_t reservation, std::optional<uint64_t> owner, bool lifecycle) const;
   // Queues `e`; false when the queue was full (the event is counted lost).
   bool Push(const Event& e, bool* was_empty) EXCLUDES(mu_);
   void CallNotify() EXCLUDES(notify_mu_);
@@ -93,6 +96,9 @@ class EventHub {
   // Delivers `e` (a hit when !lifecycle) of `reservation` to the streams
   // following it. Never blocks on a consumer.
   void Publish(uint64_t reservation, const Event& e, bool lifecycle) EXCLUDES(mu_);
+  // Whether some stream follows `reservation` now (Publish would queue an
+  // event of it): an event nobody reads need not be built.
+  bool Wanted(uint64_t reservation, bool lifecycle) const EXCLUDES(mu_);
   // An event of the registers of `group`: every member gets it under its
   // own reservation id.
   void PublishGroup(uint64_t group, const Event& e, bool lifecycle) EXCLUDES(mu_);

@@ -57,9 +57,11 @@ void ReservationManager::DisarmGroup(Group& g) {
 
 void ReservationManager::Disarm(Entry& e, const char* why) {
   const uint64_t id = e.info.id;
-  ReservationInfo totals;
-  CountHits(*e.group, totals);
-  events_.Publish(id, ReleasedEvent(id, why, totals), true);
+  if (events_.Wanted(id, true)) {  // the totals cost the kernel's counters a read each
+    ReservationInfo totals;
+    CountHits(*e.group, totals);
+    events_.Publish(id, ReleasedEvent(id, why, totals), true);
+  }
   if (membership_.Leave(id) == 0) {
     // The last sharer: the registers go.
     DisarmGroup(*e.group);

@@ -71,6 +71,24 @@ TEST(EventHub, LifecycleEventsOnlyForStreamsThatAskedForThem) {
   EXPECT_TRUE(std::holds_alternative<Event::Released>(e->kind));
 }
 
+TEST(EventHub, WantedIsTrueExactlyWhenPublishWouldQueue) {
+  Hub h;
+  EventHub& hub = h.hub;
+  h.SetOwner(10, 1);
+  h.SetOwner(11, 2);
+  EXPECT_FALSE(hub.Wanted(10, true));  // no stream at all
+  auto hits_only = hub.Subscribe(1, {}, false, nullptr);
+  EXPECT_TRUE(hub.Wanted(10, false));
+  EXPECT_FALSE(hub.Wanted(10, true));   // it did not ask for lifecycle events
+  EXPECT_FALSE(hub.Wanted(11, false));  // another session's
+  auto named = hub.Subscribe(3, {11}, true, nullptr);
+  EXPECT_TRUE(hub.Wanted(11, true));
+  hub.Unsubscribe(named);
+  EXPECT_FALSE(hub.Wanted(11, true));
+  hub.Publish(10, ReleasedOf(10), true);
+  EXPECT_EQ(hub.sent(), 0u);  // what Wanted said
+}
+
 TEST(EventHub, AFullQueueDropsAndReportsTheCountBeforeTheNextEvent) {
   Hub h(/*capacity=*/3);
   EventHub& hub = h.hub;
