@@ -168,44 +168,67 @@ static std::vector<uint64_t> RegisterAddresses(const WatchSpec& watch) {
 
 void BpfCapture::CountProcess(pid_t tgid, int delta) {
   if (tgid <= 0) return;
-  // The program only asks whether a process is watched: the map changes
-  // when the first group of a process comes and when its last one goes.
-  uint32_t& n = process_groups_[tgid];
-  n = static_cast<uint32_t>(static_cast<int>(n) + delta);
+  // The program only asks whether a process is watched. Its entry goes in
+  // with the process's first group and stays a while after the last one
+  // leaves (an exec then finds no group here and is ignored): a client
+  // that reserves and releases on one process again and again does not
+  // pay two map writes each time.
+  auto it = process_groups_.find(tgid);
+  if (delta < 0) {
+    if (it == process_groups_.end() || it->second.groups == 0) return;
+    if (--it->second.groups == 0 && !it->second.queued) {
+      it->second.queued = true;
+      idle_.push_back(tgid);
+      if (idle_.size() > kIdleProcesses) DropIdle(idle_.size() - kIdleProcesses);
+    }
+    return;
+  }
+  if (it == process_groups_.end()) it = process_groups_.emplace(tgid, ProcessState{}).first;
+  ++it->second.groups;
+  if (it->second.in_map) return;
   const uint32_t key = static_cast<uint32_t>(tgid);
-  if (n == 0) {
-    process_groups_.erase(tgid);
-    (void)bpf_map_delete_elem(tgids_fd_, &key);
-  } else if (n == 1 && delta > 0 && bpf_map_update_elem(tgids_fd_, &key, &n, BPF_ANY) != 0) {
+  const uint32_t watched = 1;
+  int rc = bpf_map_update_elem(tgids_fd_, &key, &watched, BPF_ANY);
+  if (rc != 0 && errno == E2BIG) {  // room taken by idle ones
+    DropIdle(idle_.size());
+    rc = bpf_map_update_elem(tgids_fd_, &key, &watched, BPF_ANY);
+  }
+  if (rc != 0) {
     spdlog::warn("process {}: its exec will not be seen at once (watched_tgids: {})", tgid,
                  std::strerror(errno));
+    return;  // tried again with its next group
+  }
+  it->second.in_map = true;
+}
+
+void BpfCapture::DropIdle(size_t n) {
+  for (; n > 0 && !idle_.empty(); --n) {
+    const pid_t tgid = idle_.front();
+    idle_.pop_front();
+    auto it = process_groups_.find(tgid);
+    if (it == process_groups_.end()) continue;
+    it->second.queued = false;
+    if (it->second.groups != 0) continue;  // watched again since
+    if (it->second.in_map) {
+      const uint32_t key = static_cast<uint32_t>(tgid);
+      (void)bpf_map_delete_elem(tgids_fd_, &key);
+    }
+    process_groups_.erase(it);
   }
 }
 
-std::optional<arch::Error> BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t tgid,
-                                                bool inherit, bool& inherits) {
+void BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t tgid, bool inherit,
+                          bool& inherits) {
   MutexLock lock(mu_);
   GroupState& g = groups_[group];
   if (g.refs++ > 0) {
     inherits = g.inherits;
-    return std::nullopt;
+    return;
   }
-  // A thread's bytes are read by Prime(), just before its events start.
-  const hw_watch w = WatchValue(watch, 0);
-  const hw_watch program = ForProgram(w);
-  if (bpf_map_update_elem(watches_fd_, &group, &program, BPF_ANY) != 0) {
-    const int err = errno;
-    groups_.erase(group);
-    if (err == E2BIG) {
-      return arch::Error{err, "the capture program's table is full: it holds " +
-                                  std::to_string(max_watches_) +
-                                  " reservations with samples delivery at once"};
-    }
-    return arch::ErrnoError("cannot add the watch to the capture program", err);
-  }
+  // The program's table gets the watch from Prime(), with its bytes.
   g.tgid = tgid;
-  g.address = w.address;
-  g.filter = w;
+  g.address = watch.region.address;
+  g.filter = WatchValue(watch, 0);
   CountProcess(tgid, 1);
   if (inherit && tgid > 0) {
     g.inherited = RegisterAddresses(watch);
@@ -213,22 +236,33 @@ std::optional<arch::Error> BpfCapture::AddWatch(uint64_t group, const WatchSpec&
     if (!g.inherits) g.inherited.clear();
   }
   inherits = g.inherits;
-  return std::nullopt;
 }
 
-void BpfCapture::Prime(uint64_t group, const WatchSpec& watch, pid_t pid) {
-  if (pid <= 0) return;
+std::optional<arch::Error> BpfCapture::Prime(uint64_t group, const WatchSpec& watch, pid_t pid) {
   MutexLock lock(mu_);
   // Only the group's first arm: later ones (more threads of a process) find
   // the bytes the program keeps up to date.
-  // Its events are not enabled yet, so the program has not counted
-  // anything: the entry is the group's watch with these bytes.
   auto it = groups_.find(group);
-  if (it == groups_.end() || it->second.refs != 1) return;
-  const hw_watch fresh = WatchValue(watch, pid);
-  std::memcpy(it->second.filter.last, fresh.last, sizeof fresh.last);
-  const hw_watch program = ForProgram(it->second.filter);
-  (void)bpf_map_update_elem(watches_fd_, &group, &program, BPF_EXIST);
+  if (it == groups_.end() || it->second.in_table) return std::nullopt;
+  GroupState& g = it->second;
+  if (pid > 0) {
+    const hw_watch fresh = WatchValue(watch, pid);
+    std::memcpy(g.filter.last, fresh.last, sizeof fresh.last);
+  }
+  // One write, before any event is enabled: the program cannot have
+  // counted anything yet.
+  const hw_watch program = ForProgram(g.filter);
+  if (bpf_map_update_elem(watches_fd_, &group, &program, BPF_ANY) != 0) {
+    const int err = errno;
+    if (err == E2BIG) {
+      return arch::Error{err, "the capture program's table is full: it holds " +
+                                  std::to_string(max_watches_) +
+                                  " reservations with samples delivery at once"};
+    }
+    return arch::ErrnoError("cannot add the watch to the capture program", err);
+  }
+  g.in_table = true;
+  return std::nullopt;
 }
 
 void BpfCapture::UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) {
@@ -281,8 +315,8 @@ void BpfCapture::RemoveWatch(uint64_t group) {
     tail = TakeTail(it->second);
     if (it->second.inherits) UnmapInherited(it->second.tgid, it->second.inherited);
     CountProcess(it->second.tgid, -1);
+    if (it->second.in_table) (void)bpf_map_delete_elem(watches_fd_, &group);
     groups_.erase(it);
-    (void)bpf_map_delete_elem(watches_fd_, &group);
   }
   if (tail) sink_.Hit(*tail);
 }

@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -57,21 +58,20 @@ class BpfCapture {
 
   uint64_t ring_bytes() const { return ring_bytes_; }
 
-  // The group's watch for the program (counted: one AddWatch per arm;
-  // the first one writes it; a thread's first "old" value comes from
-  // Prime()). With `inherit_tgid`, the first one also maps
-  // the process's inherited events to the group, unless another group
-  // holds one of its (process, address) keys: then the group's events
-  // must not inherit. Sets `inherits` to the group's answer.
-  // `tgid` is the watched task's process (0: a CPU target): its exec is
-  // reported as Execed(group, tgid).
-  // A full table fails with E2BIG.
-  std::optional<arch::Error> AddWatch(uint64_t group, const WatchSpec& watch, pid_t tgid,
-                                      bool inherit, bool& inherits) EXCLUDES(mu_);
-  // At the group's first arm, the bytes of `pid` now become its "old"
-  // value (its events are opened and attached, not enabled yet). A
-  // thread's watch has no old value before this.
-  void Prime(uint64_t group, const WatchSpec& watch, pid_t pid) EXCLUDES(mu_);
+  // The group's state (counted: one AddWatch per arm). With `inherit`,
+  // the first one also maps the process's inherited events to the group,
+  // unless another group holds one of its (process, address) keys: then
+  // the group's events must not inherit. Sets `inherits` to the group's
+  // answer. `tgid` is the watched task's process (0: a CPU target): its
+  // exec is reported as Execed(group, tgid).
+  void AddWatch(uint64_t group, const WatchSpec& watch, pid_t tgid, bool inherit, bool& inherits)
+      EXCLUDES(mu_);
+  // At the group's first arm, once its events are opened and attached and
+  // before they are enabled: writes its watch to the program's table, with
+  // the bytes of `pid` now (a thread target; 0: none) as the first hit's
+  // "old" value. Later arms of the group leave it. A full table fails
+  // with E2BIG.
+  std::optional<arch::Error> Prime(uint64_t group, const WatchSpec& watch, pid_t pid) EXCLUDES(mu_);
   // A modify: the new region and filters, keeping the counters.
   void UpdateWatch(uint64_t group, const WatchSpec& watch, pid_t pid) EXCLUDES(mu_);
   void RemoveWatch(uint64_t group) EXCLUDES(mu_);
@@ -120,9 +120,19 @@ class BpfCapture {
   arch::ScopedFd epoll_;
   arch::ScopedFd wake_;
   Mutex mu_;
-  // Groups per process; the watched_tgids map holds the processes with any.
+  // Groups per process. The watched_tgids map holds the processes with
+  // any, and up to kIdleProcesses that had some lately (oldest dropped
+  // first; all of them when the map is full).
   void CountProcess(pid_t tgid, int delta) REQUIRES(mu_);
-  std::unordered_map<pid_t, uint32_t> process_groups_ GUARDED_BY(mu_);
+  void DropIdle(size_t n) REQUIRES(mu_);
+  static constexpr size_t kIdleProcesses = 64;
+  struct ProcessState {
+    uint32_t groups = 0;
+    bool in_map = false;  // in watched_tgids
+    bool queued = false;  // in idle_
+  };
+  std::unordered_map<pid_t, ProcessState> process_groups_ GUARDED_BY(mu_);
+  std::deque<pid_t> idle_ GUARDED_BY(mu_);  // went idle, oldest first
 
   struct GroupState {
     unsigned refs = 0;
@@ -130,6 +140,7 @@ class BpfCapture {
     uint64_t address = 0;             // the watched region's first byte
     std::vector<uint64_t> inherited;  // inherits: its registers' addresses
     bool inherits = false;
+    bool in_table = false;  // Prime() wrote it to the program's table
     // arm64 (HW_PRE_ACCESS, see capture_abi.h): the filters the daemon
     // applies to each pair, the group's last record waiting for the next
     // one, and the pairs filtered out.

@@ -13,17 +13,13 @@ std::optional<Problem> BpfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec& 
   auto failed = [&](const arch::Error& err) {
     return ProblemFromErrno(err, KernelStep::kArm, where.tid, watch.weight());
   };
-  // The program knows the watch before its first trap.
+  // The program knows the watch before its first trap (Prime, below).
   bool inherits = false;
   pid_t tgid = spec.inherit ? spec.tgid : 0;
   if (where.is_task() && tgid == 0) {
     tgid = procfs::TgidOf(where.tid).value_or(where.tid);
   }
-  auto refused = capture_.AddWatch(spec.group, watch, tgid, spec.inherit, inherits);
-  if (refused) {
-    if (refused->Is(E2BIG)) return MakeProblem(Code::kResourceExhausted, refused->message);
-    return failed(*refused);
-  }
+  capture_.AddWatch(spec.group, watch, tgid, spec.inherit, inherits);
   arm.capture_group = spec.group;
   arm.inherits = inherits;
   arch::PerfOptions options = spec.options;
@@ -43,8 +39,12 @@ std::optional<Problem> BpfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec& 
     arm.events.push_back(std::move(bp.value()));
     arm.links.push_back(std::move(link.value()));
   }
-  // The first hit's old value: the bytes just before the events start.
-  if (where.is_task()) capture_.Prime(spec.group, watch, where.tid);
+  // The program's table gets the watch, with the bytes just before the
+  // events start as the first hit's old value.
+  if (auto refused = capture_.Prime(spec.group, watch, where.is_task() ? where.tid : 0)) {
+    if (refused->Is(E2BIG)) return MakeProblem(Code::kResourceExhausted, refused->message);
+    return failed(*refused);
+  }
   for (arch::PerfBreakpoint& bp : arm.events) {
     if (!enable) break;
     if (auto st = bp.Enable(); !st.ok()) return failed(st.error());

@@ -113,6 +113,26 @@ TEST_F(EventsOfExec, ExecEndsASampledWatch) {
   }
 }
 
+// A process whose last watch went keeps its place in the program's table of
+// watched processes a while: a later watch of it still sees its exec.
+TEST_F(EventsOfExec, ExecIsSeenAfterAnEarlierWatchOfTheProcessWasReleased) {
+  v1::ReserveRequest req = Request().Tid(by_tid.pid()).At(0x10000, 8);
+  for (int i = 0; i < 3; ++i) {
+    auto before = client().Reserve(req);
+    ASSERT_TRUE(before) << before.error().ToString();
+    ASSERT_TRUE(client().Release(before->id()));
+  }
+  auto r = client().Reserve(req);
+  ASSERT_TRUE(r) << r.error().ToString();
+  auto stream = client().Follow({r->id()}, true);
+  by_tid.Exec();
+  auto e = NextWithin10s(*stream);
+  ASSERT_TRUE(e.has_value()) << "no event within 10 s of the exec";
+  ASSERT_TRUE(e->has_execed()) << e->DebugString();
+  EXPECT_EQ(e->execed().pid(), by_tid.pid());
+  stream->Cancel();
+}
+
 TEST_F(Events, FollowingAnUnknownReservationIsNotFound) {
   auto stream = client().Follow({123456789});
   v1::Event e;
