@@ -226,40 +226,98 @@ struct PtraceFailure {
   pid_t traced = -1;
 };
 
+// Stops a seized thread: PTRACE_INTERRUPT, then waitpid until its stop.
+void InterruptAndWait(pid_t tid) {
+  if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
+    throw PtraceFailure{"PTRACE_INTERRUPT: " + std::string(std::strerror(errno)), tid};
+  }
+  int status = 0;
+  pid_t w;
+  while ((w = waitpid(tid, &status, __WALL)) < 0 && errno == EINTR) {
+  }
+  if (w != tid || !WIFSTOPPED(status) || (status >> 16) != PTRACE_EVENT_STOP) {
+    throw PtraceFailure{"thread " + std::to_string(tid) + " did not stop for PTRACE_INTERRUPT",
+                        tid};
+  }
+}
+
+void Seize(pid_t tid) {
+  if (ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
+    throw PtraceFailure{"PTRACE_SEIZE " + std::to_string(tid) + ": " + std::strerror(errno)};
+  }
+}
+
+// DR0/DR7 through PtraceDebugRegs on a stopped thread; false when refused
+// (ENOSPC: held outside this bench).
+bool ArmDr0(pid_t tid, const arch::BreakpointSpec& spec) {
+  arch::PtraceDebugRegs regs(tid);
+  const arch::Status armed = regs.Arm(0, spec);
+  if (!armed && !armed.error().Is(ENOSPC)) {
+    throw PtraceFailure{"arming DR0: " + armed.error().message, tid};
+  }
+  return armed.ok();
+}
+
+void DisarmDr0(pid_t tid) {
+  arch::PtraceDebugRegs regs(tid);
+  if (arch::Status s = regs.Disarm(0, arch::SlotType::kData); !s) {
+    throw PtraceFailure{"disarming DR0: " + s.error().message, tid};
+  }
+}
+
+void Detach(pid_t tid) {
+  if (ptrace(PTRACE_DETACH, tid, nullptr, nullptr) != 0) {
+    throw PtraceFailure{"PTRACE_DETACH: " + std::string(std::strerror(errno)), tid};
+  }
+}
+
 // What a debugger does to put one watch on every thread and take it off
-// again, one thread at a time: PTRACE_SEIZE, PTRACE_INTERRUPT, waitpid
-// until the stop, DR0/DR7 through PtraceDebugRegs, disarm, PTRACE_DETACH.
+// again, one thread at a time, in one stop each: PTRACE_SEIZE,
+// PTRACE_INTERRUPT, waitpid until the stop, DR0/DR7 through
+// PtraceDebugRegs, disarm, PTRACE_DETACH.
 Attempt PtraceOnce(const std::vector<pid_t>& tids, const arch::BreakpointSpec& spec) {
   const auto t0 = Clock::now();
   for (pid_t tid : tids) {
-    if (ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
-      throw PtraceFailure{"PTRACE_SEIZE " + std::to_string(tid) + ": " + std::strerror(errno)};
-    }
-    if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
-      throw PtraceFailure{"PTRACE_INTERRUPT: " + std::string(std::strerror(errno)), tid};
-    }
-    int status = 0;
-    pid_t w;
-    while ((w = waitpid(tid, &status, __WALL)) < 0 && errno == EINTR) {
-    }
-    if (w != tid || !WIFSTOPPED(status) || (status >> 16) != PTRACE_EVENT_STOP) {
-      throw PtraceFailure{"thread " + std::to_string(tid) + " did not stop for PTRACE_INTERRUPT",
-                          tid};
-    }
-    arch::PtraceDebugRegs regs(tid);
-    const arch::Status armed = regs.Arm(0, spec);
-    const bool refused = !armed && armed.error().Is(ENOSPC);
-    if (!armed && !refused) throw PtraceFailure{"arming DR0: " + armed.error().message, tid};
-    if (armed) {
-      if (arch::Status s = regs.Disarm(0, arch::SlotType::kData); !s) {
-        throw PtraceFailure{"disarming DR0: " + s.error().message, tid};
-      }
-    }
-    if (ptrace(PTRACE_DETACH, tid, nullptr, nullptr) != 0) {
-      throw PtraceFailure{"PTRACE_DETACH: " + std::string(std::strerror(errno)), tid};
-    }
-    if (refused) return std::nullopt;
+    Seize(tid);
+    InterruptAndWait(tid);
+    const bool armed = ArmDr0(tid, spec);
+    if (armed) DisarmDr0(tid);
+    Detach(tid);
+    if (!armed) return std::nullopt;
   }
+  return MicrosSince(t0);
+}
+
+// A debugger that holds the watch while the threads run, as hwwatchd's
+// ptrace backend does between Reserve and Release: one stop per thread to
+// arm it (seize, interrupt, wait, arm, PTRACE_CONT), a second one to take
+// it off (interrupt, wait, disarm, detach). A thread stopped to be written
+// is the kernel's rule (ptrace_check_attach), so this is the least a
+// holder of ptrace registers pays.
+Attempt PtraceHeldOnce(const std::vector<pid_t>& tids, const arch::BreakpointSpec& spec) {
+  const auto t0 = Clock::now();
+  size_t armed = 0;
+  auto let_go = [&] {  // the second stop of every thread armed so far
+    for (size_t i = 0; i < armed; ++i) {
+      InterruptAndWait(tids[i]);
+      DisarmDr0(tids[i]);
+      Detach(tids[i]);
+    }
+  };
+  for (; armed < tids.size(); ++armed) {
+    const pid_t tid = tids[armed];
+    Seize(tid);
+    InterruptAndWait(tid);
+    if (!ArmDr0(tid, spec)) {
+      Detach(tid);
+      let_go();
+      return std::nullopt;
+    }
+    if (ptrace(PTRACE_CONT, tid, nullptr, nullptr) != 0) {
+      throw PtraceFailure{"PTRACE_CONT: " + std::string(std::strerror(errno)), tid};
+    }
+  }
+  let_go();
   return MicrosSince(t0);
 }
 
@@ -336,16 +394,24 @@ void Measure(const std::string& socket, unsigned repeat, ThreadedProcess& target
   }
   out->daemon_ptrace_us = Median(daemon_runs);
 #if defined(__x86_64__)
-  std::vector<double> runs;
+  // One stop per thread (arm and disarm at once), then two (the watch held
+  // in between), interleaved per repeat.
+  std::vector<double> runs, held_runs;
   try {
     for (unsigned r = 0; r <= repeat; ++r) {  // the first is a warm-up
       Attempt us = Retried([&] { return PtraceOnce(target.tids(), spec); }, &out->refusals);
-      if (!us) {
+      Attempt held =
+          us ? Retried([&] { return PtraceHeldOnce(target.tids(), spec); }, &out->refusals)
+             : std::nullopt;
+      if (!us || !held) {
         out->ptrace_not_measured = "DR0 refused (ENOSPC) " + std::to_string(kAttempts) +
                                    " times in a row: registers held outside this bench";
         return;
       }
-      if (r > 0) runs.push_back(*us);
+      if (r > 0) {
+        runs.push_back(*us);
+        held_runs.push_back(*held);
+      }
     }
   } catch (const PtraceFailure& f) {
     out->ptrace_not_measured = f.why;
@@ -353,6 +419,7 @@ void Measure(const std::string& socket, unsigned repeat, ThreadedProcess& target
     return;
   }
   out->ptrace_us = Median(runs);
+  out->ptrace_held_us = Median(held_runs);
 #else
   out->ptrace_not_measured = "the ptrace figure is measured on x86_64 only";
 #endif

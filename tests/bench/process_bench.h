@@ -17,12 +17,13 @@ struct ProcessTargetFigures {
   double daemon_samples_us = 0;  // the same with the default (samples) delivery
   double direct_us = 0;          // perf_event_open on every task, then close all
   double ptrace_us = 0;          // seize, interrupt, wait, arm, disarm, detach
+  double ptrace_held_us = 0;     // the same in two stops, the watch held between
   double daemon_ptrace_us = 0;   // Reserve(pid, BACKEND_PTRACE) + Release through hwwatchd
   // Attempts refused a slot (registers held outside this bench) and retried.
   uint64_t refusals = 0;
   // Nonempty when a side kept being refused and was given up.
   std::string refused;
-  // Nonempty: why ptrace_us was not measured.
+  // Nonempty: why ptrace_us and ptrace_held_us were not measured.
   std::string ptrace_not_measured;
   // Nonempty when P9 could not run at all.
   std::string error;

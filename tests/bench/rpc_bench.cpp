@@ -463,6 +463,8 @@ void P9Json(Json& j, const ProcessTargetFigures& x) {
   PutMeasured(j, "ptrace_us", x.ptrace_us);
   PutMeasured(j, "ptrace_ratio", Ratio(x.ptrace_us, x.direct_us));
   PutMeasured(j, "daemon_ptrace_over_ptrace", Ratio(x.daemon_ptrace_us, x.ptrace_us));
+  PutMeasured(j, "ptrace_held_us", x.ptrace_held_us);
+  PutMeasured(j, "daemon_ptrace_over_ptrace_held", Ratio(x.daemon_ptrace_us, x.ptrace_held_us));
   Put(j, "refusals", x.refusals);
   if (!x.refused.empty()) Put(j, "refused", x.refused);
   if (!x.ptrace_not_measured.empty()) Put(j, "ptrace_not_measured", x.ptrace_not_measured);
@@ -549,6 +551,10 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
   if (x.ptrace_not_measured.empty()) {
     row("   ptrace per thread, as a debugger " + us(x.ptrace_us) + " / direct",
         Ratio(x.ptrace_us, x.direct_us), "");
+    row("   ptrace through hwwatchd / the debugger's", Ratio(x.daemon_ptrace_us, x.ptrace_us),
+        "<= 1.5");
+    row("   / a debugger holding it, two stops " + us(x.ptrace_held_us),
+        Ratio(x.daemon_ptrace_us, x.ptrace_held_us), "");
   } else {
     std::printf("   ptrace figure not measured: %s\n", x.ptrace_not_measured.c_str());
   }
