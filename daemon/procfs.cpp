@@ -167,9 +167,9 @@ std::optional<pid_t> ReadTgid(pid_t tid) {
 
 std::optional<pid_t> TgidOf(pid_t tid) {
   if (tid <= 0) return std::nullopt;
-  if (InProcess(tid, tid)) return tid;  // a process's first thread
-  // Other threads: the process found last time, if the kernel still says
-  // so (a tid reused in another process fails the check).
+  // The process found last time, if the kernel still says so (a tid
+  // reused in another process fails the check); else a process's first
+  // thread; else /proc.
   static std::mutex mu;
   static std::unordered_map<pid_t, pid_t> known;
   {
@@ -179,7 +179,7 @@ std::optional<pid_t> TgidOf(pid_t tid) {
       known.erase(it);
     }
   }
-  auto tgid = ReadTgid(tid);
+  std::optional<pid_t> tgid = InProcess(tid, tid) ? std::optional<pid_t>(tid) : ReadTgid(tid);
   if (!tgid) return std::nullopt;
   std::lock_guard lock(mu);
   if (known.size() >= 4096) known.clear();  // bounded; refilled as asked
