@@ -165,11 +165,11 @@ std::optional<pid_t> ReadTgid(pid_t tid) {
 
 }  // namespace
 
-std::optional<pid_t> TgidOf(pid_t tid) {
+std::optional<pid_t> TgidOf(pid_t tid, pid_t guess) {
   if (tid <= 0) return std::nullopt;
   // The process found last time, if the kernel still says so (a tid
-  // reused in another process fails the check); else a process's first
-  // thread; else /proc.
+  // reused in another process fails the check); else the caller's guess;
+  // else a process's first thread; else /proc.
   static std::mutex mu;
   static std::unordered_map<pid_t, pid_t> known;
   {
@@ -179,7 +179,12 @@ std::optional<pid_t> TgidOf(pid_t tid) {
       known.erase(it);
     }
   }
-  std::optional<pid_t> tgid = InProcess(tid, tid) ? std::optional<pid_t>(tid) : ReadTgid(tid);
+  std::optional<pid_t> tgid;
+  if (guess > 0 && guess != tid && InProcess(tid, guess)) {
+    tgid = guess;
+  } else {
+    tgid = InProcess(tid, tid) ? std::optional<pid_t>(tid) : ReadTgid(tid);
+  }
   if (!tgid) return std::nullopt;
   std::lock_guard lock(mu);
   if (known.size() >= 4096) known.clear();  // bounded; refilled as asked

@@ -41,9 +41,10 @@ std::optional<ProcCreds> ParseProcStatus(const std::string& status);
 std::optional<ProcCreds> ReadProcCreds(pid_t pid);
 
 // The process of thread `tid`; nullopt: gone. Checked with the kernel in
-// one system call (tgkill with signal 0) for a process's first thread and
-// for a thread seen before; else read from /proc/TID/status.
-std::optional<pid_t> TgidOf(pid_t tid);
+// one system call (tgkill with signal 0) for a thread seen before, for
+// `guess` (e.g. the process of a sibling) and for a process's first
+// thread; else read from /proc/TID/status.
+std::optional<pid_t> TgidOf(pid_t tid, pid_t guess = 0);
 
 // /proc/sys/kernel/yama/ptrace_scope, or 0 when Yama is not built in.
 int ReadYamaScope();

@@ -286,9 +286,9 @@ Tracer::Tracee* Tracer::Find(pid_t tid) {
   return it == tracees_.end() ? nullptr : it->second.get();
 }
 
-Tracer::Tracee* Tracer::Attach(pid_t tid, bool seize) {
+Tracer::Tracee* Tracer::Attach(pid_t tid, bool seize, pid_t tgid_guess) {
   auto t = std::make_unique<Tracee>(tid);
-  t->tgid = procfs::TgidOf(tid).value_or(tid);
+  t->tgid = procfs::TgidOf(tid, tgid_guess).value_or(tid);
   t->start_time = procfs::StartTime(tid, t->tgid).value_or(0);
   if (seize && ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(kOptions)) != 0) {
     return nullptr;
@@ -425,7 +425,7 @@ void Tracer::HandleStop(pid_t tid, WaitStatus status) {
       unsigned long child = 0;
       if (ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child) == 0 &&
           Find(static_cast<pid_t>(child)) == nullptr) {
-        Attach(static_cast<pid_t>(child), false);
+        Attach(static_cast<pid_t>(child), false, t->tgid);
       }
       Resume(*t, status, 0);
       return;
@@ -580,11 +580,13 @@ std::vector<arch::Result<std::vector<unsigned>>> Tracer::AddAll(
     // Seized (or found traced), and the perf stops opened; the ptrace
     // backend's threads are programmed in one pass of stops below.
     std::vector<size_t> programmed;
+    pid_t sibling_tgid = 0;  // the process of the last one: most likely this one's
     for (size_t i = 0; i < adds.size(); ++i) {
       // Not a structured binding: clang 14 cannot capture one in a lambda.
       const pid_t tid = adds[i].first;
       const TraceUse& use = adds[i].second;
       Tracee* t = Find(tid);
+      if (t != nullptr) sibling_tgid = t->tgid;
       if (t != nullptr) {
         auto it = std::find_if(t->uses.begin(), t->uses.end(),
                                [&](const Tracee::Held& h) { return h.use.group == use.group; });
@@ -592,10 +594,12 @@ std::vector<arch::Result<std::vector<unsigned>>> Tracer::AddAll(
           out[i] = it->slots;
           continue;
         }
-      } else if ((t = Attach(tid, true)) == nullptr) {
+      } else if ((t = Attach(tid, true, sibling_tgid)) == nullptr) {
         const int err = errno;
         out[i] = ErrnoError("PTRACE_SEIZE thread " + std::to_string(tid), err);
         continue;
+      } else {
+        sibling_tgid = t->tgid;
       }
       if (use.perf_stop) {
         // Traced first (above), then the events: the daemon takes every trap.

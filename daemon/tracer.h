@@ -180,7 +180,8 @@ class Tracer {
   std::string JournalPath() const;
   void ClearLeftovers();
   Tracee* Find(pid_t tid);
-  Tracee* Attach(pid_t tid, bool seize);
+  // `tgid_guess`: its process, if known (checked).
+  Tracee* Attach(pid_t tid, bool seize, pid_t tgid_guess = 0);
 
   const std::string journal_dir_;
   const Sink sink_;

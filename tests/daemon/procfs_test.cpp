@@ -65,7 +65,13 @@ TEST(Procfs, StartTimeNamesAThread) {
 TEST(Procfs, TgidOfAnyThreadIsItsProcessUntilItEnds) {
   EXPECT_EQ(TgidOf(getpid()), getpid());
   std::optional<pid_t> other_first, other_again;
+  std::optional<pid_t> guessed;
   std::thread t([&] {
+    guessed = TgidOf(Gettid(), getpid());  // the guess, checked
+  });
+  t.join();
+  EXPECT_EQ(guessed, getpid());
+  t = std::thread([&] {
     other_first = TgidOf(Gettid());  // read from /proc
     other_again = TgidOf(Gettid());  // the one found before, checked
   });
@@ -96,7 +102,7 @@ TEST(Procfs, TgidOfAnyThreadIsItsProcessUntilItEnds) {
   ASSERT_EQ(read(fds[0], &worker, sizeof worker), static_cast<ssize_t>(sizeof worker));
   close(fds[0]);
   EXPECT_NE(worker, child);
-  EXPECT_EQ(TgidOf(worker), child);
+  EXPECT_EQ(TgidOf(worker, getpid()), child);  // a wrong guess is checked
   EXPECT_EQ(TgidOf(worker), child);
   EXPECT_EQ(TgidOf(child), child);
   kill(child, SIGKILL);
