@@ -45,6 +45,8 @@ constexpr auto kReadyWithin = std::chrono::seconds(20);
 // times, kRetryPause apart, before the side is given up.
 constexpr int kAttempts = 6;
 constexpr auto kRetryPause = std::chrono::milliseconds(50);
+// Turns of each perf side (count, samples, direct) per repeat.
+constexpr unsigned kRounds = 5;
 
 // The watched word. fork() copies it, so it has the same address in the
 // target process, whose threads never write it.
@@ -363,9 +365,11 @@ void Measure(const std::string& socket, unsigned repeat, ThreadedProcess& target
   };
   uint64_t ignored = 0;
   for (Side& s : sides) (void)Retried(s.once, &ignored);  // warm-up
-  // Interleaved per repeat, so that noise on this shared machine hits
-  // every side of a ratio alike.
-  for (unsigned r = 0; r < repeat; ++r) {
+  // Interleaved, so that noise on this shared machine hits every side of a
+  // ratio alike; kRounds turns per repeat, and the median of all of a
+  // side's turns (a burst of load from others spoils a few turns of every
+  // side, not one side's figure).
+  for (unsigned r = 0; r < repeat * kRounds; ++r) {
     for (Side& s : sides) {
       if (s.given_up) continue;
       if (Attempt us = Retried(s.once, &out->refusals)) {

@@ -12,7 +12,8 @@ namespace hwwatch::bench {
 struct ProcessTargetFigures {
   unsigned threads = 0;  // threads the target process started
   unsigned tasks = 0;    // threads armed: those plus its main thread
-  // Medians over the repeats, microseconds; 0 when not measured.
+  // Medians over the repeats (perf sides: 5 turns each per repeat),
+  // microseconds; 0 when not measured.
   double daemon_count_us = 0;    // Reserve(pid, DELIVERY_COUNT) + Release
   double daemon_samples_us = 0;  // the same with the default (samples) delivery
   double direct_us = 0;          // perf_event_open on every task, then close all
