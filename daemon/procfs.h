@@ -60,7 +60,8 @@ std::optional<uint64_t> StartTime(pid_t tid, pid_t tgid);
 // The threads of process `pid`, sorted (empty when it is gone).
 std::vector<pid_t> ListThreads(pid_t pid);
 
-// The thread exists and has not ended (a zombie leader has).
+// The thread exists and has not ended (a zombie leader has; another
+// thread is taken as alive until it is released).
 bool ThreadAlive(pid_t tid);
 
 // Where a thread waits (/proc/TID/syscall): kGone when it has ended,

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <thread>
 
@@ -47,6 +48,28 @@ TEST(Procfs, ThreadAliveIsFalseForAZombieAndAReapedChild) {
   EXPECT_FALSE(ThreadAlive(child));
   ASSERT_EQ(waitpid(child, nullptr, 0), child);
   EXPECT_FALSE(ThreadAlive(child));
+}
+
+TEST(Procfs, ThreadAliveSeesASecondThreadEnd) {
+  pid_t tid = 0;
+  std::atomic<bool> done{false};
+  std::atomic<bool> checked{false};
+  std::thread t([&] {
+    tid = Gettid();
+    done = true;
+    while (!checked) std::this_thread::yield();
+  });
+  while (!done) std::this_thread::yield();
+  EXPECT_TRUE(ThreadAlive(tid));
+  checked = true;
+  t.join();
+  // join() returns once the kernel cleared the thread's tid word, a moment
+  // before it releases the thread: allow that moment (bounded).
+  bool alive = true;
+  for (int i = 0; i < 2000 && (alive = ThreadAlive(tid)); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_FALSE(alive);
 }
 
 TEST(Procfs, StartTimeNamesAThread) {
