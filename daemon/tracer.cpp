@@ -586,8 +586,8 @@ std::vector<arch::Result<std::vector<unsigned>>> Tracer::AddAll(
       const pid_t tid = adds[i].first;
       const TraceUse& use = adds[i].second;
       Tracee* t = Find(tid);
-      if (t != nullptr) sibling_tgid = t->tgid;
       if (t != nullptr) {
+        sibling_tgid = t->tgid;
         auto it = std::find_if(t->uses.begin(), t->uses.end(),
                                [&](const Tracee::Held& h) { return h.use.group == use.group; });
         if (it != t->uses.end()) {
