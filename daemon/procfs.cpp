@@ -1,5 +1,6 @@
 #include "daemon/procfs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -11,7 +12,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -204,14 +204,17 @@ std::optional<uint64_t> StartTime(pid_t tid, pid_t tgid) {
 
 std::vector<pid_t> ListThreads(pid_t pid) {
   std::vector<pid_t> out;
-  std::error_code ec;
-  for (const auto& d :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    const std::string name = d.path().filename().string();
+  // readdir, not std::filesystem: no path built per entry (half the time
+  // for a process of a thousand threads, and Reap lists watched processes
+  // at every sweep).
+  DIR* dir = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  if (dir == nullptr) return out;
+  while (const dirent* d = readdir(dir)) {
     char* end = nullptr;
-    const long tid = std::strtol(name.c_str(), &end, 10);
+    const long tid = std::strtol(d->d_name, &end, 10);
     if (*end == '\0' && tid > 0) out.push_back(static_cast<pid_t>(tid));
   }
+  closedir(dir);
   std::sort(out.begin(), out.end());
   return out;
 }
