@@ -146,13 +146,14 @@ bool IsDescendant(pid_t pid, pid_t ancestor) {
 
 namespace {
 
+// The answer of tgkill or tkill with signal 0 (which sends nothing): the
+// kernel found the thread, whether or not it would let us signal it.
+bool Found(long rc) { return rc == 0 || errno == EPERM || errno == EACCES; }
+
 // tgkill(tgid, tid, 0): the kernel finds thread `tid` and compares its
-// process with `tgid` before it checks permission; signal 0 sends nothing.
-// One system call where /proc/TID/status costs three and formats a page.
-bool InProcess(pid_t tid, pid_t tgid) {
-  if (syscall(SYS_tgkill, tgid, tid, 0) == 0) return true;
-  return errno == EPERM || errno == EACCES;  // found, not ours to signal
-}
+// process with `tgid` before it checks permission. One system call where
+// /proc/TID/status costs three and formats a page.
+bool InProcess(pid_t tid, pid_t tgid) { return Found(syscall(SYS_tgkill, tgid, tid, 0)); }
 
 std::optional<pid_t> ReadTgid(pid_t tid) {
   const std::string status = Slurp("/proc/" + std::to_string(tid) + "/status");
@@ -225,10 +226,7 @@ bool ThreadAlive(pid_t tid) {
   // zombie only while a tracer has not waited for it): the kernel knowing
   // the tid is enough, one system call, which a sweep over a process's
   // thousand threads makes a thousand times.
-  if (!InProcess(tid, tid)) {
-    if (syscall(SYS_tkill, tid, 0) == 0) return true;
-    return errno == EPERM || errno == EACCES;
-  }
+  if (!InProcess(tid, tid)) return Found(syscall(SYS_tkill, tid, 0));
   // A first thread stays a zombie until its parent reaps it: the state,
   // field 3 of its own stat (/proc/TID/stat sums the times of every thread
   // of its process: O(threads) a read).

@@ -493,6 +493,7 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
   // of P5 and P6; these secondary ratios put two there (same medians, no
   // extra loop).
   const double p5_per_rpc = p5 / 2;
+  const double count_per_rpc = l.count_pair_us / l.empty_us / 2;  // the same, no capture
   const double p6_two = l.reserve_release_us / (l.direct_us + l.empty_us);
   if (p.json) {
     Json j;
@@ -506,7 +507,7 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
     Put(j5, "ratio", p5);
     Put(j5, "ratio_per_rpc", p5_per_rpc);
     Put(j5, "count_pair_us", l.count_pair_us);
-    Put(j5, "count_ratio_per_rpc", l.count_pair_us / l.empty_us / 2);
+    Put(j5, "count_ratio_per_rpc", count_per_rpc);
     Put(j5, "refused", l.reserve_refused);
     Json& j6 = Child(j, "p6");
     Put(j6, "reserve_release_us", l.reserve_release_us);
@@ -533,7 +534,7 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
     return;
   }
   std::printf(
-      "hwwatchd %s; empty RPC %s; P5/P6: median of chunks of 100 calls, %u per side; others: "
+      "hwwatchd %s; empty RPC %s; P5/P6: median of chunks of up to 100 calls, %u per side; others: "
       "median of %u runs\n",
       daemon.c_str(), l.empty_rpc.c_str(), p.iterations * std::max(1u, p.repeat), p.repeat);
   auto row = [](const std::string& label, double value, const char* target) {
@@ -548,8 +549,7 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
   row("P5 reserve+release " + us(l.reserve_release_us) + " / empty RPC " + us(l.empty_us), p5,
       "<= 1.3");
   row("   per round trip (the pair is two)", p5_per_rpc, "");
-  row("   the same, counting delivery (no capture) " + us(l.count_pair_us),
-      l.count_pair_us / l.empty_us / 2, "");
+  row("   the same, counting delivery (no capture) " + us(l.count_pair_us), count_per_rpc, "");
   row("P6 reserve+release / perf open+close+empty " + us(l.direct_us), p6, "<= 1.2");
   row("   against perf open+close + two empty RPCs", p6_two, "");
   if (l.reserve_refused || l.direct_refused) {
