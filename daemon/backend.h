@@ -102,7 +102,8 @@ class Backend {
 
   // Arm and Disarm for many threads of one process (each arm's tid is its
   // thread). A backend that does better than one thread at a time
-  // overrides them (the tracer stops all the threads together). ArmAll
+  // overrides them (the tracer stops all the threads together; the perf
+  // backends spread the threads over a FanOut). ArmAll
   // gives one result per arm, in order, and may leave the arms after a
   // failure unarmed; the caller disarms every failed one.
   virtual std::vector<std::optional<Problem>> ArmAll(std::vector<ThreadArm>& arms,

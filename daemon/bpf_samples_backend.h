@@ -12,8 +12,9 @@ namespace hwwatch::daemon {
 
 class BpfSamplesBackend final : public PerfEventsBackend {
  public:
-  BpfSamplesBackend(const arch::HostCapabilities& caps, engine::Engine& engine, BpfCapture& capture)
-      : PerfEventsBackend(caps, engine), capture_(capture) {}
+  BpfSamplesBackend(const arch::HostCapabilities& caps, engine::Engine& engine, FanOut& fan_out,
+                    BpfCapture& capture)
+      : PerfEventsBackend(caps, engine, fan_out), capture_(capture) {}
 
   std::optional<Problem> Arm(ThreadArm& arm, const TargetSpec& where, const ArmSpec& spec) override;
   void Disarm(ThreadArm& arm) override;

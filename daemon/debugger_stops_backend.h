@@ -17,9 +17,9 @@ namespace hwwatch::daemon {
 class DebuggerStopsBackend final : public PerfEventsBackend {
  public:
   // `capture` null: no guard (the sweep alone).
-  DebuggerStopsBackend(const arch::HostCapabilities& caps, engine::Engine& engine,
+  DebuggerStopsBackend(const arch::HostCapabilities& caps, engine::Engine& engine, FanOut& fan_out,
                        BpfCapture* capture)
-      : PerfEventsBackend(caps, engine), capture_(capture) {}
+      : PerfEventsBackend(caps, engine, fan_out), capture_(capture) {}
 
   std::optional<Problem> Arm(ThreadArm& arm, const TargetSpec& where, const ArmSpec& spec) override;
   void Disarm(ThreadArm& arm) override;

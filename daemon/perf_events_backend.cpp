@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+
 #include "daemon/accounting.h"
 
 namespace hwwatch::daemon {
@@ -54,6 +56,27 @@ void PerfEventsBackend::Disarm(ThreadArm& arm) {
   arm.events.clear();
   if (arm.engine_id != 0) engine_.Release(arm.engine_id);
   arm.engine_id = 0;
+}
+
+std::vector<std::optional<Problem>> PerfEventsBackend::ArmAll(std::vector<ThreadArm>& arms,
+                                                              const ArmSpec& spec) {
+  std::vector<std::optional<Problem>> out(arms.size());
+  std::atomic<bool> failed{false};
+  fan_out_.ForEach(arms.size(), [&](size_t i) {
+    if (failed.load(std::memory_order_relaxed)) {
+      // Not tried: another thread's failure is the answer. Not found is
+      // what the caller passes over (as for a thread that ended).
+      out[i] = MakeProblem(Code::kNotFound, "not armed: another thread failed");
+      return;
+    }
+    out[i] = Arm(arms[i], {TargetSpec::Kind::kThread, arms[i].tid, 0}, spec);
+    if (out[i] && out[i]->code != Code::kNotFound) failed.store(true, std::memory_order_relaxed);
+  });
+  return out;
+}
+
+void PerfEventsBackend::DisarmAll(std::vector<ThreadArm>& arms) {
+  fan_out_.ForEach(arms.size(), [&](size_t i) { Disarm(arms[i]); });
 }
 
 std::optional<Problem> PerfEventsBackend::Move(std::vector<ThreadArm>& arms,

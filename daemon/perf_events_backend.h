@@ -7,18 +7,24 @@
 
 #include "arch/capabilities.h"
 #include "daemon/backend.h"
+#include "daemon/fan_out.h"
 
 namespace hwwatch::daemon {
 
 class PerfEventsBackend : public Backend {
  public:
-  PerfEventsBackend(const arch::HostCapabilities& caps, engine::Engine& engine)
-      : caps_(caps), engine_(engine) {}
+  // `fan_out` spreads the threads of a process over a few threads.
+  PerfEventsBackend(const arch::HostCapabilities& caps, engine::Engine& engine, FanOut& fan_out)
+      : caps_(caps), engine_(engine), fan_out_(fan_out) {}
 
   Result<ThreadArm> Admit(const TargetSpec& where, arch::SlotType type, unsigned weight,
                           const ArmHow& how) override;
   std::optional<Problem> Arm(ThreadArm& arm, const TargetSpec& where, const ArmSpec& spec) override;
   void Disarm(ThreadArm& arm) override;
+  // Each thread's events are its own: armed and closed side by side.
+  std::vector<std::optional<Problem>> ArmAll(std::vector<ThreadArm>& arms,
+                                             const ArmSpec& spec) override;
+  void DisarmAll(std::vector<ThreadArm>& arms) override;
   std::optional<Problem> Move(std::vector<ThreadArm>& arms, const TargetSpec& target,
                               const WatchSpec& from, const ArmSpec& to) override;
   uint64_t Hits(const ThreadArm& arm) const override;
@@ -31,6 +37,7 @@ class PerfEventsBackend : public Backend {
 
   const arch::HostCapabilities& caps_;
   engine::Engine& engine_;
+  FanOut& fan_out_;
 };
 
 }  // namespace hwwatch::daemon

@@ -10,9 +10,9 @@ namespace hwwatch::daemon {
 
 class PerfSamplesBackend final : public PerfEventsBackend {
  public:
-  PerfSamplesBackend(const arch::HostCapabilities& caps, engine::Engine& engine,
+  PerfSamplesBackend(const arch::HostCapabilities& caps, engine::Engine& engine, FanOut& fan_out,
                      SampleReader& reader)
-      : PerfEventsBackend(caps, engine), reader_(reader) {}
+      : PerfEventsBackend(caps, engine, fan_out), reader_(reader) {}
 
   std::optional<Problem> Arm(ThreadArm& arm, const TargetSpec& where, const ArmSpec& spec) override;
   void Disarm(ThreadArm& arm) override;

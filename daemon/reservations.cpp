@@ -34,7 +34,7 @@ ReservationManager::ReservationManager(
                            [this](uint64_t group, pid_t tid, int) { ThreadGone(group, tid); },
                            [this](uint64_t group, pid_t tgid) { Execed(group, tgid); }},
               std::vector<int>{executor_.post_fd()}) {
-  backends_.events = std::make_unique<PerfEventsBackend>(caps_, engine_);
+  backends_.events = std::make_unique<PerfEventsBackend>(caps_, engine_, fan_out_);
   if (capture.bpf) {
     capture_ = BpfCapture::Load(*this, capture, capture_detail_);
   } else {
@@ -42,13 +42,14 @@ ReservationManager::ReservationManager(
   }
   if (capture_) {
     capture_detail_ = "a BPF program on each breakpoint event reads the value at the trap";
-    backends_.samples = std::make_unique<BpfSamplesBackend>(caps_, engine_, *capture_);
+    backends_.samples = std::make_unique<BpfSamplesBackend>(caps_, engine_, fan_out_, *capture_);
   } else {
     spdlog::warn("hits are captured through perf rings, values read at delivery: {}",
                  capture_detail_);
-    backends_.samples = std::make_unique<PerfSamplesBackend>(caps_, engine_, reader_);
+    backends_.samples = std::make_unique<PerfSamplesBackend>(caps_, engine_, fan_out_, reader_);
   }
-  backends_.debugger_stops = std::make_unique<DebuggerStopsBackend>(caps_, engine_, capture_.get());
+  backends_.debugger_stops =
+      std::make_unique<DebuggerStopsBackend>(caps_, engine_, fan_out_, capture_.get());
   if (!capture_) {
     spdlog::warn(
         "a debugger's stop watches are checked for a debugger that let go only every sweep (no "

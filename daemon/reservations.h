@@ -27,6 +27,7 @@
 #include "daemon/error.h"
 #include "daemon/event_hub.h"
 #include "daemon/executor.h"
+#include "daemon/fan_out.h"
 #include "daemon/hit_sink.h"
 #include "daemon/membership.h"
 #include "daemon/peers.h"
@@ -250,6 +251,8 @@ class ReservationManager final : private HitSink {
   // thread calls Hit() and ThreadGone() until destroyed, after backends_.
   std::unique_ptr<BpfCapture> capture_;
   std::string capture_detail_;
+  // The perf backends arm and close a process's threads over these.
+  FanOut fan_out_{FanOut::DefaultHelpers()};
   Backends backends_;
 };
 

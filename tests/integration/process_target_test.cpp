@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -235,6 +236,50 @@ TEST_F(ProcessTarget, AFullThreadRefusesTheWholeProcessAndLeavesNothingArmed) {
   EXPECT_EQ(r.error().refusal->tid(), threads.back());
   // The threads armed before the full one were rolled back.
   for (size_t i = 0; i + 1 < threads.size(); ++i) EXPECT_EQ(KernelFreeOnThread(threads[i]), 4u);
+}
+
+// A process of 150 threads is armed over several threads of the daemon
+// (daemon/fan_out.h): every thread gets its register, or, when the kernel
+// refuses one of them (slots taken outside hwwatchd), the refusal names
+// that thread and no other thread keeps anything.
+TEST_F(ProcessTarget, ManyThreadsAreArmedAllOrNone) {
+  ASSERT_EQ(target.Line(), "ready\n");
+  for (int i = 0; i < 147; ++i) ASSERT_EQ(target.Ask('n').rfind("tid ", 0), 0u);
+  std::vector<pid_t> threads = target.Threads();
+  ASSERT_GE(threads.size(), 150u);
+  std::sort(threads.begin(), threads.end());
+  for (pid_t tid : threads) ASSERT_EQ(KernelFreeOnThread(tid), 4u) << "slots held outside";
+  const pid_t full = threads[threads.size() / 2];
+  for (v1::Delivery delivery : {v1::DELIVERY_COUNT, v1::DELIVERY_SAMPLES}) {
+    SCOPED_TRACE(v1::Delivery_Name(delivery));
+    const v1::ReserveRequest req =
+        Request().Pid(target.pid()).At(0x30000, 8).Backend(v1::BACKEND_PERF).Delivery(delivery);
+    {
+      // Every slot of one thread in the middle, held outside the daemon.
+      std::vector<arch::PerfBreakpoint> outside;
+      for (uint64_t a = 0; a < 4; ++a) {
+        auto bp = arch::PerfBreakpoint::Open({0x40000 + 8 * a, 8, arch::Access::kWrite},
+                                             arch::PerfTarget::Thread(full));
+        ASSERT_TRUE(bp) << bp.error().message;
+        outside.push_back(std::move(bp.value()));
+      }
+      auto refused = client().Reserve(req);
+      ASSERT_FALSE(refused);
+      EXPECT_EQ(refused.error().code, grpc::StatusCode::RESOURCE_EXHAUSTED);
+      ASSERT_TRUE(refused.error().refusal.has_value());
+      EXPECT_EQ(refused.error().refusal->reason(), v1::Refusal::HELD_OUTSIDE);
+      EXPECT_EQ(refused.error().refusal->tid(), full);
+      for (pid_t tid : threads) {
+        if (tid == full) continue;
+        EXPECT_EQ(KernelFreeOnThread(tid), 4u) << "thread " << tid << " kept a register";
+      }
+    }
+    auto r = client().Reserve(req);
+    ASSERT_TRUE(r) << r.error().ToString();
+    for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 3u) << "thread " << tid;
+    ASSERT_TRUE(client().Release(r->id()));
+    for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 4u) << "thread " << tid;
+  }
 }
 
 }  // namespace
