@@ -49,8 +49,9 @@ struct ThreadArm {
   // Sample delivery: the first register with the ring, shared with the
   // reader.
   std::vector<std::shared_ptr<SampledEvent>> sampled;
-  // BPF capture: the perf link of each event (links[i] holds events[i]),
-  // and the group whose watch the program has for this arm.
+  // BPF capture: the perf link of each event (links[i] holds events[i];
+  // empty where the event carries the program itself), and the group
+  // whose watch the program has for this arm.
   std::vector<arch::ScopedFd> links;
   uint64_t capture_group = 0;
   // A debugger's stops: the debugger's process when armed, and the group

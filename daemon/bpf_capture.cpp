@@ -2,12 +2,15 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <linux/perf_event.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -166,6 +169,16 @@ static std::vector<uint64_t> RegisterAddresses(const WatchSpec& watch) {
   return out;
 }
 
+// The addresses of `from` that `in` lacks.
+static std::vector<uint64_t> Missing(const std::vector<uint64_t>& from,
+                                     const std::vector<uint64_t>& in) {
+  std::vector<uint64_t> out;
+  for (uint64_t a : from) {
+    if (std::find(in.begin(), in.end(), a) == in.end()) out.push_back(a);
+  }
+  return out;
+}
+
 void BpfCapture::CountProcess(pid_t tgid, int delta) {
   if (tgid <= 0) return;
   // The program only asks whether a process is watched. Its entry goes in
@@ -293,17 +306,35 @@ std::optional<RawHit> BpfCapture::Rewatch(uint64_t group, const WatchSpec& watch
   g.address = w.address;
   g.filter = w;
   if (!g.inherits) return tail;
-  // The kernel moved the inherited copies with their parents.
-  UnmapInherited(g.tgid, g.inherited);
-  g.inherited = RegisterAddresses(watch);
-  if (!MapInherited(g.tgid, g.inherited, group)) {
-    spdlog::warn(
-        "reservation {}: new threads of process {} are not captured after the modify: "
-        "another watch of that process uses the same address",
-        group, g.tgid);
-    g.inherited.clear();
-  }
+  // MapMoved mapped the new addresses before the kernel moved the events
+  // (and the copies it made at clone, with their parents); the old ones go.
+  const std::vector<uint64_t> now = RegisterAddresses(watch);
+  UnmapInherited(g.tgid, Missing(g.inherited, now));
+  g.inherited = now;
   return tail;
+}
+
+std::optional<uint64_t> BpfCapture::MapMoved(uint64_t group, const WatchSpec& to) {
+  MutexLock lock(mu_);
+  auto it = groups_.find(group);
+  if (it == groups_.end() || !it->second.inherits) return std::nullopt;
+  GroupState& g = it->second;
+  std::vector<uint64_t> added;
+  for (uint64_t a : Missing(RegisterAddresses(to), g.inherited)) {
+    if (!MapInherited(g.tgid, {a}, group)) {
+      UnmapInherited(g.tgid, added);
+      return a;
+    }
+    added.push_back(a);
+  }
+  return std::nullopt;
+}
+
+void BpfCapture::UnmapMoved(uint64_t group, const WatchSpec& to) {
+  MutexLock lock(mu_);
+  auto it = groups_.find(group);
+  if (it == groups_.end() || !it->second.inherits) return;
+  UnmapInherited(it->second.tgid, Missing(RegisterAddresses(to), it->second.inherited));
 }
 
 void BpfCapture::RemoveWatch(uint64_t group) {
@@ -349,6 +380,13 @@ arch::Result<arch::ScopedFd> BpfCapture::Attach(int perf_fd, uint64_t group) {
       bpf_link_create(bpf_program__fd(skel_->progs.capture), perf_fd, BPF_PERF_EVENT, &opts);
   if (link < 0) return arch::ErrnoError("bpf_link_create(capture program, perf event)");
   return arch::ScopedFd(link);
+}
+
+arch::Status BpfCapture::AttachMapped(int perf_fd) {
+  if (ioctl(perf_fd, PERF_EVENT_IOC_SET_BPF, bpf_program__fd(skel_->progs.capture)) != 0) {
+    return arch::ErrnoError("PERF_EVENT_IOC_SET_BPF(capture program)");
+  }
+  return arch::OkStatus();
 }
 
 arch::Result<arch::ScopedFd> BpfCapture::Guard(int perf_fd, uint64_t group, pid_t tracer_tgid) {

@@ -1,14 +1,15 @@
 // Capture at the trap: the BPF program of daemon/bpf/capture.bpf.c,
 // loaded once per daemon, attached to every breakpoint event of the BPF
-// samples backend through a perf link whose cookie is the reservation
-// group. At each trap it reads the watched bytes, applies the group's
+// samples backend: through a perf link whose cookie is the reservation
+// group, or, for a process whose events are mapped, on the event itself.
+// At each trap it reads the watched bytes, applies the group's
 // filters and writes a record into one BPF ring buffer; this class's
 // thread drains that ring in batches and hands the hits to the HitSink,
 // with the bytes before and after the access.
 //
-// Threads of a watched process created after arming carry inherited
-// events, which the kernel gives no cookie: they find their group through
-// the (process, breakpoint address) map that AddInherited fills.
+// A process watch's events, and the copies the kernel makes of them in
+// threads created after arming, carry no cookie: they find their group
+// through the (process, breakpoint address) map that AddWatch fills.
 #pragma once
 
 #include <sys/types.h>
@@ -80,6 +81,19 @@ class BpfCapture {
   // The link holds the event: closing the link (and the event) frees the
   // slot.
   arch::Result<arch::ScopedFd> Attach(int perf_fd, uint64_t group);
+  // An event of a group whose process's events are mapped (AddWatch set
+  // `inherits`): the program goes on the event itself, with no cookie and
+  // no link, and finds the group by (process, register address) as it does
+  // for the copies the kernel makes at clone. One descriptor per event,
+  // and no link to create and close. It goes when the event closes.
+  arch::Status AttachMapped(int perf_fd);
+  // Before a modify moves a mapped group's events: maps the new watch's
+  // register addresses too, or, where another group holds one, maps
+  // nothing and says which address (the mapped events would lose their
+  // group). UpdateWatch then drops the old addresses.
+  std::optional<uint64_t> MapMoved(uint64_t group, const WatchSpec& to) EXCLUDES(mu_);
+  // A modify that failed after MapMoved: unmaps what it added.
+  void UnmapMoved(uint64_t group, const WatchSpec& to) EXCLUDES(mu_);
 
   // A debugger's stop events: attaches the guard program to `perf_fd`
   // (cookie: the group), which lets its traps through only while the

@@ -1,6 +1,7 @@
 #include "daemon/bpf_samples_backend.h"
 
 #include <algorithm>
+#include <sstream>
 #include <string>
 
 #include "daemon/procfs.h"
@@ -34,7 +35,8 @@ std::optional<Problem> BpfSamplesBackend::Arm(ThreadArm& arm, const TargetSpec& 
   for (unsigned i = 0; i < watch.cover.needed(); ++i) {
     auto bp = Open(watch, i, where, options);
     if (!bp) return failed(bp.error());
-    auto link = capture_.Attach(bp->fd(), spec.group);
+    // A mapped group's events carry the program themselves (no link).
+    auto link = Attach(bp->fd(), spec.group, inherits);
     if (!link) return failed(link.error());
     arm.events.push_back(std::move(bp.value()));
     arm.links.push_back(std::move(link.value()));
@@ -87,19 +89,39 @@ std::optional<Problem> BpfSamplesBackend::Move(std::vector<ThreadArm>& arms,
             std::to_string(from.weight()) +
             " register(s); they cannot get more: release the watch and reserve the new region");
   }
+  // A mapped group's events find it by address: the new addresses are
+  // mapped before anything moves, or nothing moves.
+  auto inherits = [](const ThreadArm& a) { return a.inherits; };
+  const bool mapped = std::any_of(arms.begin(), arms.end(), inherits) ||
+                      std::any_of(children.begin(), children.end(), inherits);
+  bool mapped_new = false;
+  if (!problem && mapped) {
+    if (auto taken = capture_.MapMoved(to.group, *to.watch)) {
+      std::ostringstream hex;
+      hex << std::hex << *taken;
+      problem = MakeProblem(Code::kFailedPrecondition,
+                            "another watch of process " + std::to_string(target.tid) +
+                                " has a register at 0x" + hex.str() +
+                                ": this watch's events find theirs by process and address, so "
+                                "it cannot move there while that one is held");
+    } else {
+      mapped_new = true;
+    }
+  }
   // Registers added on a thread are opened as its first ones were.
   ArmSpec these = to;
-  these.options.inherit =
-      std::any_of(arms.begin(), arms.end(), [](const ThreadArm& a) { return a.inherits; });
+  these.options.inherit = std::any_of(arms.begin(), arms.end(), inherits);
   these.options.remove_on_exec = target.is_task();
   if (!problem) problem = PerfEventsBackend::Move(arms, target, from, these);
-  if (!problem) {
+  if (problem) {
+    if (mapped_new) capture_.UnmapMoved(to.group, *to.watch);  // nothing moved
+  } else {
     // Registers the new watch dropped close with their links; new ones get
     // theirs (a failure here leaves a register without capture: said).
     for (ThreadArm& arm : arms) {
       if (arm.links.size() > arm.events.size()) arm.links.resize(arm.events.size());
       for (size_t i = arm.links.size(); i < arm.events.size() && !problem; ++i) {
-        auto link = capture_.Attach(arm.events[i].fd(), to.group);
+        auto link = Attach(arm.events[i].fd(), to.group, arm.inherits);
         if (!link) {
           problem =
               ProblemFromErrno(link.error(), KernelStep::kModify, arm.tid, to.watch->weight());
@@ -112,6 +134,12 @@ std::optional<Problem> BpfSamplesBackend::Move(std::vector<ThreadArm>& arms,
   }
   for (ThreadArm& c : children) arms.push_back(std::move(c));
   return problem;
+}
+
+arch::Result<arch::ScopedFd> BpfSamplesBackend::Attach(int perf_fd, uint64_t group, bool mapped) {
+  if (!mapped) return capture_.Attach(perf_fd, group);
+  if (arch::Status st = capture_.AttachMapped(perf_fd); !st.ok()) return st.error();
+  return arch::ScopedFd();  // the event holds the program
 }
 
 std::optional<Backend::Fates> BpfSamplesBackend::FatesOf(uint64_t group) const {

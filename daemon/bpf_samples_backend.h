@@ -24,6 +24,10 @@ class BpfSamplesBackend final : public PerfEventsBackend {
   std::optional<Fates> FatesOf(uint64_t group) const override;
 
  private:
+  // The capture program on an opened event: through a link whose cookie is
+  // `group`, or, for a group whose process's events are mapped (the arm
+  // inherits), on the event itself, with an empty fd in the arm's links.
+  arch::Result<arch::ScopedFd> Attach(int perf_fd, uint64_t group, bool mapped);
   BpfCapture& capture_;
 };
 

@@ -1,6 +1,7 @@
 // The capture program: attached to every breakpoint event of hwwatchd's
-// BPF capture path (PERF_EVENT_IOC_SET_BPF through a perf link, whose
-// cookie is the reservation group), it runs at the trap, in the context of
+// BPF capture path (through a perf link whose cookie is the reservation
+// group, or, for a process watch, PERF_EVENT_IOC_SET_BPF with no cookie:
+// the `inherited` map names the group), it runs at the trap, in the context of
 // the thread that hit. It reads the watched bytes there, applies the
 // watch's filters (--changed, --if) and writes one record per reported
 // trap into the `hits` ring buffer, which the daemon drains in batches.
@@ -113,7 +114,8 @@ SEC("perf_event")
 int capture(struct bpf_perf_event_data* ctx) {
   hw_u64 group = bpf_get_attach_cookie(ctx);
   if (group == 0) {
-    // An event the kernel inherited into a new thread of a watched process.
+    // An event of a process watch, or its copy the kernel made in a new
+    // thread of that process.
     struct hw_inherited_key key = {};
     key.tgid = (hw_u32)(bpf_get_current_pid_tgid() >> 32);
     key.bp_address = ctx->addr;

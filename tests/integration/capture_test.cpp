@@ -387,6 +387,36 @@ TEST_F(Capture, AClientThatNeverReadsIsAccountedExactly) {
   stream->Cancel();
 }
 
+// A process watch's events carry the program without a cookie (it finds
+// the group by process and register address): a thread that existed at
+// Reserve is captured, and after a modify that moves the register and adds
+// one, the hits come from the new addresses.
+TEST_F(Capture, AProcessWatchCapturesItsThreadsBeforeAndAfterAModify) {
+  constexpr uint32_t kWrites = 200;
+  auto stream = client().Follow({}, false);
+  auto r = Reserve(Request().Pid(writer.pid()).At(Writer::address(), 8));
+  ASSERT_EQ(writer.Write(kWrites), 0u);
+  auto hits = Hits(*stream, kWrites);
+  ASSERT_EQ(hits.size(), kWrites);
+  for (size_t i = 0; i < hits.size(); ++i) {
+    ASSERT_EQ(Value(hits[i].value()), i + 1) << hits[i].DebugString();
+    ASSERT_EQ(hits[i].tid(), writer.pid());
+  }
+  auto moved = client().Modify(r.id(), testing::Watch(Writer::pair_address(), 16));
+  ASSERT_TRUE(moved) << moved.error().ToString();
+  ASSERT_EQ(moved->registers_size(), 2);
+  ASSERT_EQ(writer.WritePair(kWrites), 0u);
+  hits = Hits(*stream, kWrites);
+  ASSERT_EQ(hits.size(), kWrites);
+  for (size_t i = 0; i < hits.size(); ++i) {
+    ASSERT_EQ(hits[i].address(), Writer::pair_address() + 8) << hits[i].DebugString();
+    ASSERT_EQ(Value(hits[i].value().substr(8)), i + 1) << hits[i].DebugString();
+  }
+  const v1::Reservation l = Listed(r.id());
+  EXPECT_EQ(l.delivered(), 2 * kWrites);
+  stream->Cancel();
+}
+
 // Inherited events and CPU targets: the engine never lets CPU watches take
 // the slot new threads of a watched process need, so the kernel never
 // fails their clone; both agree on the refusal beyond.

@@ -238,6 +238,34 @@ TEST_F(ProcessTarget, AFullThreadRefusesTheWholeProcessAndLeavesNothingArmed) {
   for (size_t i = 0; i + 1 < threads.size(); ++i) EXPECT_EQ(KernelFreeOnThread(threads[i]), 4u);
 }
 
+// Two samples watches of one process at different addresses: their events
+// find their watch by process and address (BPF capture), so one cannot
+// move onto the other's register, and the refused modify moves nothing.
+TEST_F(ProcessTarget, ModifyOntoAnotherWatchsAddressOfTheProcessIsRefused) {
+  ASSERT_EQ(target.Line(), "ready\n");
+  auto caps = client().GetCapabilities();
+  ASSERT_TRUE(caps);
+  ASSERT_EQ(caps->capture().path(), v1::Capture::PATH_BPF) << caps->capture().detail();
+  const std::vector<pid_t> threads = target.Threads();
+  for (pid_t tid : threads) ASSERT_EQ(KernelFreeOnThread(tid), 4u) << "slots held outside";
+  auto a = client().Reserve(Request().Pid(target.pid()).At(0x10000, 8));
+  ASSERT_TRUE(a) << a.error().ToString();
+  auto b = client().Reserve(Request().Pid(target.pid()).At(0x20000, 8));
+  ASSERT_TRUE(b) << b.error().ToString();
+  auto refused = client().Modify(b->id(), testing::Watch(0x10000, 16));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(refused.error().message.find("0x10000"), std::string::npos) << refused.error().message;
+  for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 2u) << "thread " << tid;
+  // Once the other is gone, it moves (two registers now).
+  ASSERT_TRUE(client().Release(a->id()));
+  auto m = client().Modify(b->id(), testing::Watch(0x10000, 16));
+  ASSERT_TRUE(m) << m.error().ToString();
+  for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 2u) << "thread " << tid;
+  ASSERT_TRUE(client().Release(b->id()));
+  for (pid_t tid : threads) EXPECT_EQ(KernelFreeOnThread(tid), 4u) << "thread " << tid;
+}
+
 // A process of 150 threads is armed over several threads of the daemon
 // (daemon/fan_out.h): every thread gets its register, or, when the kernel
 // refuses one of them (slots taken outside hwwatchd), the refusal names
