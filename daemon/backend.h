@@ -66,6 +66,9 @@ struct ThreadArm {
   // A thread the kernel armed at clone from an inherited event: accounted
   // in the engine, nothing of its own to close.
   bool kernel_armed = false;
+  // Where the thread last ran (-1: not known): the perf backends arm it
+  // from that CPU (see fan_out.h).
+  int last_cpu = -1;
 };
 
 // What to arm: the watch, and how its hits are delivered.

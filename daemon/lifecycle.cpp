@@ -219,7 +219,8 @@ void ReservationManager::DropThread(Group& g, pid_t tid) {
 void ReservationManager::FollowThreads(Entry& e) {
   Group& g = *e.group;
   const pid_t pid = e.info.target.tid;
-  const std::vector<pid_t> now = procfs::ListThreads(pid);
+  std::vector<pid_t> now;
+  for (const ThreadOnCpu& t : ThreadsOf(pid)) now.push_back(t.tid);
   std::vector<pid_t> gone;
   for (const ThreadArm& a : g.arms) {
     if (!a.exited && !std::binary_search(now.begin(), now.end(), a.tid)) gone.push_back(a.tid);

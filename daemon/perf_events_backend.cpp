@@ -62,16 +62,21 @@ std::vector<std::optional<Problem>> PerfEventsBackend::ArmAll(std::vector<Thread
                                                               const ArmSpec& spec) {
   std::vector<std::optional<Problem>> out(arms.size());
   std::atomic<bool> failed{false};
-  fan_out_.ForEach(arms.size(), [&](size_t i) {
-    if (failed.load(std::memory_order_relaxed)) {
-      // Not tried: another thread's failure is the answer. Not found is
-      // what the caller passes over (as for a thread that ended).
-      out[i] = MakeProblem(Code::kNotFound, "not armed: another thread failed");
-      return;
-    }
-    out[i] = Arm(arms[i], {TargetSpec::Kind::kThread, arms[i].tid, 0}, spec);
-    if (out[i] && out[i]->code != Code::kNotFound) failed.store(true, std::memory_order_relaxed);
-  });
+  auto on = [&](size_t i) { return arms[i].last_cpu; };
+  fan_out_.ForEach(
+      arms.size(),
+      [&](size_t i) {
+        if (failed.load(std::memory_order_relaxed)) {
+          // Not tried: another thread's failure is the answer. Not found is
+          // what the caller passes over (as for a thread that ended).
+          out[i] = MakeProblem(Code::kNotFound, "not armed: another thread failed");
+          return;
+        }
+        out[i] = Arm(arms[i], {TargetSpec::Kind::kThread, arms[i].tid, 0}, spec);
+        if (out[i] && out[i]->code != Code::kNotFound)
+          failed.store(true, std::memory_order_relaxed);
+      },
+      on);
   return out;
 }
 

@@ -21,7 +21,8 @@ class PerfEventsBackend : public Backend {
                           const ArmHow& how) override;
   std::optional<Problem> Arm(ThreadArm& arm, const TargetSpec& where, const ArmSpec& spec) override;
   void Disarm(ThreadArm& arm) override;
-  // Each thread's events are its own: armed and closed side by side.
+  // Each thread's events are its own: armed and closed side by side, each
+  // armed from the CPU it last ran on where that is known.
   std::vector<std::optional<Problem>> ArmAll(std::vector<ThreadArm>& arms,
                                              const ArmSpec& spec) override;
   void DisarmAll(std::vector<ThreadArm>& arms) override;

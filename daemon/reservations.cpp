@@ -34,6 +34,9 @@ ReservationManager::ReservationManager(
                            [this](uint64_t group, pid_t tid, int) { ThreadGone(group, tid); },
                            [this](uint64_t group, pid_t tgid) { Execed(group, tgid); }},
               std::vector<int>{executor_.post_fd()}) {
+  std::string no_lister;
+  lister_ = ThreadLister::Load(no_lister);
+  if (!lister_) spdlog::info("threads of a process are listed from /proc: {}", no_lister);
   backends_.events = std::make_unique<PerfEventsBackend>(caps_, engine_, fan_out_);
   if (capture.bpf) {
     capture_ = BpfCapture::Load(*this, capture, capture_detail_);
@@ -191,9 +194,12 @@ std::optional<Problem> ReservationManager::ArmNewGroup(const Peer& caller, Entry
   if (id != 0) membership_.Join(id, id, caller.session_id);
   // A process: every thread it has now (later ones are found by Reap()).
   std::vector<TargetSpec> threads;
+  std::vector<int> ran_on;
   if (target.kind == TargetSpec::Kind::kProcess) {
-    for (pid_t tid : procfs::ListThreads(target.tid))
-      threads.push_back({TargetSpec::Kind::kThread, tid, 0});
+    for (const ThreadOnCpu& t : ThreadsOf(target.tid)) {
+      threads.push_back({TargetSpec::Kind::kThread, t.tid, 0});
+      ran_on.push_back(t.cpu);
+    }
     if (threads.empty())
       return MakeProblem(Code::kNotFound, "no process " + std::to_string(target.tid));
   } else {
@@ -223,9 +229,9 @@ std::optional<Problem> ReservationManager::ArmNewGroup(const Peer& caller, Entry
     }
   }
   if (!failed && next < threads.size()) {
-    failed =
-        ArmThreads(*g.backend, {threads.begin() + static_cast<std::ptrdiff_t>(next), threads.end()},
-                   e.spec, g.arms);
+    failed = ArmThreads(
+        *g.backend, {threads.begin() + static_cast<std::ptrdiff_t>(next), threads.end()},
+        {ran_on.begin() + static_cast<std::ptrdiff_t>(next), ran_on.end()}, e.spec, g.arms);
   }
   if (failed) {
     g.backend->DisarmAll(g.arms);
@@ -264,13 +270,15 @@ Result<ThreadArm> ReservationManager::ArmOne(Backend& backend, const TargetSpec&
 
 std::optional<Problem> ReservationManager::ArmThreads(Backend& backend,
                                                       const std::vector<TargetSpec>& threads,
+                                                      const std::vector<int>& ran_on,
                                                       const ArmSpec& spec,
                                                       std::vector<ThreadArm>& armed) {
   std::vector<ThreadArm> arms;
   std::optional<Problem> failed;
-  for (const TargetSpec& t : threads) {
-    auto arm = backend.Admit(t, spec.type, spec.watch->weight(), spec.how);
+  for (size_t i = 0; i < threads.size(); ++i) {
+    auto arm = backend.Admit(threads[i], spec.type, spec.watch->weight(), spec.how);
     if (arm) {
+      arm->last_cpu = i < ran_on.size() ? ran_on[i] : -1;
       arms.push_back(std::move(arm.value()));
     } else if (arm.error().code != Code::kNotFound) {
       failed = std::move(arm).error();
@@ -294,6 +302,15 @@ std::optional<Problem> ReservationManager::ArmThreads(Backend& backend,
     failed = ArmFailure({TargetSpec::Kind::kThread, arms[i].tid, 0}, spec, std::move(*results[i]));
   }
   return failed;
+}
+
+std::vector<ThreadOnCpu> ReservationManager::ThreadsOf(pid_t pid) const {
+  if (lister_) {
+    if (auto listed = lister_->List(pid)) return std::move(*listed);
+  }
+  std::vector<ThreadOnCpu> out;
+  for (pid_t tid : procfs::ListThreads(pid)) out.push_back({tid, -1});
+  return out;
 }
 
 Problem ReservationManager::ArmFailure(const TargetSpec& where, const ArmSpec& spec, Problem no) {

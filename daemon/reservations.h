@@ -36,6 +36,7 @@
 #include "daemon/request_check.h"
 #include "daemon/sample_reader.h"
 #include "daemon/thread_annotations.h"
+#include "daemon/thread_lister.h"
 #include "daemon/tracer.h"
 #include "daemon/types.h"
 
@@ -159,8 +160,13 @@ class ReservationManager final : private HitSink {
   // Admits and arms spec.group's watch on more threads of a process, all
   // in one Backend::ArmAll; threads that ended meanwhile are skipped. On
   // failure the new arms are rolled back, those in `armed` are kept.
+  // `ran_on[i]` is where threads[i] last ran (-1: not known).
   std::optional<Problem> ArmThreads(Backend& backend, const std::vector<TargetSpec>& threads,
-                                    const ArmSpec& spec, std::vector<ThreadArm>& armed);
+                                    const std::vector<int>& ran_on, const ArmSpec& spec,
+                                    std::vector<ThreadArm>& armed);
+  // The threads of process `pid` by tid, with where each last ran where the
+  // thread lister can tell (else from /proc, CPUs not known). Empty: gone.
+  std::vector<ThreadOnCpu> ThreadsOf(pid_t pid) const;
   // Why arming on `where` failed, with the count of slots held outside
   // hwwatchd where the kernel refused them.
   Problem ArmFailure(const TargetSpec& where, const ArmSpec& spec, Problem no);
@@ -251,6 +257,8 @@ class ReservationManager final : private HitSink {
   // thread calls Hit() and ThreadGone() until destroyed, after backends_.
   std::unique_ptr<BpfCapture> capture_;
   std::string capture_detail_;
+  // A process's threads from the kernel's list (null: /proc is read).
+  std::unique_ptr<ThreadLister> lister_;
   // The perf backends arm and close a process's threads over these.
   FanOut fan_out_{FanOut::DefaultHelpers()};
   Backends backends_;

@@ -18,8 +18,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
+#include <map>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -222,6 +226,62 @@ Attempt DirectOnce(const std::vector<pid_t>& tids, const arch::BreakpointSpec& s
   return MicrosSince(t0);
 }
 
+// The CPU task `tid` of `pid` last ran on (field 39 of its stat), or -1.
+int LastCpu(pid_t pid, pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t comm_end = stat.rfind(')');
+  if (comm_end == std::string::npos) return -1;
+  std::istringstream rest(stat.substr(comm_end + 2));
+  std::string field;
+  for (int i = 3; i <= 39; ++i) {
+    if (!(rest >> field)) return -1;
+  }
+  return std::atoi(field.c_str());
+}
+
+// The tasks grouped by the CPU each last ran on (they are blocked: it
+// stays so while the bench runs).
+std::map<int, std::vector<pid_t>> ByCpu(pid_t pid, const std::vector<pid_t>& tids) {
+  std::map<int, std::vector<pid_t>> out;
+  for (pid_t tid : tids) out[LastCpu(pid, tid)].push_back(tid);
+  return out;
+}
+
+// As DirectOnce, by a client that moves itself to the CPU each task last
+// ran on before it opens its event there (an event installed from another
+// CPU interrupts the task's), and back at the end: the migrations timed.
+Attempt DirectLocalOnce(const std::map<int, std::vector<pid_t>>& by_cpu,
+                        const arch::BreakpointSpec& spec) {
+  cpu_set_t saved;
+  if (sched_getaffinity(0, sizeof saved, &saved) != 0)
+    throw std::runtime_error("sched_getaffinity");
+  std::vector<arch::PerfBreakpoint> open;
+  Attempt out;
+  const auto t0 = Clock::now();
+  for (const auto& [cpu, tids] : by_cpu) {
+    if (cpu >= 0) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      (void)sched_setaffinity(0, sizeof one, &one);
+    }
+    for (pid_t tid : tids) {
+      auto bp = arch::PerfBreakpoint::Open(spec, arch::PerfTarget::Thread(tid));
+      if (!bp) {
+        (void)sched_setaffinity(0, sizeof saved, &saved);
+        if (bp.error().Is(ENOSPC)) return std::nullopt;  // `open` closes the rest
+        throw std::runtime_error("P9 perf_event_open on " + std::to_string(tid) + ": " +
+                                 bp.error().message);
+      }
+      open.push_back(std::move(bp.value()));
+    }
+  }
+  (void)sched_setaffinity(0, sizeof saved, &saved);
+  open.clear();
+  return MicrosSince(t0);
+}
+
 // Thrown by PtraceOnce; `traced` is a thread left traced (or -1).
 struct PtraceFailure {
   std::string why;
@@ -358,10 +418,14 @@ void Measure(const std::string& socket, unsigned repeat, ThreadedProcess& target
     std::vector<double> runs;
     bool given_up = false;
   };
+  const std::map<int, std::vector<pid_t>> by_cpu = ByCpu(target.pid(), target.tids());
   Side sides[] = {
       {"daemon count", [&] { return DaemonOnce(client, count); }, {}},
       {"daemon samples", [&] { return DaemonOnce(client, samples); }, {}},
       {"direct perf_event_open", [&] { return DirectOnce(target.tids(), spec); }, {}},
+      {"direct perf_event_open from each task's CPU",
+       [&] { return DirectLocalOnce(by_cpu, spec); },
+       {}},
   };
   uint64_t ignored = 0;
   for (Side& s : sides) (void)Retried(s.once, &ignored);  // warm-up
@@ -385,6 +449,7 @@ void Measure(const std::string& socket, unsigned repeat, ThreadedProcess& target
   out->daemon_count_us = Median(sides[0].runs);
   out->daemon_samples_us = Median(sides[1].runs);
   out->direct_us = Median(sides[2].runs);
+  out->direct_local_us = Median(sides[3].runs);
 
   // Last: registers written through ptrace stay reserved (disabled) on
   // the threads until they exit, which would tilt the other sides.

@@ -17,6 +17,7 @@ struct ProcessTargetFigures {
   double daemon_count_us = 0;    // Reserve(pid, DELIVERY_COUNT) + Release
   double daemon_samples_us = 0;  // the same with the default (samples) delivery
   double direct_us = 0;          // perf_event_open on every task, then close all
+  double direct_local_us = 0;    // the same, each opened from the CPU its task last ran on
   double ptrace_us = 0;          // seize, interrupt, wait, arm, disarm, detach
   double ptrace_held_us = 0;     // the same in two stops, the watch held between
   double daemon_ptrace_us = 0;   // Reserve(pid, BACKEND_PTRACE) + Release through hwwatchd

@@ -472,6 +472,9 @@ void P9Json(Json& j, const ProcessTargetFigures& x) {
   PutMeasured(j, "direct_us", x.direct_us);
   PutMeasured(j, "ratio_count", Ratio(x.daemon_count_us, x.direct_us));
   PutMeasured(j, "ratio_samples", Ratio(x.daemon_samples_us, x.direct_us));
+  PutMeasured(j, "direct_local_us", x.direct_local_us);
+  PutMeasured(j, "ratio_count_local", Ratio(x.daemon_count_us, x.direct_local_us));
+  PutMeasured(j, "ratio_samples_local", Ratio(x.daemon_samples_us, x.direct_local_us));
   PutMeasured(j, "daemon_ptrace_us", x.daemon_ptrace_us);
   PutMeasured(j, "daemon_ptrace_ratio", Ratio(x.daemon_ptrace_us, x.direct_us));
   PutMeasured(j, "ptrace_us", x.ptrace_us);
@@ -566,6 +569,9 @@ void Print(const Params& p, const std::string& daemon, const Latency& l, const F
       Ratio(x.daemon_count_us, x.direct_us), "<= 1.5");
   row("   samples delivery " + us(x.daemon_samples_us) + " / direct",
       Ratio(x.daemon_samples_us, x.direct_us), "");
+  row("   pair / direct from each task's CPU " + us(x.direct_local_us),
+      Ratio(x.daemon_count_us, x.direct_local_us), "");
+  row("   samples delivery / the same", Ratio(x.daemon_samples_us, x.direct_local_us), "");
   row("   ptrace backend through hwwatchd " + us(x.daemon_ptrace_us) + " / direct",
       Ratio(x.daemon_ptrace_us, x.direct_us), "");
   if (x.ptrace_not_measured.empty()) {
@@ -649,7 +655,9 @@ void AddRpcCommand(CLI::App& app, std::function<int()>* run) {
       "pairs per second with each of --threads concurrent clients, --ops pairs each run. P9: "
       "Reserve+Release of one write watch on every thread of a forked process with --p9-threads "
       "threads (a pid target; count and samples delivery) / perf_event_open on each of its "
-      "threads then close all; also PTRACE_SEIZE+INTERRUPT+DR0/DR7 arm+disarm+DETACH per "
+      "threads then close all, from wherever the bench runs and from each thread's last CPU "
+      "(an event installed from another CPU interrupts that one); also "
+      "PTRACE_SEIZE+INTERRUPT+DR0/DR7 arm+disarm+DETACH per "
       "thread, as a debugger does, against the same.");
   cmd->add_option("--daemon", p.daemon, "hwwatchd to start (default: the one beside this program)");
   cmd->add_option("--socket", p.socket,

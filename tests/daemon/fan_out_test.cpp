@@ -3,6 +3,7 @@
 #include "daemon/fan_out.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -64,6 +65,28 @@ TEST(FanOut, ACallerFinishesWhileTheHelperIsHeldByAnother) {
   ASSERT_TRUE(finished) << "the second caller waited for a busy helper";
   second.get();
   EXPECT_EQ(ran.load(), 1000u);
+}
+
+// With CPUs named, each index runs on its CPU, and the caller's CPU mask
+// is as it was afterwards.
+TEST(FanOut, EachIndexRunsOnTheCpuNamedForIt) {
+  cpu_set_t before;
+  ASSERT_EQ(sched_getaffinity(0, sizeof before, &before), 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE && cpus.size() < 4; ++c) {
+    if (CPU_ISSET(c, &before)) cpus.push_back(c);
+  }
+  ASSERT_FALSE(cpus.empty());
+  FanOut fan(3);
+  const size_t n = 16 * FanOut::kMinShare;
+  std::vector<std::atomic<int>> ran(n);
+  auto want = [&](size_t i) { return cpus[i % cpus.size()]; };
+  fan.ForEach(
+      n, [&](size_t i) { ran[i] = sched_getcpu(); }, want);
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(ran[i].load(), want(i)) << "index " << i;
+  cpu_set_t after;
+  ASSERT_EQ(sched_getaffinity(0, sizeof after, &after), 0);
+  EXPECT_TRUE(CPU_EQUAL(&before, &after)) << "the caller was left pinned";
 }
 
 }  // namespace
