@@ -26,6 +26,7 @@ fi
 cmake -S "$root" -B "$out" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$root/cmake/aarch64-linux-gnu.cmake" \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE=-O1 -DCMAKE_C_FLAGS_RELEASE=-O1 \
   -DHWWATCH_WERROR=ON >/dev/null
-cmake --build "$out" --target hwwatchd hwwatch vm_debugger hwwatch-example-watch-child capture_test
+cmake --build "$out" --target hwwatchd hwwatch vm_debugger hwwatch-example-watch-child capture_test \
+  daemon_thread_lister_test
 readelf -h "$out/bin/hwwatchd" | grep -q 'Machine: *AArch64' ||
   { echo "cross-build.sh: $out/bin/hwwatchd is not an arm64 program" >&2; exit 1; }

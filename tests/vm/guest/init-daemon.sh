@@ -42,6 +42,19 @@ if [ -x /capture_test ]; then
     echo "CASE $arch capture FAIL: exit $rc, $passed cases passed"
   fi
 fi
+# The thread lister (a BPF task iterator over one process, Linux 6.1+) on
+# Debian's kernel: the same threads as /proc, each on the CPU it was pinned to.
+if [ -x /daemon_thread_lister_test ]; then
+  /daemon_thread_lister_test >/tmp/lister.out 2>&1
+  rc=$?
+  passed=$(grep -c '^\[       OK \]' /tmp/lister.out)
+  if [ "$rc" = 0 ] && [ "$passed" -ge 2 ]; then
+    echo "CASE $arch thread_lister PASS: $passed cases"
+  else
+    grep -v -E '^\[ RUN|^\[----------\]|^ *$' /tmp/lister.out | head -40
+    echo "CASE $arch thread_lister FAIL: exit $rc, $passed cases passed"
+  fi
+fi
 hwwatchd --socket /tmp/h.sock --log-level warn 2>/tmp/hwwatchd.log &
 daemon=$!
 i=0
