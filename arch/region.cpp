@@ -12,12 +12,6 @@ constexpr uint64_t kWord = 8;  // widest register on both architectures
 
 uint64_t AlignDown(uint64_t v, uint64_t a) { return v & ~(a - 1); }
 
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 // Exact x86 cover: walking from the start, take the largest naturally
 // aligned block (<= 8 bytes) that starts here and stays inside the region.
 // Each step's block is as large as alignment allows, so no cover of the
@@ -87,6 +81,12 @@ Result<Cover> ExecuteCover(Arch arch, const Region& r) {
 }
 
 }  // namespace
+
+std::string Hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
 
 BreakpointSpec Cover::Spec(Arch arch, unsigned i) const {
   const CoverRegister& reg = registers.at(i);

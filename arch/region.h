@@ -61,6 +61,9 @@ struct Cover {
 // (address + length) does not fit in 64 bits,
 // a misaligned/oversized execute region; EOPNOTSUPP for an access the
 // architecture lacks (x86 read-only) or an unknown architecture.
+// An address as messages print it: "0x" and lowercase hex digits.
+std::string Hex(uint64_t v);
+
 Result<Cover> ComputeCover(Arch arch, const Region& region, CoverMode mode);
 
 // ComputeCover limited to `available` registers. In kExact mode the exact

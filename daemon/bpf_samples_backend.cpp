@@ -1,7 +1,6 @@
 #include "daemon/bpf_samples_backend.h"
 
 #include <algorithm>
-#include <sstream>
 #include <string>
 
 #include "daemon/procfs.h"
@@ -97,11 +96,9 @@ std::optional<Problem> BpfSamplesBackend::Move(std::vector<ThreadArm>& arms,
   bool mapped_new = false;
   if (!problem && mapped) {
     if (auto taken = capture_.MapMoved(to.group, *to.watch)) {
-      std::ostringstream hex;
-      hex << std::hex << *taken;
       problem = MakeProblem(Code::kFailedPrecondition,
                             "another watch of process " + std::to_string(target.tid) +
-                                " has a register at 0x" + hex.str() +
+                                " has a register at " + arch::Hex(*taken) +
                                 ": this watch's events find theirs by process and address, so "
                                 "it cannot move there while that one is held");
     } else {
