@@ -49,7 +49,7 @@ constexpr auto kReadyWithin = std::chrono::seconds(20);
 // times, kRetryPause apart, before the side is given up.
 constexpr int kAttempts = 6;
 constexpr auto kRetryPause = std::chrono::milliseconds(50);
-// Turns of each perf side (count, samples, direct) per repeat.
+// Turns of each perf side (count, samples, both direct ones) per repeat.
 constexpr unsigned kRounds = 5;
 
 // The watched word. fork() copies it, so it has the same address in the
@@ -208,24 +208,6 @@ Attempt DaemonOnce(client::Client& c, const v1::ReserveRequest& req) {
   return us;
 }
 
-// perf_event_open on every task, then close every one, wall time.
-Attempt DirectOnce(const std::vector<pid_t>& tids, const arch::BreakpointSpec& spec) {
-  std::vector<arch::PerfBreakpoint> open;
-  open.reserve(tids.size());
-  const auto t0 = Clock::now();
-  for (pid_t tid : tids) {
-    auto bp = arch::PerfBreakpoint::Open(spec, arch::PerfTarget::Thread(tid));
-    if (!bp) {
-      if (bp.error().Is(ENOSPC)) return std::nullopt;  // `open` closes the rest
-      throw std::runtime_error("P9 perf_event_open on " + std::to_string(tid) + ": " +
-                               bp.error().message);
-    }
-    open.push_back(std::move(bp.value()));
-  }
-  open.clear();
-  return MicrosSince(t0);
-}
-
 // The CPU task `tid` of `pid` last ran on (field 39 of its stat), or -1.
 int LastCpu(pid_t pid, pid_t tid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
@@ -240,36 +222,57 @@ int LastCpu(pid_t pid, pid_t tid) {
   return std::atoi(field.c_str());
 }
 
+// Tasks by the CPU to open their events from (-1: wherever the bench runs).
+using TasksByCpu = std::map<int, std::vector<pid_t>>;
+
 // The tasks grouped by the CPU each last ran on (they are blocked: it
 // stays so while the bench runs).
-std::map<int, std::vector<pid_t>> ByCpu(pid_t pid, const std::vector<pid_t>& tids) {
-  std::map<int, std::vector<pid_t>> out;
+TasksByCpu ByLastCpu(pid_t pid, const std::vector<pid_t>& tids) {
+  TasksByCpu out;
   for (pid_t tid : tids) out[LastCpu(pid, tid)].push_back(tid);
   return out;
 }
 
-// As DirectOnce, by a client that moves itself to the CPU each task last
-// ran on before it opens its event there (an event installed from another
-// CPU interrupts the task's), and back at the end: the migrations timed.
-Attempt DirectLocalOnce(const std::map<int, std::vector<pid_t>>& by_cpu,
-                        const arch::BreakpointSpec& spec) {
-  cpu_set_t saved;
-  if (sched_getaffinity(0, sizeof saved, &saved) != 0)
-    throw std::runtime_error("sched_getaffinity");
+// Moves the calling thread to one CPU at a time (-1: leaves it where it
+// is), and puts its CPU mask back when destroyed.
+class OnCpu {
+ public:
+  OnCpu() {
+    if (sched_getaffinity(0, sizeof saved_, &saved_) != 0) {
+      throw std::runtime_error("sched_getaffinity");
+    }
+  }
+  ~OnCpu() { (void)sched_setaffinity(0, sizeof saved_, &saved_); }
+  OnCpu(const OnCpu&) = delete;
+  OnCpu& operator=(const OnCpu&) = delete;
+  void MoveTo(int cpu) {
+    if (cpu < 0) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    (void)sched_setaffinity(0, sizeof one, &one);
+  }
+
+ private:
+  cpu_set_t saved_;
+};
+
+// perf_event_open on every task, then close every one, wall time. Each
+// group's events are opened from its CPU: an event installed from another
+// CPU interrupts the task's, so opening from each task's last CPU is the
+// best a client can do (the moves are timed).
+Attempt DirectOnce(const TasksByCpu& by_cpu, const arch::BreakpointSpec& spec) {
+  OnCpu where;
   std::vector<arch::PerfBreakpoint> open;
-  Attempt out;
+  size_t tasks = 0;
+  for (const auto& group : by_cpu) tasks += group.second.size();
+  open.reserve(tasks);
   const auto t0 = Clock::now();
   for (const auto& [cpu, tids] : by_cpu) {
-    if (cpu >= 0) {
-      cpu_set_t one;
-      CPU_ZERO(&one);
-      CPU_SET(cpu, &one);
-      (void)sched_setaffinity(0, sizeof one, &one);
-    }
+    where.MoveTo(cpu);
     for (pid_t tid : tids) {
       auto bp = arch::PerfBreakpoint::Open(spec, arch::PerfTarget::Thread(tid));
       if (!bp) {
-        (void)sched_setaffinity(0, sizeof saved, &saved);
         if (bp.error().Is(ENOSPC)) return std::nullopt;  // `open` closes the rest
         throw std::runtime_error("P9 perf_event_open on " + std::to_string(tid) + ": " +
                                  bp.error().message);
@@ -277,7 +280,6 @@ Attempt DirectLocalOnce(const std::map<int, std::vector<pid_t>>& by_cpu,
       open.push_back(std::move(bp.value()));
     }
   }
-  (void)sched_setaffinity(0, sizeof saved, &saved);
   open.clear();
   return MicrosSince(t0);
 }
@@ -418,14 +420,13 @@ void Measure(const std::string& socket, unsigned repeat, ThreadedProcess& target
     std::vector<double> runs;
     bool given_up = false;
   };
-  const std::map<int, std::vector<pid_t>> by_cpu = ByCpu(target.pid(), target.tids());
+  const TasksByCpu anywhere{{-1, target.tids()}};
+  const TasksByCpu by_cpu = ByLastCpu(target.pid(), target.tids());
   Side sides[] = {
       {"daemon count", [&] { return DaemonOnce(client, count); }, {}},
       {"daemon samples", [&] { return DaemonOnce(client, samples); }, {}},
-      {"direct perf_event_open", [&] { return DirectOnce(target.tids(), spec); }, {}},
-      {"direct perf_event_open from each task's CPU",
-       [&] { return DirectLocalOnce(by_cpu, spec); },
-       {}},
+      {"direct perf_event_open", [&] { return DirectOnce(anywhere, spec); }, {}},
+      {"direct perf_event_open from each task's CPU", [&] { return DirectOnce(by_cpu, spec); }, {}},
   };
   uint64_t ignored = 0;
   for (Side& s : sides) (void)Retried(s.once, &ignored);  // warm-up
