@@ -245,7 +245,7 @@ void BpfCapture::AddWatch(uint64_t group, const WatchSpec& watch, pid_t tgid, bo
   CountProcess(tgid, 1);
   if (inherit && tgid > 0) {
     g.inherited = RegisterAddresses(watch);
-    g.inherits = MapInherited(g.tgid, g.inherited, group);
+    g.inherits = !MapInherited(g.tgid, g.inherited, group);
     if (!g.inherits) g.inherited.clear();
   }
   inherits = g.inherits;
@@ -318,16 +318,7 @@ std::optional<uint64_t> BpfCapture::MapMoved(uint64_t group, const WatchSpec& to
   MutexLock lock(mu_);
   auto it = groups_.find(group);
   if (it == groups_.end() || !it->second.inherits) return std::nullopt;
-  GroupState& g = it->second;
-  std::vector<uint64_t> added;
-  for (uint64_t a : Missing(RegisterAddresses(to), g.inherited)) {
-    if (!MapInherited(g.tgid, {a}, group)) {
-      UnmapInherited(g.tgid, added);
-      return a;
-    }
-    added.push_back(a);
-  }
-  return std::nullopt;
+  return MapInherited(it->second.tgid, Missing(RegisterAddresses(to), it->second.inherited), group);
 }
 
 void BpfCapture::UnmapMoved(uint64_t group, const WatchSpec& to) {
@@ -352,17 +343,18 @@ void BpfCapture::RemoveWatch(uint64_t group) {
   if (tail) sink_.Hit(*tail);
 }
 
-bool BpfCapture::MapInherited(pid_t tgid, const std::vector<uint64_t>& addresses, uint64_t group) {
+std::optional<uint64_t> BpfCapture::MapInherited(pid_t tgid, const std::vector<uint64_t>& addresses,
+                                                 uint64_t group) {
   for (size_t i = 0; i < addresses.size(); ++i) {
     hw_inherited_key key{};
     key.tgid = static_cast<uint32_t>(tgid);
     key.bp_address = addresses[i];
     if (bpf_map_update_elem(inherited_fd_, &key, &group, BPF_NOEXIST) != 0) {
       UnmapInherited(tgid, {addresses.begin(), addresses.begin() + static_cast<std::ptrdiff_t>(i)});
-      return false;
+      return addresses[i];
     }
   }
-  return true;
+  return std::nullopt;
 }
 
 void BpfCapture::UnmapInherited(pid_t tgid, const std::vector<uint64_t>& addresses) {

@@ -119,9 +119,11 @@ class BpfCapture {
   void DeliverTails(bool all) EXCLUDES(mu_);
   // UpdateWatch's work, returning the old watch's last hit (arm64).
   std::optional<RawHit> Rewatch(uint64_t group, const WatchSpec& watch, pid_t pid) REQUIRES(mu_);
-  // The inherited map: events at `addresses` in new threads of `tgid` are
-  // `group`'s. False (and nothing added) when another group holds a key.
-  bool MapInherited(pid_t tgid, const std::vector<uint64_t>& addresses, uint64_t group);
+  // The inherited map: events at `addresses` in threads of `tgid` are
+  // `group`'s. Where another group holds a key: nothing added, and the
+  // address of that key.
+  std::optional<uint64_t> MapInherited(pid_t tgid, const std::vector<uint64_t>& addresses,
+                                       uint64_t group);
   void UnmapInherited(pid_t tgid, const std::vector<uint64_t>& addresses);
 
   HitSink& sink_;
